@@ -1,0 +1,19 @@
+"""archdsl: a language for convolutional network architectures, and a compiler for it.
+
+    import archdsl
+    g = archdsl.load("examples/resnet50.arch", params={"width": 32}, input_shape=(3, 64, 64))
+    print(archdsl.analyze(g).params)
+
+Pipeline (one subpackage per stage): frontend (text -> AST), elaborate (AST -> IR graph),
+ir (the graph and its checks), ops (the op registry), analysis (shapes, costs, receptive field).
+"""
+
+from . import ops as _ops  # noqa: F401  (registers every op)
+from .analysis import Summary, analyze
+from .elaborate import Limits, elaborate, load, loads
+from .errors import ArchError, SrcLoc
+from .ir import Graph
+
+__version__ = "0.1.0"
+
+__all__ = ["ArchError", "Graph", "Limits", "SrcLoc", "Summary", "analyze", "elaborate", "load", "loads"]

@@ -1,0 +1,120 @@
+"""`archdsl` command line: summary, check (and, later, compile/run/bench)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+
+from ..analysis import DTYPE_BYTES, analyze, collapse
+from ..elaborate import load
+from ..errors import NO_LOC, ArchError
+from .table import render
+
+
+def _parse_set(text: str):
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise ArchError(f"--set {text}: expected NAME=VALUE", NO_LOC, hint="for example --set width=16")
+    low = raw.strip().lower()
+    if low in ("true", "false"):
+        return key, low == "true"
+    for conv in (int, float):
+        try:
+            return key, conv(raw)
+        except ValueError:
+            pass
+    raise ArchError(f"--set {text}: the value must be a number, true or false", NO_LOC)
+
+
+def _parse_input(text: str):
+    parts = text.lower().replace("×", "x").replace(",", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise ArchError(f"--input {text}: expected CxHxW with positive integers", NO_LOC, hint="for example --input 3x32x32")
+    return dims
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="a .arch file")
+    p.add_argument("--network", help="which network of the file (default: its only one)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a network parameter")
+    p.add_argument("--input", metavar="CxHxW", help="override the input shape, e.g. 3x32x32")
+
+
+def _graph(args):
+    params = dict(_parse_set(s) for s in args.set)
+    shape = _parse_input(args.input) if args.input else None
+    return load(args.file, args.network, params, shape)
+
+
+def cmd_summary(args) -> int:
+    g = _graph(args)
+    summary = analyze(g)
+    if args.depth:
+        summary = collapse(summary, g, args.depth)
+    if args.json:
+        print(json.dumps(summary.to_json(args.dtype), indent=2))
+    else:
+        print(render(summary, g.graph["scopes"] if not args.depth else
+                     {k: v for k, v in g.graph["scopes"].items() if k.count(".") < args.depth - 1}, args.dtype))
+    return 0
+
+
+def cmd_check(args) -> int:
+    g = _graph(args)
+    if args.dump:
+        print(g.dump())
+    else:
+        outs = ", ".join(g.outputs)
+        print(f"{args.file}: ok — network {g.name}, {len(g)} nodes, outputs: {outs}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="archdsl", description="A language and compiler for CNN architectures.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("summary", help="per-layer shapes, params, MACs, activations, receptive field")
+    _add_model_args(p)
+    p.add_argument("--depth", type=int, default=0, metavar="N", help="collapse blocks nested deeper than N names")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPE_BYTES), help="bytes per activation value")
+    p.set_defaults(run=cmd_summary)
+
+    p = sub.add_parser("check", help="parse and elaborate; report the first error")
+    _add_model_args(p)
+    p.add_argument("--dump", action="store_true", help="print the elaborated graph")
+    p.set_defaults(run=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ArchError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, said plainly
+        print(f"archdsl: internal error: {type(exc).__name__}: {exc}\n"
+              "This is a bug in archdsl, not in your file; please report it with the file that caused it.",
+              file=sys.stderr)
+        if os.environ.get("ARCHDSL_DEBUG"):
+            traceback.print_exc()
+        else:
+            print("(set ARCHDSL_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

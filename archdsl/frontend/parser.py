@@ -1,0 +1,406 @@
+"""Text -> AST.  Lark parses with `grammars/arch.lark`; `ToAst` turns the tree into `ast` nodes.
+
+Syntax errors become `ArchError`s that name what was found and what would have been accepted.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import ast
+from ..errors import ArchError, SrcLoc, register_source
+
+_OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
+_CLOSERS = set(_OPENERS.values())
+
+
+def grammar_text() -> str:
+    """The grammar: shipped inside the installed package, or read from the source checkout."""
+    packaged = resources.files("archdsl") / "grammars" / "arch.lark"
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parents[2] / "grammars" / "arch.lark").read_text(encoding="utf-8")
+
+
+class NewlineFilter:
+    """Post-lexer: drop newlines inside ( ) and [ ] (argument lists wrap), keep them in { }."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        stack: list[str] = []
+        for tok in stream:
+            if tok.type in _OPENERS:
+                stack.append(tok.type)
+            elif tok.type in _CLOSERS and stack:
+                stack.pop()
+            elif tok.type == "_NL" and stack and stack[-1] != "LBRACE":
+                continue
+            yield tok
+
+
+@functools.cache
+def _parser() -> Lark:
+    return Lark(
+        grammar_text(),
+        parser="lalr",
+        lexer="contextual",
+        postlex=NewlineFilter(),
+        propagate_positions=True,
+        maybe_placeholders=True,
+        cache=False,
+    )
+
+
+def parse(text: str, filename: str = "<string>") -> ast.Module:
+    """Parse one `.arch` source into an `ast.Module` (imports are not followed here)."""
+    register_source(filename, text)
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, text, filename) from None
+    except RecursionError:
+        raise ArchError("the program is nested too deeply to parse", SrcLoc(filename, 1, 1)) from None
+    try:
+        return ToAst(filename).transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, ArchError):
+            raise exc.orig_exc from None
+        raise
+    except RecursionError:
+        raise ArchError("the program is nested too deeply to parse", SrcLoc(filename, 1, 1)) from None
+
+
+# ---- syntax errors ------------------------------------------------------------------------------
+
+_READABLE = {
+    "NAME": "a name",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "DIMS": "a shape like 3x224x224",
+    "_NL": "a new line",
+    "$END": "the end of the file",
+    "COMP_OP": "a comparison",
+    "ADD_OP": "`+` or `-`",
+    "MUL_OP": "`*`, `/`, `//` or `%`",
+}
+
+
+def _describe(terminal: str) -> str:
+    if terminal in _READABLE:
+        return _READABLE[terminal]
+    for term in _parser().terminals:
+        if term.name == terminal and term.pattern.type == "str":
+            return f"`{term.pattern.value}`"
+    return terminal.lower()
+
+
+def _expected_phrase(expected) -> str:
+    names = sorted({_describe(t) for t in expected}, key=lambda s: (not s.startswith("`"), s))
+    if len(names) > 8:
+        names = names[:8] + ["..."]
+    return ", ".join(names)
+
+
+def _syntax_error(exc: UnexpectedInput, text: str, filename: str) -> ArchError:
+    line, col = max(getattr(exc, "line", 1) or 1, 1), max(getattr(exc, "column", 1) or 1, 1)
+    if isinstance(exc, UnexpectedCharacters):
+        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
+        return ArchError(f"unexpected character {char!r}", SrcLoc(filename, line, col),
+                         hint=_char_hint(char))
+    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
+        lines = text.splitlines() or [""]
+        loc = SrcLoc(filename, len(lines), len(lines[-1]) + 1)
+        return ArchError("unexpected end of file", loc, hint=f"expected {_expected_phrase(exc.expected)}"
+                         " (an unclosed `{` or `(`?)")
+    assert isinstance(exc, UnexpectedToken)
+    tok = exc.token
+    found = "a new line" if tok.type == "_NL" else f"`{tok.value}`"
+    end = col + len(tok.value) if tok.type != "_NL" else None
+    if tok.type == "_NL":  # point at the end of the line that stopped early
+        line_text = text.splitlines()[line - 1] if line - 1 < len(text.splitlines()) else ""
+        col = len(line_text.rstrip()) + 1
+    return ArchError(f"unexpected {found}", SrcLoc(filename, line, col, end),
+                     hint=f"expected {_expected_phrase(exc.accepts or exc.expected)}")
+
+
+def _char_hint(char: str) -> str | None:
+    if char == "'":
+        return 'strings use double quotes: "..."'
+    if char in "=!<>":
+        return "comparisons are `==`, `!=`, `<`, `<=`, `>`, `>=`"
+    return None
+
+
+# ---- parse tree -> AST --------------------------------------------------------------------------
+
+
+class ToAst(Transformer):
+    """One small method per grammar rule; each returns an `ast` node with its location."""
+
+    def __init__(self, filename: str):
+        super().__init__()
+        self.file = filename
+
+    def _loc(self, meta_or_tok) -> SrcLoc:
+        if isinstance(meta_or_tok, Token):
+            return SrcLoc(self.file, meta_or_tok.line, meta_or_tok.column, meta_or_tok.end_column)
+        if getattr(meta_or_tok, "empty", False):
+            return SrcLoc(self.file, 1, 1)
+        end = meta_or_tok.end_column if meta_or_tok.end_line == meta_or_tok.line else None
+        return SrcLoc(self.file, meta_or_tok.line, meta_or_tok.column, end)
+
+    # -- top level
+    @v_args(meta=True)
+    def start(self, meta, items):
+        imports = tuple(i for i in items if isinstance(i, ast.Import))
+        defs = tuple(i for i in items if isinstance(i, ast.BlockDef))
+        return ast.Module(self.file, imports, defs)
+
+    @v_args(meta=True)
+    def import_stmt(self, meta, children):
+        (path,) = children
+        return ast.Import(self._loc(meta), _unquote(path))
+
+    @v_args(meta=True)
+    def block_def(self, meta, children):
+        name, params, body = children
+        return ast.BlockDef(self._loc(name), str(name), params or (), body, is_network=False)
+
+    @v_args(meta=True)
+    def network_def(self, meta, children):
+        name, params, body = children
+        return ast.BlockDef(self._loc(name), str(name), params or (), body, is_network=True)
+
+    def params(self, children):
+        return tuple(c for c in children if c is not None)
+
+    @v_args(meta=True)
+    def param(self, meta, children):
+        name, default = children
+        return ast.Param(self._loc(name), str(name), default)
+
+    @v_args(meta=True)
+    def body(self, meta, children):
+        return ast.Body(self._loc(meta), tuple(c for c in children if isinstance(c, ast.Stmt)))
+
+    # -- statements
+    @v_args(meta=True)
+    def input_stmt(self, meta, children):
+        name, dims = children
+        return ast.InputStmt(self._loc(meta), str(name) if name is not None else None, dims)
+
+    @v_args(meta=True)
+    def dims(self, meta, children):
+        if len(children) == 1 and isinstance(children[0], Token):
+            tok = children[0]
+            loc = self._loc(tok)
+            return tuple(ast.Literal(loc, int(v)) for v in tok.value.split("x"))
+        return tuple(children)
+
+    @v_args(meta=True)
+    def output_stmt(self, meta, children):
+        return ast.OutputStmt(self._loc(meta), tuple((str(t), self._loc(t)) for t in children if t is not None))
+
+    @v_args(meta=True)
+    def let_stmt(self, meta, children):
+        name, value = children
+        return ast.LetStmt(self._loc(meta), str(name), value)
+
+    @v_args(meta=True)
+    def if_stmt(self, meta, children):
+        cond, body, *rest = children
+        otherwise = rest.pop()  # the `else` body, or None (maybe_placeholders)
+        cases = [(cond, body), *rest]
+        return ast.IfStmt(self._loc(meta), tuple(cases), otherwise)
+
+    def elif_clause(self, children):
+        return tuple(children)
+
+    @v_args(meta=True)
+    def for_stmt(self, meta, children):
+        var, iterable, body = children
+        return ast.ForStmt(self._loc(meta), str(var), iterable, body)
+
+    @v_args(meta=True)
+    def assert_stmt(self, meta, children):
+        cond, message = children
+        return ast.AssertStmt(self._loc(meta), cond, _unquote(message) if message is not None else None)
+
+    @v_args(meta=True)
+    def chain(self, meta, children):
+        chain = ast.Chain(self._loc(meta), tuple(children))
+        return ast.ChainStmt(chain.loc, chain)
+
+    @v_args(meta=True)
+    def element(self, meta, children):
+        label, primary, repeat, bind = children
+        return ast.Element(self._loc(meta), label, primary, repeat, str(bind) if bind is not None else None)
+
+    @v_args(meta=True)
+    def label(self, meta, children):
+        head, *parts = children
+        flat: list[str | ast.Expr] = [str(head)]
+        for expr, tail in parts:
+            flat.append(expr)
+            if tail is not None:
+                flat.append(str(tail))
+        return ast.Label(self._loc(meta), tuple(flat))
+
+    def label_part(self, children):
+        return tuple(children)
+
+    def repeat(self, children):
+        return children[0]
+
+    # -- primaries
+    @v_args(meta=True)
+    def call(self, meta, children):
+        name, args = children
+        return ast.Call(self._loc(meta), str(name), args or (), self._loc(name))
+
+    def args(self, children):
+        return tuple(c for c in children if c is not None)
+
+    @v_args(meta=True)
+    def posarg(self, meta, children):
+        return ast.Arg(self._loc(meta), None, children[0])
+
+    @v_args(meta=True)
+    def kwarg(self, meta, children):
+        name, value = children
+        return ast.Arg(self._loc(name), str(name), value)
+
+    @v_args(meta=True)
+    def group(self, meta, children):
+        return ast.Group(self._loc(meta), children[0])
+
+    @v_args(meta=True)
+    def paren_group(self, meta, children):
+        (stmt,) = children
+        return ast.Group(self._loc(meta), ast.Body(stmt.loc, (stmt,)))
+
+    @v_args(meta=True)
+    def join(self, meta, children):
+        kind, body = children
+        return ast.Join(self._loc(meta), kind, body)
+
+    def join_kind(self, children):
+        return str(children[0])
+
+    @v_args(meta=True)
+    def residual(self, meta, children):
+        body, shortcut = children
+        cond, proj = shortcut if shortcut is not None else (None, None)
+        return ast.Residual(self._loc(meta), body, proj, cond)
+
+    def shortcut(self, children):
+        cond, body = children
+        return (cond, body)
+
+    @v_args(meta=True)
+    def dense(self, meta, children):
+        return ast.Dense(self._loc(meta), children[0])
+
+    @v_args(meta=True)
+    def tensor_ref(self, meta, children):
+        return ast.TensorRef(self._loc(meta), str(children[0]))
+
+    @v_args(meta=True)
+    def in_ref(self, meta, children):
+        return ast.TensorRef(self._loc(meta), "in")
+
+    # -- expressions
+    @v_args(meta=True)
+    def cond_expr(self, meta, children):
+        then, cond, otherwise = children
+        return ast.CondExpr(self._loc(meta), then, cond, otherwise)
+
+    @v_args(meta=True)
+    def or_expr(self, meta, children):
+        return ast.BoolOp(self._loc(meta), "or", tuple(children))
+
+    @v_args(meta=True)
+    def and_expr(self, meta, children):
+        return ast.BoolOp(self._loc(meta), "and", tuple(children))
+
+    @v_args(meta=True)
+    def not_expr(self, meta, children):
+        return ast.UnaryOp(self._loc(meta), "not", children[0])
+
+    @v_args(meta=True)
+    def comparison(self, meta, children):
+        return ast.Compare(self._loc(meta), tuple(children[0::2]), tuple(str(t) for t in children[1::2]))
+
+    @v_args(meta=True)
+    def binop(self, meta, children):
+        left = children[0]
+        for op, right in zip(children[1::2], children[2::2]):
+            left = ast.BinOp(SrcLoc(self.file, left.loc.line, left.loc.col, right.loc.end_col), str(op), left, right)
+        return left
+
+    @v_args(meta=True)
+    def unary(self, meta, children):
+        op, operand = children
+        return ast.UnaryOp(self._loc(meta), str(op), operand)
+
+    @v_args(meta=True)
+    def power(self, meta, children):
+        base, exponent = children
+        return ast.BinOp(self._loc(meta), "**", base, exponent)
+
+    @v_args(meta=True)
+    def int_lit(self, meta, children):
+        return ast.Literal(self._loc(meta), int(children[0]))
+
+    @v_args(meta=True)
+    def float_lit(self, meta, children):
+        return ast.Literal(self._loc(meta), float(children[0]))
+
+    @v_args(meta=True)
+    def str_lit(self, meta, children):
+        return ast.Literal(self._loc(meta), _unquote(children[0]))
+
+    @v_args(meta=True)
+    def true_lit(self, meta, children):
+        return ast.Literal(self._loc(meta), True)
+
+    @v_args(meta=True)
+    def false_lit(self, meta, children):
+        return ast.Literal(self._loc(meta), False)
+
+    @v_args(meta=True)
+    def var(self, meta, children):
+        return ast.Var(self._loc(meta), str(children[0]))
+
+    @v_args(meta=True)
+    def tensor_attr(self, meta, children):
+        tensor, attr = children
+        return ast.TensorAttr(self._loc(meta), str(tensor), str(attr))
+
+    @v_args(meta=True)
+    def in_attr(self, meta, children):
+        return ast.TensorAttr(self._loc(meta), "in", str(children[-1]))
+
+    @v_args(meta=True)
+    def func_call(self, meta, children):
+        name, *args = children
+        return ast.FuncCall(self._loc(meta), str(name), tuple(a for a in args if a is not None))
+
+    @v_args(meta=True)
+    def tuple_lit(self, meta, children):
+        return ast.TupleExpr(self._loc(meta), tuple(c for c in children if c is not None))
+
+    @v_args(meta=True)
+    def list_lit(self, meta, children):
+        return ast.ListExpr(self._loc(meta), tuple(c for c in children if c is not None))
+
+
+def _unquote(tok) -> str:
+    return str(tok)[1:-1].replace('\\"', '"').replace("\\\\", "\\")

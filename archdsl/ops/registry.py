@@ -1,0 +1,218 @@
+"""The op registry: everything archdsl knows about an op lives in its `OpSpec`, in one place.
+
+An `OpSpec` holds the op's argument schema, shape rule, cost rules (params, buffers, MACs,
+other operations), how its output counts as activation memory, and its receptive-field window.
+Later stages (torch reference, Triton lowering, fusion) add their entries to the same spec.
+Stages look ops up here instead of writing `if op == "conv"` chains.
+
+Shapes are per sample, the batch being symbolic: `(C, H, W)` for feature maps, `(F,)` for flat
+vectors.  Rules raise `ArchError` without a location; the elaborator adds the node and place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ArchError
+
+Shape = tuple[int, ...]
+Attrs = dict[str, Any]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED = _Required()
+
+
+# ---- argument kinds: each converts a user value to its normal form or raises ValueError -----
+
+
+@dataclass(frozen=True)
+class Kind:
+    """An argument type: `describe` names it in errors, `convert` normalizes or raises ValueError."""
+
+    describe: str
+    convert: Callable[[Any], Any]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def int_kind(minimum: int = 0) -> Kind:
+    def convert(v):
+        if not _is_int(v):
+            raise ValueError
+        if v < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return v
+
+    return Kind(f"an integer ≥ {minimum}", convert)
+
+
+def float_kind(lo: float | None = None, hi: float | None = None, open_hi: bool = False) -> Kind:
+    rng = "" if lo is None else (f" in [{lo}, {hi}{')' if open_hi else ']'}" if hi is not None else f" ≥ {lo}")
+
+    def convert(v):
+        if not _is_num(v):
+            raise ValueError
+        v = float(v)
+        if v != v or (lo is not None and v < lo) or (hi is not None and (v >= hi if open_hi else v > hi)):
+            raise ValueError(f"must be{rng}")
+        return v
+
+    return Kind(f"a number{rng}", convert)
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise ValueError
+    return v
+
+
+BOOL = Kind("true or false", _bool)
+
+
+def pair_kind(minimum: int) -> Kind:
+    """An int, or a pair (h, w) of ints; normalized to a pair."""
+
+    def convert(v):
+        items = tuple(v) if isinstance(v, tuple) else (v, v)
+        if len(items) != 2 or not all(_is_int(i) for i in items):
+            raise ValueError
+        if min(items) < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return items
+
+    return Kind(f"an integer ≥ {minimum} or a pair (h, w)", convert)
+
+
+def _padding(v):
+    items = tuple(v) if isinstance(v, tuple) else (v,)
+    if not all(_is_int(i) for i in items) or len(items) not in (1, 2, 4):
+        raise ValueError
+    if min(items) < 0:
+        raise ValueError("must not be negative")
+    if len(items) == 1:
+        return items * 4
+    if len(items) == 2:
+        return (items[0], items[0], items[1], items[1])
+    return items
+
+
+PADDING = Kind("an integer, a pair (h, w) or four sides (top, bottom, left, right)", _padding)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: Kind
+    default: Any = REQUIRED
+    doc: str = ""
+
+
+# ---- receptive-field windows -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """How an op's output position looks at its input: effective kernel and stride per axis."""
+
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+
+
+POINTWISE = Window(1, 1, 1, 1)
+
+
+def no_cost(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
+    return 0
+
+
+def numel(shape: Shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One op.  `arity` is the number of inputs (None: two or more, joined)."""
+
+    name: str
+    doc: str
+    params: tuple[Param, ...]
+    shape: Callable[[Attrs, list[Shape]], Shape]
+    arity: int | None = 1
+    param_count: Callable[[Attrs, list[Shape], Shape], int] = no_cost
+    buffer_count: Callable[[Attrs, list[Shape], Shape], int] = no_cost
+    macs: Callable[[Attrs, list[Shape], Shape], int] = no_cost
+    other_ops: Callable[[Attrs, list[Shape], Shape], int] = no_cost
+    activation: str = "new"  # "new" tensor, "inplace" (relu, dropout) or "view" (flatten)
+    window: Callable[[Attrs, list[Shape]], Window] = lambda attrs, ins: POINTWISE
+    describe: Callable[[Attrs], str] = lambda attrs: ""
+    normalize: Callable[[Attrs], Attrs] = lambda attrs: attrs  # fill defaults that depend on others
+    extra: dict[str, Any] = field(default_factory=dict)  # hooks added by later stages
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+OPS: dict[str, OpSpec] = {}
+
+
+def register(spec: OpSpec) -> OpSpec:
+    if spec.name in OPS:
+        raise ValueError(f"op {spec.name!r} registered twice")
+    OPS[spec.name] = spec
+    return spec
+
+
+def get(name: str) -> OpSpec:
+    return OPS[name]
+
+
+# ---- helpers shared by the shape rules ---------------------------------------------------------
+
+
+def fmt_shape(shape: Shape) -> str:
+    return "×".join(str(d) for d in shape)
+
+
+def need_map(op: str, shape: Shape) -> tuple[int, int, int]:
+    """The (C, H, W) of a feature-map input, or a clear error for a flat one."""
+    if len(shape) != 3:
+        raise ArchError(f"{op} needs a feature map C×H×W, but its input is the flat vector {fmt_shape(shape)}",
+                        hint="spatial ops must come before `flatten`")
+    return shape  # type: ignore[return-value]
+
+
+def window_out(size: int, k: int, s: int, pad_lo: int, pad_hi: int, dilation: int, ceil_mode: bool) -> int:
+    """PyTorch's output length of a sliding window (conv: floor; pooling may use ceil_mode).
+
+    With ceil_mode, PyTorch drops the last window when it would start inside the right padding
+    (aten/src/ATen/native/Pool.h, pooling_output_shape).
+    """
+    span = size + pad_lo + pad_hi - dilation * (k - 1) - 1
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + pad_lo:
+        out -= 1
+    return out
+
+
+def window_formula(size: int, k: int, s: int, pad_lo: int, pad_hi: int, dilation: int, ceil_mode: bool) -> str:
+    rounding = "ceil" if ceil_mode else "floor"
+    dil = f"{dilation}·" if dilation != 1 else ""
+    pad = f"{pad_lo}+{pad_hi}" if pad_lo != pad_hi else f"2·{pad_lo}"
+    return f"{rounding}(({size} + {pad} - {dil}({k}-1) - 1) / {s}) + 1"
