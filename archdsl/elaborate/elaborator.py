@@ -291,6 +291,8 @@ class Elaborator:
             inner = ctx.with_namer(self._scope(ctx, label, "sequence", "sequence", el.loc, positional=True))
         for _ in range(count):
             x = self.primary(el.primary, x, inner, None, el.loc)
+        if label is not None:
+            self._title_sequence(inner.namer.prefix)
         return x
 
     def _label(self, label: ast.Label, ctx: Ctx) -> str:
@@ -314,6 +316,25 @@ class Elaborator:
         self.graph.graph["scopes"][name] = Scope(kind, title or hint, loc)
         return Namer(self.claimed, name, positional)
 
+    def _title_sequence(self, prefix: str) -> None:
+        """Describe a finished sequence scope by its direct members: "bottleneck ×4", "conv, relu ×2"."""
+        scopes = self.graph.graph["scopes"]
+        depth = prefix.count(".") + 1
+        members: list[str] = []
+        for name in list(scopes) + list(self.graph.nodes):
+            if name.startswith(prefix + ".") and name.count(".") == depth:
+                members.append(scopes[name].title.split("(")[0] if name in scopes else self.graph.nodes[name]["op"])
+        runs: list[list] = []
+        for m in members:
+            if runs and runs[-1][0] == m:
+                runs[-1][1] += 1
+            else:
+                runs.append([m, 1])
+        parts = [f"{m} ×{n}" if n > 1 else m for m, n in runs]
+        title = ", ".join(parts) if len(parts) <= 3 else f"{len(members)} layers"
+        old = scopes[prefix]
+        scopes[prefix] = Scope(old.kind, title, old.src)
+
     # ---- primaries ----------------------------------------------------------------------------
 
     def primary(self, p: ast.Primary, x: Value, ctx: Ctx, label: str | None, loc: SrcLoc) -> Value:
@@ -326,9 +347,12 @@ class Elaborator:
             raise ArchError(f"unknown op or block `{p.name}`", p.name_loc, hint=did_you_mean(p.name, known))
         if isinstance(p, ast.Group):
             inner = ctx.with_env(ctx.env.child())
-            if label is not None:
-                inner = ctx.with_namer(self._scope(ctx, label, "sequence", "sequence", loc, positional=True))
-            return self.seq(p.body, x, inner)
+            if label is None:
+                return self.seq(p.body, x, inner)
+            inner = ctx.with_namer(self._scope(ctx, label, "sequence", "sequence", loc, positional=True))
+            out = self.seq(p.body, x, inner)
+            self._title_sequence(inner.namer.prefix)
+            return out
         if isinstance(p, (ast.Join, ast.Residual, ast.Dense)):
             kind = p.kind if isinstance(p, ast.Join) else ("add" if isinstance(p, ast.Residual) else "concat")
             inner = ctx.with_env(ctx.env.child())

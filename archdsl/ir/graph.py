@@ -39,7 +39,7 @@ import networkx as nx
 
 from ..errors import InternalError, SrcLoc
 from ..ops import OPS
-from ..ops.registry import fmt_shape
+from ..ops.registry import REQUIRED, fmt_shape
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 
@@ -170,7 +170,7 @@ class Graph(nx.MultiDiGraph):
         rows = []
         for n, d in self.walk():
             args = ", ".join(f"%{a}" for a in self.args(n))
-            attrs = _kv(d["attrs"])
+            attrs = _kv(_non_default(d["op"], d["attrs"]))
             call = f"{d['op']}({', '.join(x for x in (args, attrs) if x)})"
             rows.append((f"%{n}", call, fmt_shape(d["shape"]), f"{d['src'].file}:{d['src'].line}"))
         w0 = max((len(r[0]) for r in rows), default=0)
@@ -182,10 +182,23 @@ class Graph(nx.MultiDiGraph):
         return "\n".join(lines)
 
 
+def _non_default(op: str, attrs: dict) -> dict:
+    """The attributes that differ from what the op's defaults would give (keeps dumps short)."""
+    spec = OPS[op]
+    defaults = dict(attrs)
+    for p in spec.params:
+        if p.default is not REQUIRED:
+            defaults[p.name] = p.kind.convert(p.default) if p.default is not None else None
+    defaults = spec.normalize(defaults)
+    return {k: v for k, v in attrs.items() if defaults.get(k) != v or spec.param(k).default is REQUIRED}
+
+
 def _fmt_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, tuple):
+        if v and all(x == v[0] for x in v):  # (3, 3) -> 3: kernels, strides, pads are mostly square
+            return _fmt_value(v[0])
         return "(" + ", ".join(_fmt_value(x) for x in v) + ")"
     if isinstance(v, float):
         return f"{v:g}"

@@ -12,8 +12,8 @@ def _pool_shape(op):
         c, h, w = need_map(op, ins[0])
         (kh, kw), (ph, pw), (dh, dw) = a["kernel"], a["pad"], a.get("dilation", (1, 1))
         stride = a["stride"]
-        for k, p, d in ((kh, ph, dh), (kw, pw, dw)):
-            if 2 * p > d * (k - 1) + 1:
+        for k, p in ((kh, ph), (kw, pw)):
+            if 2 * p > k:  # PyTorch: pad <= kernel_size/2, the undilated kernel (pool2d_shape_check)
                 raise ArchError(f"{op} padding {p} is more than half the kernel size {k}",
                                 hint="PyTorch requires pad ≤ kernel/2 for pooling")
         p = window_out(h, kh, stride[0], ph, ph, dh, a["ceil_mode"])
