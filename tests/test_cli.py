@@ -107,3 +107,12 @@ def test_a_user_mistake_exits_2_with_a_located_message(capsys, tmp_path):
     assert err.startswith(f"{path}:3:19: error: unknown op or block `maxpol`")
     assert "^~~~~~" in err and "did you mean `maxpool`" in err
     assert "Traceback" not in err
+
+
+def test_layers_that_reach_no_output_are_warned_about(capsys, tmp_path):
+    path = tmp_path / "dead.arch"
+    path.write_text("network n {\n    input 3 x 8 x 8\n    conv(8, 3) as a\n    conv(4, 3)\n    @a -> relu\n}\n")
+    code, out, err = run(capsys, "check", str(path))
+    assert code == 0
+    assert f"{path}:4:5: warning: `conv_1` (conv) does not contribute to any output" in err
+    assert "conv`" not in err.replace("conv_1`", "")  # the live conv is not reported

@@ -50,7 +50,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _graph(args):
     params = dict(_parse_set(s) for s in args.set)
     shape = _parse_input(args.input) if args.input else None
-    return load(args.file, args.network, params, shape)
+    graph = load(args.file, args.network, params, shape)
+    for loc, message in graph.graph["warnings"]:
+        print(f"{loc}: warning: {message}", file=sys.stderr)
+    return graph
 
 
 def cmd_summary(args) -> int:

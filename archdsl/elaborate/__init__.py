@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
+
 from ..errors import NO_LOC, ArchError, did_you_mean
 from ..ir.graph import Graph
 from .elaborator import Elaborator, Limits
@@ -47,7 +49,17 @@ def elaborate(lib: Library, network: str | None = None, params: dict[str, Any] |
     finally:
         sys.setrecursionlimit(old)
     graph.lint()
+    graph.graph["warnings"] = _unused_warnings(graph)
     return graph
+
+
+def _unused_warnings(graph: Graph) -> list[tuple]:
+    """Layers that reach no output: kept (the user wrote them) but worth a warning."""
+    live = set(graph.outputs)
+    for out in graph.outputs:
+        live |= nx.ancestors(graph, out)
+    dead = [n for n in graph.nodes if n not in live and n not in graph.inputs]
+    return [(graph.nodes[n]["src"], f"`{n}` ({graph.op(n)}) does not contribute to any output") for n in dead]
 
 
 def load(path: str | Path, network: str | None = None, params: dict[str, Any] | None = None,

@@ -59,11 +59,13 @@ class Namer:
         self.positional = positional
         self.next_index = 0
         self.auto: dict[str, int] = {}
+        self.members: list[str] = []  # what each claimed name is (op or block name), in order
 
     def full(self, segment: str) -> str:
         return f"{self.prefix}.{segment}" if self.prefix else segment
 
     def claim(self, label: str | None, hint: str, loc: SrcLoc) -> str:
+        self.members.append(hint)
         index = self.next_index
         if self.positional:
             self.next_index += 1
@@ -292,7 +294,7 @@ class Elaborator:
         for _ in range(count):
             x = self.primary(el.primary, x, inner, None, el.loc)
         if label is not None:
-            self._title_sequence(inner.namer.prefix)
+            self._title_sequence(inner.namer)
         return x
 
     def _label(self, label: ast.Label, ctx: Ctx) -> str:
@@ -316,14 +318,10 @@ class Elaborator:
         self.graph.graph["scopes"][name] = Scope(kind, title or hint, loc)
         return Namer(self.claimed, name, positional)
 
-    def _title_sequence(self, prefix: str) -> None:
+    def _title_sequence(self, namer: Namer) -> None:
         """Describe a finished sequence scope by its direct members: "bottleneck ×4", "conv, relu ×2"."""
         scopes = self.graph.graph["scopes"]
-        depth = prefix.count(".") + 1
-        members: list[str] = []
-        for name in list(scopes) + list(self.graph.nodes):
-            if name.startswith(prefix + ".") and name.count(".") == depth:
-                members.append(scopes[name].title.split("(")[0] if name in scopes else self.graph.nodes[name]["op"])
+        members = namer.members
         runs: list[list] = []
         for m in members:
             if runs and runs[-1][0] == m:
@@ -332,8 +330,8 @@ class Elaborator:
                 runs.append([m, 1])
         parts = [f"{m} ×{n}" if n > 1 else m for m, n in runs]
         title = ", ".join(parts) if len(parts) <= 3 else f"{len(members)} layers"
-        old = scopes[prefix]
-        scopes[prefix] = Scope(old.kind, title, old.src)
+        old = scopes[namer.prefix]
+        scopes[namer.prefix] = Scope(old.kind, title, old.src)
 
     # ---- primaries ----------------------------------------------------------------------------
 
@@ -351,7 +349,7 @@ class Elaborator:
                 return self.seq(p.body, x, inner)
             inner = ctx.with_namer(self._scope(ctx, label, "sequence", "sequence", loc, positional=True))
             out = self.seq(p.body, x, inner)
-            self._title_sequence(inner.namer.prefix)
+            self._title_sequence(inner.namer)
             return out
         if isinstance(p, (ast.Join, ast.Residual, ast.Dense)):
             kind = p.kind if isinstance(p, ast.Join) else ("add" if isinstance(p, ast.Residual) else "concat")
