@@ -118,6 +118,7 @@ class Elaborator:
         self.limits = limits
         self.claimed: dict[str, SrcLoc] = {}
         self.graph = Graph()
+        self._mergeable_means: set[str] = set()
         self.evaluator = Evaluator()
 
     # ---- entry point --------------------------------------------------------------------------
@@ -278,10 +279,10 @@ class Elaborator:
                 out = self.primary(el.primary, x, ctx, label, el.loc)
             else:
                 out = self._repeat(el, x, ctx, label)
-        if label is not None:
-            ctx.tensors[label] = out
-        if el.bind is not None:
-            ctx.tensors[el.bind] = out
+        for name in (label, el.bind):
+            if name is not None:
+                ctx.tensors[name] = out
+                self._mergeable_means.discard(out.node)  # a named mean is used as itself
         return out
 
     def _repeat(self, el: ast.Element, x: Value, ctx: Ctx, label: str | None) -> Value:
@@ -357,12 +358,17 @@ class Elaborator:
             if label is not None:
                 word = {ast.Join: kind, ast.Residual: "residual", ast.Dense: "dense"}[type(p)]
                 inner = ctx.with_namer(self._scope(ctx, label, word, "branches", loc, positional=False))
-            return self._join_construct(p, kind, x, inner)
+            out = self._join_construct(p, kind, x, inner)
+            if kind == "mean" and label is None:
+                self._mergeable_means.add(out.node)
+            return out
         raise InternalError(f"unknown primary {type(p).__name__}")  # pragma: no cover
 
     def _join_construct(self, p, kind: str, x: Value, ctx: Ctx) -> Value:
         if isinstance(p, ast.Join):
             outs = self.branches(p.body, x, ctx)
+            if kind == "mean":
+                outs = [v for out in outs for v in self._merge_nested_mean(out)]
             if len(outs) < 2:
                 raise ArchError(f"`{kind}` joins {len(outs)} branch{'es' if len(outs) != 1 else ''}; it needs two or more",
                                 p.loc, hint="one statement per branch, on separate lines or separated by `;`")
@@ -375,6 +381,17 @@ class Elaborator:
             short = self.seq(p.shortcut, x, ctx)
         return self.join("add", [main, short], ctx, p.loc,
                          roles=("the residual path", "the shortcut" if short is not x else "the identity shortcut"))
+
+    def _merge_nested_mean(self, v: Value) -> list[Value]:
+        """FractalNet's join rule: a branch that ends in an unlabelled `mean` join, used nowhere
+        else, contributes that join's inputs, so all columns meeting at a point are averaged at once
+        (Larsson et al. 2017, Fig. 1). Labelled or named means are kept as they are."""
+        if v.node not in self._mergeable_means or self.graph.out_degree(v.node) > 0:
+            return [v]
+        ins = [Value(a, self.graph.shape(a)) for a in self.graph.args(v.node)]
+        self.graph.remove_node(v.node)
+        self._mergeable_means.discard(v.node)
+        return ins
 
     def join(self, op: str, ins: list[Value], ctx: Ctx, loc: SrcLoc, roles: tuple[str, ...] | None = None) -> Value:
         name = ctx.namer.claim(None, op, loc)
