@@ -34,12 +34,17 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 
 
 @dataclass(frozen=True)
 class RF:
-    """Receptive field per axis: size (pixels of the input seen) and jump (input pixels per step)."""
+    """Receptive field per axis: size (pixels of the input seen), jump (input pixels per output
+    step) and start (the input row/column where output position 0's field begins; negative
+    inside the padding).  Tracking the start makes joins exact: a join sees the union of its
+    inputs' fields, which is wider than the largest when the branches are not centred alike."""
 
     h: int
     w: int
     jump_h: int
     jump_w: int
+    start_h: int = 0
+    start_w: int = 0
 
     def text(self) -> str:
         size = f"{self.h}" if self.h == self.w else f"{self.h}×{self.w}"
@@ -102,7 +107,8 @@ class Summary:
             "layers": [
                 {"name": r.name, "op": r.op, "output_shape": list(r.shape), "params": r.params,
                  "buffers": r.buffers, "macs": r.macs, "other_ops": r.other_ops, "activations": r.activations,
-                 "rf": {"size": [r.rf.h, r.rf.w], "jump": [r.rf.jump_h, r.rf.jump_w]}, "src": r.src,
+                 "rf": {"size": [r.rf.h, r.rf.w], "jump": [r.rf.jump_h, r.rf.jump_w],
+                        "start": [r.rf.start_h, r.rf.start_w]}, "src": r.src,
                  **({"nodes": r.nodes} if r.nodes > 1 else {})}
                 for r in self.layers
             ],
@@ -139,10 +145,14 @@ def _receptive_field(g: Graph, n: str, spec, attrs, ins) -> RF:
     preds = [g.nodes[a]["meta"]["rf"] for a in g.args(n)]
     if not preds:
         return RF(1, 1, 1, 1)
-    h, w = max(p.h for p in preds), max(p.w for p in preds)
+    # Union of the inputs' fields at output position 0 (joins), then the op's own window.
+    start_h, start_w = min(p.start_h for p in preds), min(p.start_w for p in preds)
+    end_h = max(p.start_h + p.h for p in preds)
+    end_w = max(p.start_w + p.w for p in preds)
     jh, jw = max(p.jump_h for p in preds), max(p.jump_w for p in preds)
     win = spec.window(attrs, ins)
-    return RF(h + (win.kh - 1) * jh, w + (win.kw - 1) * jw, jh * win.sh, jw * win.sw)
+    return RF(end_h - start_h + (win.kh - 1) * jh, end_w - start_w + (win.kw - 1) * jw, jh * win.sh, jw * win.sw,
+              start_h - win.pad_top * jh, start_w - win.pad_left * jw)
 
 
 def collapse(summary: Summary, g: Graph, depth: int) -> Summary:

@@ -59,7 +59,7 @@ register(OpSpec(
     macs=lambda a, ins, out: _conv_weights(a, ins) * out[1] * out[2],
     other_ops=lambda a, ins, out: numel(out) if a["bias"] else 0,  # bias adds
     window=lambda a, ins: Window(a["dilation"][0] * (a["kernel"][0] - 1) + 1,
-                                 a["dilation"][1] * (a["kernel"][1] - 1) + 1, *a["stride"]),
+                                 a["dilation"][1] * (a["kernel"][1] - 1) + 1, *a["stride"], a["pad"][0], a["pad"][2]),
     describe=_conv_describe,
 ))
 

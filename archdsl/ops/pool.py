@@ -31,7 +31,7 @@ def _pool_shape(op):
 
 def _window(a, ins):
     (kh, kw), (dh, dw) = a["kernel"], a.get("dilation", (1, 1))
-    return Window(dh * (kh - 1) + 1, dw * (kw - 1) + 1, *a["stride"])
+    return Window(dh * (kh - 1) + 1, dw * (kw - 1) + 1, *a["stride"], *a["pad"])
 
 
 def _stride_defaults_to_kernel(a):

@@ -124,12 +124,16 @@ class Param:
 
 @dataclass(frozen=True)
 class Window:
-    """How an op's output position looks at its input: effective kernel and stride per axis."""
+    """How an op's output position looks at its input: effective (dilated) kernel, stride and the
+    padding before the first row/column, per axis.  Output position 0 sees input rows
+    [-pad_top, -pad_top + kh - 1]."""
 
     kh: int
     kw: int
     sh: int
     sw: int
+    pad_top: int = 0
+    pad_left: int = 0
 
 
 POINTWISE = Window(1, 1, 1, 1)
