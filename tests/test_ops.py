@@ -620,7 +620,7 @@ def test_receptive_field_model_follows_torch_ops():
 # ---- 5. activation counting --------------------------------------------------------------------
 
 NEW = {"input", "conv", "bn", "maxpool", "avgpool", "global_avgpool", "add", "mean", "concat", "fc", "lrn",
-       "softmax"}
+       "softmax", "adaptive_avgpool"}
 FREE = {"relu", "dropout", "drop_path", "flatten", "identity"}
 
 
@@ -629,7 +629,7 @@ def test_activation_counting_convention():
     body = ("conv(4, 3, pad=1) -> bn -> relu -> dropout(0.3) -> drop_path(0.2) -> identity -> maxpool(2) "
             "-> avgpool(3, stride=1, pad=1) -> lrn(3) -> concat { conv(2, 1); identity } "
             "-> add { conv(6, 1) -> relu; identity } -> mean { conv(6, 3, pad=1); identity } -> softmax "
-            "-> global_avgpool -> flatten -> fc(5) -> relu")
+            "-> adaptive_avgpool(3) -> global_avgpool -> flatten -> fc(5) -> relu")
     g = build((3, 12, 10), body)
     s = analyze(g)
     assert {r.op for r in s.layers} == set(OPS)
@@ -644,10 +644,43 @@ def test_activation_counting_convention():
                              + 3 * pooled  # maxpool, avgpool, lrn
                              + branch + joined  # concat's conv(2, 1); concat
                              + 2 * joined + 2 * joined  # add's conv and add; mean's conv and mean
-                             + joined + 6 + 5)  # softmax, global_avgpool, fc
+                             + joined + 6 * 3 * 3 + 6 + 5)  # softmax, adaptive_avgpool, global_avgpool, fc
     # the counting mirrors what torch allocates: in-place ReLU/dropout reuse storage, flatten is a view
     x = torch.randn(2, 4, 6, 5)
     assert torch.flatten(x, 1).data_ptr() == x.data_ptr()
     assert F.relu(x, inplace=True).data_ptr() == x.data_ptr()
     assert F.dropout(x, 0.3, training=True, inplace=True).data_ptr() == x.data_ptr()
     assert nn.Identity()(x) is x
+
+
+# ---- adaptive average pooling ----------------------------------------------------------------------
+
+
+def test_adaptive_avgpool_shapes_and_ops_match_torch():
+    rng = random.Random(5)
+    cases = []
+    for _ in range(150):
+        c, h, w, oh, ow = rng.randint(1, 3), rng.randint(1, 40), rng.randint(1, 40), rng.randint(1, 9), rng.randint(1, 9)
+        x = torch.zeros(1, c, h, w)
+        cases.append((f"{c}x{h}x{w} -> {oh}x{ow}", our_shape((c, h, w), f"adaptive_avgpool(({oh}, {ow}))"),
+                      tuple(F.adaptive_avg_pool2d(x, (oh, ow)).shape[1:])))
+    compare(cases)
+    # other ops = the number of input values summed: windows overlap when the size does not divide
+    g = build((1, 10, 10), "adaptive_avgpool(4)")
+    starts_ends = [(0, 3), (2, 5), (5, 8), (7, 10)]  # floor(i*10/4), ceil((i+1)*10/4)
+    per_axis = sum(e - s for s, e in starts_ends)
+    assert row(analyze(g), "adaptive_avgpool").other_ops == per_axis * per_axis
+
+
+@pytest.mark.parametrize("size, out", [(14, 7), (12, 4), (9, 3)])
+def test_adaptive_avgpool_receptive_field_is_exact_when_the_size_divides(size, out):
+    body = f"conv(2, 3, pad=1) -> adaptive_avgpool({out}) -> conv(2, 1)"
+    model = nn.Sequential(ones_conv(2, 2, 3, 1, 1), nn.AdaptiveAvgPool2d(out), ones_conv(2, 2, 1))
+    shape = (2, size, size)
+    ours = ours_rf(shape, body)
+    # the gradient test needs an interior output; here the field covers the map edge, so check by arithmetic:
+    k = size // out
+    assert ours[:4] == (3 + (k - 1), 3 + (k - 1), k, k)
+    assert ours[4:] == (-1, -1)
+    y = model(torch.ones(1, *shape, dtype=torch.float64))
+    assert tuple(y.shape[2:]) == (out, out)

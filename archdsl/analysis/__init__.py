@@ -10,8 +10,8 @@ Conventions (also printed under every summary):
   drop-path work in place and flatten/identity are views, so they add nothing.  Bytes are per
   sample at 4 bytes (float32) unless another dtype is asked for.
 - Receptive field: size and jump (stride product) in input pixels per axis; through a join the
-  maximum over its inputs; global pooling and flatten see every position of their input.
-  Sizes are not clipped to the image.
+  union of its inputs' fields (their extent, tracked with where each field starts); global
+  pooling and flatten see every position of their input.  Sizes are not clipped to the image.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ CONVENTIONS = (
     "Params: weights + biases as PyTorch counts them; BN running stats are buffers (listed separately).",
     "MACs: conv k·k·Cin/groups·Cout·H·W and fc in·out; FLOPs = 2 × MACs. Other ops: each op's own count.",
     "Activations: input + every new tensor (ReLU/dropout in place, flatten a view), per sample.",
-    "RF: receptive field size/jump in input pixels; max over a join's inputs; not clipped to the image.",
+    "RF: receptive field size/jump in input pixels; a join sees the union of its inputs' fields; not clipped.",
 )
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1}

@@ -86,3 +86,42 @@ register(OpSpec(
     other_ops=lambda a, ins, out: numel(ins[0]),
     window=lambda a, ins: Window(ins[0][1], ins[0][2], ins[0][1], ins[0][2]),
 ))
+
+
+def _adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling windows: output i averages input [floor(i·n/o), ceil((i+1)·n/o))."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+def _adaptive_shape(a, ins):
+    c, _, _ = need_map("adaptive_avgpool", ins[0])
+    return (c, *a["size"])
+
+
+def _adaptive_window(a, ins):
+    """Exact when the input divides evenly (kernel = stride = n/o); otherwise the widest window
+    and the smallest step, so the receptive field is an upper bound."""
+    (_, h, w), (oh, ow) = ins[0], a["size"]
+    wins_h, wins_w = _adaptive_windows(h, oh), _adaptive_windows(w, ow)
+    kh, kw = max(e - s for s, e in wins_h), max(e - s for s, e in wins_w)
+    sh = min((b[0] - a_[0] for a_, b in zip(wins_h, wins_h[1:])), default=kh) or 1
+    sw = min((b[0] - a_[0] for a_, b in zip(wins_w, wins_w[1:])), default=kw) or 1
+    return Window(kh, kw, sh, sw)
+
+
+def _adaptive_ops(a, ins, out):
+    (c, h, w), (oh, ow) = ins[0], a["size"]
+    return c * sum(e - s for s, e in _adaptive_windows(h, oh)) * sum(e - s for s, e in _adaptive_windows(w, ow))
+
+
+register(OpSpec(
+    name="adaptive_avgpool",
+    doc="Average pooling to a fixed output size (AdaptiveAvgPool2d), e.g. VGG's and AlexNet's classifier input. "
+        "Output i averages input rows [floor(i·H/o), ceil((i+1)·H/o)). Other ops: one add per input element "
+        "of each window.",
+    params=(Param("size", pair_kind(1), doc="output size o or (oh, ow)"),),
+    shape=_adaptive_shape,
+    other_ops=_adaptive_ops,
+    window=_adaptive_window,
+    describe=lambda a: f"→{a['size'][0]}×{a['size'][1]}",
+))
