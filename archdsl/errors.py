@@ -32,8 +32,17 @@ def source_line(filename: str, line: int) -> str | None:
             text = Path(filename).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return None
-    lines = text.splitlines()
+    lines = split_lines(text)
     return lines[line - 1] if 0 < line <= len(lines) else None
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of `text` as the parser counts them: only `\n` ends a line (`str.splitlines`
+    would also split at form feeds and other separators the lexer treats as ordinary characters)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
 @dataclass(frozen=True)

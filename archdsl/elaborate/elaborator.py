@@ -177,8 +177,8 @@ class Elaborator:
             chosen = self._choose(st, ctx)
             return self.seq(chosen, x, ctx.with_env(ctx.env.child())) if chosen else x
         if isinstance(st, ast.ForStmt):
-            for item in self._iterate(st, ctx):
-                x = self.seq(st.body, x, ctx.with_env(ctx.env.child(**{st.var: item})))
+            for bound in self._iterate(st, ctx):
+                x = self.seq(st.body, x, ctx.with_env(ctx.env.child(**bound)))
             return x
         if isinstance(st, ast.InputStmt):
             return self._input(st, ctx)
@@ -211,8 +211,8 @@ class Elaborator:
                 if chosen:
                     outs += self.branches(chosen, x, ctx.with_env(ctx.env.child()))
             elif isinstance(st, ast.ForStmt):
-                for item in self._iterate(st, ctx):
-                    outs += self.branches(st.body, x, ctx.with_env(ctx.env.child(**{st.var: item})))
+                for bound in self._iterate(st, ctx):
+                    outs += self.branches(st.body, x, ctx.with_env(ctx.env.child(**bound)))
             else:
                 self._simple_stmt(st, ctx)
         return outs
@@ -223,12 +223,21 @@ class Elaborator:
                 return body
         return st.otherwise
 
-    def _iterate(self, st: ast.ForStmt, ctx: Ctx) -> list[Any]:
+    def _iterate(self, st: ast.ForStmt, ctx: Ctx) -> list[dict[str, Any]]:
+        """The loop variables' values for each iteration (unpacking items when several are named)."""
         items = self.evaluator.eval(st.iterable, ctx.env)
         if not isinstance(items, (list, tuple)):
             raise ArchError(f"`for` needs a list, got {type_name(items)} ({show(items)})", st.iterable.loc,
                             hint="use range(n) or a list like [64, 128, 256]")
-        return list(items)
+        if len(st.vars) == 1:
+            return [{st.vars[0]: item} for item in items]
+        bound = []
+        for item in items:
+            if not isinstance(item, (list, tuple)) or len(item) != len(st.vars):
+                raise ArchError(f"cannot unpack {show(item)} into {len(st.vars)} names ({', '.join(st.vars)})",
+                                st.iterable.loc, hint="each item must be a tuple with one value per name")
+            bound.append(dict(zip(st.vars, item)))
+        return bound
 
     def _input(self, st: ast.InputStmt, ctx: Ctx) -> Value:
         if not ctx.network_top:

@@ -63,8 +63,28 @@ def type_name(v: Any) -> str:
     return type(v).__name__
 
 
-def show(v: Any) -> str:
-    """A value as the user would write it."""
+SHOW_ITEMS = 8
+
+
+def _magnitude(v: int) -> str:
+    """A huge integer, briefly (`{:g}` would overflow converting it to float past 1e308)."""
+    digits = str(abs(v)) if v.bit_length() < 10_000 else None
+    if digits is None:
+        return f"{'-' if v < 0 else ''}2**{v.bit_length() - 1}…"
+    return f"{'-' if v < 0 else ''}{digits[0]}.{digits[1:3]}e+{len(digits) - 1}" if len(digits) > 12 else str(v)
+
+
+def show(v: Any, depth: int = 0) -> str:
+    """A value as the user would write it (long or deep lists abbreviated with `…`)."""
+    if isinstance(v, (tuple, list)):
+        if depth > 3:
+            return "(…)" if isinstance(v, tuple) else "[…]"
+        items = [show(x, depth + 1) for x in v[:SHOW_ITEMS]] + (["…"] if len(v) > SHOW_ITEMS else [])
+        if isinstance(v, tuple):
+            return "(" + ", ".join(items) + ("," if len(v) == 1 else "") + ")"
+        return "[" + ", ".join(items) + "]"
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+        return _magnitude(v)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, Fraction):
@@ -73,10 +93,6 @@ def show(v: Any) -> str:
         return f"{v:g}"
     if isinstance(v, str):
         return f'"{v}"'
-    if isinstance(v, tuple):
-        return "(" + ", ".join(show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
-    if isinstance(v, list):
-        return "[" + ", ".join(show(x) for x in v) + "]"
     return str(v)
 
 
@@ -101,7 +117,7 @@ class Evaluator:
     def _check(self, v: Any, e: ast.Expr) -> Any:
         v = normalize(v)
         if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
-            raise ArchError(f"value {v:.3g} is too large (limit 2**53)", e.loc)
+            raise ArchError(f"value {_magnitude(v)} is too large (limit 2**53)", e.loc)
         if isinstance(v, float) and not math.isfinite(v):
             raise ArchError("arithmetic overflow (the result is not a finite number)", e.loc)
         if isinstance(v, Fraction) and (abs(v) > MAX_INT or v.denominator > MAX_INT):
@@ -129,6 +145,16 @@ class Evaluator:
         if len(shape) == 1 and e.attr != "c":
             raise ArchError(f"`{e.tensor}` is a flat vector ({shape[0]}); it has no `.{e.attr}`", e.loc)
         return shape[dims[e.attr]]
+
+    def _Index(self, e: ast.Index, env: Env):
+        seq, i = self.eval(e.seq, env), self.eval(e.index, env)
+        if not isinstance(seq, (list, tuple, str)):
+            raise ArchError(f"cannot index {type_name(seq)} ({show(seq)})", e.seq.loc, hint="only lists, tuples and strings have items")
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise ArchError(f"an index must be an integer, got {type_name(i)} ({show(i)})", e.index.loc)
+        if not -len(seq) <= i < len(seq):
+            raise ArchError(f"index {i} is out of range for {len(seq)} items", e.index.loc)
+        return seq[i]
 
     def _TupleExpr(self, e: ast.TupleExpr, env: Env):
         return tuple(self.eval(x, env) for x in e.items)
@@ -190,6 +216,8 @@ class Evaluator:
         if isinstance(b, int) and not isinstance(a, float):
             if abs(b) > 64 or (abs(a) > 1 and abs(b) * math.log2(abs(a)) > 60):
                 raise ArchError("exponent too large", e.loc)
+            if a == 0 and b < 0:
+                raise ArchError("division by zero: 0 to a negative power", e.loc)
             return Fraction(a) ** b
         try:
             result = float(a) ** float(b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def load_file(path: str | Path) -> Library:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ArchError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}", SrcLoc(str(path), 0, 0)) from None
     return load_source(text, str(path), base=path.parent)
 
@@ -53,8 +54,20 @@ def load_source(text: str, filename: str = "<string>", base: Path | None = None)
 def _key(filename: str) -> str:
     try:
         return str(Path(filename).resolve())
-    except OSError:
+    except (OSError, ValueError, RuntimeError):  # a NUL in the name; a symlink loop
         return filename
+
+
+def _q(text: str) -> str:
+    """A path in double quotes, control characters escaped."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _read(path: Path) -> str:
+    """An imported file's text; refuses what is not a regular file (a FIFO or /dev/zero would hang)."""
+    if path.exists() and not path.is_file():
+        raise OSError(21 if path.is_dir() else 22, "not a regular file" if not path.is_dir() else "is a directory")
+    return path.read_text(encoding="utf-8")
 
 
 class _Importer:
@@ -75,9 +88,12 @@ class _Importer:
             if len(self.done) >= MAX_IMPORTS:
                 raise ArchError(f"more than {MAX_IMPORTS} imported files", imp.loc)
             try:
-                text = target.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                raise ArchError(f"cannot import \"{imp.path}\": no such file {target}", imp.loc,
+                text = _read(target)
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                why = "no such file" if isinstance(exc, FileNotFoundError) else \
+                    "not UTF-8 text:" if isinstance(exc, UnicodeDecodeError) else \
+                    f"{getattr(exc, 'strerror', None) or 'invalid path'}:"
+                raise ArchError(f"cannot import {_q(imp.path)}: {why} {_q(str(target))}", imp.loc,
                                 hint="import paths are relative to the importing file") from None
             self.done.add(key)
             self.visit(parse(text, str(target)), target.parent, stack + [key])

@@ -77,6 +77,14 @@ class CondExpr(Expr):
 
 
 @dataclass(frozen=True)
+class Index(Expr):
+    """`cfg[i]`: an item of a list, tuple or string (negative indices count from the end)."""
+
+    seq: Expr
+    index: Expr
+
+
+@dataclass(frozen=True)
 class TupleExpr(Expr):
     items: tuple[Expr, ...]
 
@@ -209,7 +217,9 @@ class IfStmt(Stmt):
 
 @dataclass(frozen=True)
 class ForStmt(Stmt):
-    var: str
+    """`for i in range(n) { }`, or `for c, n in [(64, 2), (128, 2)] { }` unpacking each item."""
+
+    vars: tuple[str, ...]
     iterable: Expr
     body: Body
 

@@ -6,6 +6,7 @@ Syntax errors become `ArchError`s that name what was found and what would have b
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
-from ..errors import ArchError, SrcLoc, register_source
+from ..errors import ArchError, Note, SrcLoc, register_source, split_lines
 
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = set(_OPENERS.values())
@@ -71,6 +72,8 @@ def parse(text: str, filename: str = "<string>") -> ast.Module:
     except VisitError as exc:
         if isinstance(exc.orig_exc, ArchError):
             raise exc.orig_exc from None
+        if isinstance(exc.orig_exc, RecursionError):  # Lark wraps errors raised inside a rule method
+            raise ArchError("the program is nested too deeply to parse", SrcLoc(filename, 1, 1)) from None
         raise
     except RecursionError:
         raise ArchError("the program is nested too deeply to parse", SrcLoc(filename, 1, 1)) from None
@@ -102,7 +105,10 @@ def _describe(terminal: str) -> str:
 
 
 def _expected_phrase(expected) -> str:
-    names = sorted({_describe(t) for t in expected}, key=lambda s: (not s.startswith("`"), s))
+    def rank(s: str):
+        return (s not in ("`}`", "`)`", "`]`"), not s.startswith("`"), s[1:2].isalpha(), s)
+
+    names = sorted({_describe(t) for t in expected}, key=rank)
     if len(names) > 8:
         names = names[:8] + ["..."]
     return ", ".join(names)
@@ -115,24 +121,65 @@ def _syntax_error(exc: UnexpectedInput, text: str, filename: str) -> ArchError:
         return ArchError(f"unexpected character {char!r}", SrcLoc(filename, line, col),
                          hint=_char_hint(char))
     if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
-        lines = text.splitlines() or [""]
+        lines = split_lines(text) or [""]
         loc = SrcLoc(filename, len(lines), len(lines[-1]) + 1)
-        return ArchError("unexpected end of file", loc, hint=f"expected {_expected_phrase(exc.expected)}"
-                         " (an unclosed `{` or `(`?)")
+        opener = _unclosed(text, filename)
+        if opener is None:
+            return ArchError("unexpected end of file", loc, hint=f"expected {_expected_phrase(exc.expected)}")
+        char, where = opener
+        return ArchError(f"unexpected end of file: `{char}` is never closed", loc,
+                         hint=f"add the missing `{_PAIRS[char]}`",
+                         notes=[Note(where, f"the `{char}` opened here")])
     assert isinstance(exc, UnexpectedToken)
     tok = exc.token
-    found = "a new line" if tok.type == "_NL" else f"`{tok.value}`"
+    found = "end of line" if tok.type == "_NL" else f"`{tok.value}`"
     end = col + len(tok.value) if tok.type != "_NL" else None
     if tok.type == "_NL":  # point at the end of the line that stopped early
-        line_text = text.splitlines()[line - 1] if line - 1 < len(text.splitlines()) else ""
+        lines = split_lines(text)
+        line_text = lines[line - 1] if 0 < line <= len(lines) else ""
         col = len(line_text.rstrip()) + 1
-    return ArchError(f"unexpected {found}", SrcLoc(filename, line, col, end),
-                     hint=f"expected {_expected_phrase(exc.accepts or exc.expected)}")
+    before = text[:tok.start_pos].rstrip() if tok.start_pos is not None else ""
+    hint = f"expected {_expected_phrase(exc.accepts or exc.expected)}"
+    if tok.type == "IF" and before.endswith("else"):
+        hint = "write `elif` instead of `else if`"
+    elif tok.type == "EQUAL" and _is_plain_name(before.rsplit("\n", 1)[-1].strip(" \t;{")):
+        hint = "define a variable with `let name = value`; compare with `==`"
+    return ArchError(f"unexpected {found}", SrcLoc(filename, line, col, end), hint=hint)
+
+
+def _is_plain_name(word: str) -> bool:
+    """An identifier that is not a reserved word (for the `x = 3` -> `let x = 3` hint)."""
+    keywords = {t.pattern.value for t in _parser().terminals if t.pattern.type == "str" and t.pattern.value.isalpha()}
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", word) is not None and word not in keywords - {"x"}
+
+
+_PAIRS = {"{": "}", "(": ")", "[": "]"}
+
+
+def _unclosed(text: str, filename: str) -> tuple[str, SrcLoc] | None:
+    """The innermost bracket still open at the end of `text` (for an 'unexpected end of file')."""
+    stack = []
+    try:
+        for tok in _parser().lex(text):
+            if tok.value in _PAIRS and tok.type in _OPENERS:
+                stack.append(tok)
+            elif tok.type in _CLOSERS and stack:
+                stack.pop()
+    except UnexpectedInput:
+        return None
+    if not stack:
+        return None
+    tok = stack[-1]
+    return tok.value, SrcLoc(filename, tok.line, tok.column, tok.column + 1)
 
 
 def _char_hint(char: str) -> str | None:
     if char == "'":
         return 'strings use double quotes: "..."'
+    if char == '"':
+        return "a string must end with `\"` on the same line"
+    if char in "&|":
+        return "the logical operators are `and`, `or` and `not`"
     if char in "=!<>":
         return "comparisons are `==`, `!=`, `<`, `<=`, `>`, `>=`"
     return None
@@ -179,7 +226,14 @@ class ToAst(Transformer):
         return ast.BlockDef(self._loc(name), str(name), params or (), body, is_network=True)
 
     def params(self, children):
-        return tuple(c for c in children if c is not None)
+        params = tuple(c for c in children if c is not None)
+        seen: dict[str, ast.Param] = {}
+        for p in params:
+            if p.name in seen:
+                raise ArchError(f"parameter `{p.name}` is declared twice", p.loc, hint="rename one of them",
+                                notes=[Note(seen[p.name].loc, "first declared here")])
+            seen[p.name] = p
+        return params
 
     @v_args(meta=True)
     def param(self, meta, children):
@@ -201,7 +255,7 @@ class ToAst(Transformer):
         if len(children) == 1 and isinstance(children[0], Token):
             tok = children[0]
             loc = self._loc(tok)
-            return tuple(ast.Literal(loc, int(v)) for v in tok.value.split("x"))
+            return tuple(ast.Literal(loc, _int(v, loc)) for v in tok.value.split("x"))
         return tuple(children)
 
     @v_args(meta=True)
@@ -225,8 +279,8 @@ class ToAst(Transformer):
 
     @v_args(meta=True)
     def for_stmt(self, meta, children):
-        var, iterable, body = children
-        return ast.ForStmt(self._loc(meta), str(var), iterable, body)
+        *names, iterable, body = children
+        return ast.ForStmt(self._loc(meta), tuple(str(n) for n in names), iterable, body)
 
     @v_args(meta=True)
     def assert_stmt(self, meta, children):
@@ -351,13 +405,19 @@ class ToAst(Transformer):
         return ast.UnaryOp(self._loc(meta), str(op), operand)
 
     @v_args(meta=True)
+    def index(self, meta, children):
+        seq, idx = children
+        return ast.Index(self._loc(meta), seq, idx)
+
+    @v_args(meta=True)
     def power(self, meta, children):
-        base, exponent = children
+        base, _, exponent = children
         return ast.BinOp(self._loc(meta), "**", base, exponent)
 
     @v_args(meta=True)
     def int_lit(self, meta, children):
-        return ast.Literal(self._loc(meta), int(children[0]))
+        loc = self._loc(meta)
+        return ast.Literal(loc, _int(children[0], loc))
 
     @v_args(meta=True)
     def float_lit(self, meta, children):
@@ -400,6 +460,13 @@ class ToAst(Transformer):
     @v_args(meta=True)
     def list_lit(self, meta, children):
         return ast.ListExpr(self._loc(meta), tuple(c for c in children if c is not None))
+
+
+def _int(digits: str, loc: SrcLoc) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        raise ArchError(f"integer literal with {len(digits)} digits is far too large", loc) from None
 
 
 def _unquote(tok) -> str:
