@@ -23,10 +23,13 @@ def _parse_set(text: str):
         return key, low == "true"
     for conv in (int, float):
         try:
-            return key, conv(raw)
+            value = conv(raw)
         except ValueError:
-            pass
-    raise ArchError(f"--set {text}: the value must be a number, true or false", NO_LOC)
+            continue
+        if value != value or value in (float("inf"), float("-inf")):
+            break
+        return key, value
+    raise ArchError(f"--set {text}: the value must be a finite number, true or false", NO_LOC)
 
 
 def _parse_input(text: str):

@@ -8,7 +8,7 @@ from typing import Any
 
 import networkx as nx
 
-from ..errors import NO_LOC, ArchError, did_you_mean
+from ..errors import NO_LOC, ArchError, Note, did_you_mean
 from ..ir.graph import Graph
 from .elaborator import Elaborator, Limits
 from .loader import Library, load_file, load_source
@@ -31,8 +31,9 @@ def select_network(lib: Library, name: str | None):
         raise ArchError(f"{lib.root} defines no network", NO_LOC,
                         hint="add `network name(...) { input ... }`, or import this file from one that does")
     if len(own) > 1:
-        raise ArchError(f"{lib.root} defines several networks: {', '.join(n.name for n in own)}", NO_LOC,
-                        hint="choose one with --network NAME")
+        raise ArchError(f"{lib.root} defines several networks: {', '.join(n.name for n in own)}", own[1].loc,
+                        hint="choose one with --network NAME",
+                        notes=[Note(own[0].loc, f"`{own[0].name}` is defined here")])
     return own[0]
 
 
