@@ -620,7 +620,7 @@ def test_receptive_field_model_follows_torch_ops():
 # ---- 5. activation counting --------------------------------------------------------------------
 
 NEW = {"input", "conv", "bn", "maxpool", "avgpool", "global_avgpool", "add", "mean", "concat", "fc", "lrn",
-       "softmax", "adaptive_avgpool"}
+       "softmax", "adaptive_avgpool", "tanh", "sigmoid", "pad_channels"}
 FREE = {"relu", "dropout", "drop_path", "flatten", "identity"}
 
 
@@ -629,7 +629,7 @@ def test_activation_counting_convention():
     body = ("conv(4, 3, pad=1) -> bn -> relu -> dropout(0.3) -> drop_path(0.2) -> identity -> maxpool(2) "
             "-> avgpool(3, stride=1, pad=1) -> lrn(3) -> concat { conv(2, 1); identity } "
             "-> add { conv(6, 1) -> relu; identity } -> mean { conv(6, 3, pad=1); identity } -> softmax "
-            "-> adaptive_avgpool(3) -> global_avgpool -> flatten -> fc(5) -> relu")
+            "-> adaptive_avgpool(3) -> tanh -> sigmoid -> pad_channels(8) -> global_avgpool -> flatten -> fc(5) -> relu")
     g = build((3, 12, 10), body)
     s = analyze(g)
     assert {r.op for r in s.layers} == set(OPS)
@@ -644,7 +644,9 @@ def test_activation_counting_convention():
                              + 3 * pooled  # maxpool, avgpool, lrn
                              + branch + joined  # concat's conv(2, 1); concat
                              + 2 * joined + 2 * joined  # add's conv and add; mean's conv and mean
-                             + joined + 6 * 3 * 3 + 6 + 5)  # softmax, adaptive_avgpool, global_avgpool, fc
+                             + joined + 6 * 3 * 3  # softmax, adaptive_avgpool
+                             + 2 * 6 * 3 * 3 + 8 * 3 * 3  # tanh, sigmoid, pad_channels
+                             + 8 + 5)  # global_avgpool, fc
     # the counting mirrors what torch allocates: in-place ReLU/dropout reuse storage, flatten is a view
     x = torch.randn(2, 4, 6, 5)
     assert torch.flatten(x, 1).data_ptr() == x.data_ptr()
@@ -684,3 +686,16 @@ def test_adaptive_avgpool_receptive_field_is_exact_when_the_size_divides(size, o
     assert ours[4:] == (-1, -1)
     y = model(torch.ones(1, *shape, dtype=torch.float64))
     assert tuple(y.shape[2:]) == (out, out)
+
+
+def test_pad_channels_tanh_sigmoid_match_torch():
+    x = torch.randn(1, 3, 5, 7)
+    assert our_shape((3, 5, 7), "pad_channels(8)") == tuple(F.pad(x, (0, 0, 0, 0, 0, 5)).shape[1:]) == (8, 5, 7)
+    assert our_shape((3, 5, 7), "pad_channels(3)") == (3, 5, 7)
+    assert our_shape((3, 5, 7), "pad_channels(2)") is None  # cannot shrink: an ArchError
+    for op, fn in (("tanh", torch.tanh), ("sigmoid", torch.sigmoid)):
+        assert our_shape((3, 5, 7), op) == tuple(fn(x).shape[1:])
+    g = build((3, 5, 7), "pad_channels(8) -> tanh -> sigmoid")
+    s = analyze(g)
+    assert [r.params for r in s.layers] == [0, 0, 0, 0]
+    assert row(s, "tanh").other_ops == row(s, "sigmoid").other_ops == 8 * 5 * 7

@@ -37,7 +37,8 @@ class Limits:
 
     depth: int = 64  # nested block calls (recursion)
     repeat: int = 10_000  # `x * n`
-    nodes: int = 200_000
+    nodes: int = 100_000
+    steps: int = 250_000  # statements and elements elaborated: bounds loops that build nothing
     channels: int = 1 << 20
     spatial: int = 1 << 16
 
@@ -72,6 +73,10 @@ class Namer:
         if label is not None:
             name = self.full(label)
             if name in self.claimed:
+                if self.claimed[name] == loc:  # the same statement, elaborated again (a loop or repetition)
+                    raise ArchError(f"the name `{name}` is made again by a repetition or a loop", loc,
+                                    hint=f"make the label vary, e.g. `{label}{{i}}:` inside `for i in range(n)`, "
+                                         "or move the repeated part into a block")
                 raise ArchError(f"the name `{name}` is already used", loc, hint="labels must be unique in their scope",
                                 notes=[Note(self.claimed[name], "first used here")])
         elif self.positional:
@@ -109,7 +114,7 @@ class Ctx:
         return Ctx(env, self.namer, self.depth, self.network_top, self.outputs)
 
     def with_namer(self, namer: Namer) -> Ctx:
-        return Ctx(self.env.child(), namer, self.depth, False, self.outputs)
+        return Ctx(self.env.child(), namer, self.depth, self.network_top, self.outputs)
 
 
 class Elaborator:
@@ -119,6 +124,7 @@ class Elaborator:
         self.claimed: dict[str, SrcLoc] = {}
         self.graph = Graph()
         self._mergeable_means: set[str] = set()
+        self.steps = 0
         self.evaluator = Evaluator()
 
     # ---- entry point --------------------------------------------------------------------------
@@ -167,6 +173,7 @@ class Elaborator:
     def seq(self, body: ast.Body, x: Value | None, ctx: Ctx) -> Value | None:
         """Run a body as a sequence: each statement consumes the previous one's output."""
         for st in body.stmts:
+            self._tick(st.loc)
             x = self.stmt(st, x, ctx)
         return x
 
@@ -204,6 +211,7 @@ class Elaborator:
         """Run a body as parallel branches: every chain statement starts from `x`."""
         outs: list[Value] = []
         for st in body.stmts:
+            self._tick(st.loc)
             if isinstance(st, ast.ChainStmt):
                 outs.append(self.chain(st.chain, x, ctx))
             elif isinstance(st, ast.IfStmt):
@@ -216,6 +224,12 @@ class Elaborator:
             else:
                 self._simple_stmt(st, ctx)
         return outs
+
+    def _tick(self, loc: SrcLoc) -> None:
+        self.steps += 1
+        if self.steps > self.limits.steps:
+            raise ArchError(f"elaboration takes more than {self.limits.steps:,} steps", loc,
+                            hint="loops, repetitions or recursion multiply each other here; check their counts")
 
     def _choose(self, st: ast.IfStmt, ctx: Ctx) -> ast.Body | None:
         for cond, body in st.cases:
@@ -269,17 +283,18 @@ class Elaborator:
     def chain(self, chain: ast.Chain, x: Value | None, ctx: Ctx) -> Value:
         for i, el in enumerate(chain.elements):
             if isinstance(el.primary, ast.TensorRef) and i > 0:
-                raise ArchError(f"`@{el.primary.name}` can only start a chain", el.loc,
+                raise ArchError(f"`@{self._label(el.primary.name, ctx)}` can only start a chain", el.loc,
                                 hint="a reference picks the tensor a chain starts from; put it on its own line")
             x = self.element(el, x, ctx)
         return x
 
     def element(self, el: ast.Element, x: Value | None, ctx: Ctx) -> Value:
+        self._tick(el.loc)
         label = self._label(el.label, ctx) if el.label else None
         if isinstance(el.primary, ast.TensorRef):
             if label or el.repeat is not None:
                 raise ArchError("a tensor reference cannot be labelled or repeated", el.loc)
-            out = self._lookup_tensor(el.primary.name, el.primary.loc, ctx)
+            out = self._lookup_tensor(self._label(el.primary.name, ctx), el.primary.loc, ctx)
         else:
             if x is None:
                 raise ArchError("there is no input tensor here", el.loc,
@@ -288,7 +303,7 @@ class Elaborator:
                 out = self.primary(el.primary, x, ctx, label, el.loc)
             else:
                 out = self._repeat(el, x, ctx, label)
-        for name in (label, el.bind):
+        for name in (label, self._label(el.bind, ctx) if el.bind else None):
             if name is not None:
                 ctx.tensors[name] = out
                 self._mergeable_means.discard(out.node)  # a named mean is used as itself
@@ -302,6 +317,7 @@ class Elaborator:
         if label is not None:
             inner = ctx.with_namer(self._scope(ctx, label, "sequence", "sequence", el.loc, positional=True))
         for _ in range(count):
+            self._tick(el.loc)
             x = self.primary(el.primary, x, inner, None, el.loc)
         if label is not None:
             self._title_sequence(inner.namer)
@@ -382,6 +398,9 @@ class Elaborator:
                 raise ArchError(f"`{kind}` joins {len(outs)} branch{'es' if len(outs) != 1 else ''}; it needs two or more",
                                 p.loc, hint="one statement per branch, on separate lines or separated by `;`")
             return self.join(kind, outs, ctx, p.loc)
+        if not p.body.stmts:
+            raise ArchError(f"`{'dense' if isinstance(p, ast.Dense) else 'residual'}` needs a body", p.loc,
+                            hint="an empty body would join the input with itself")
         if isinstance(p, ast.Dense):
             return self.join("concat", [x, self.seq(p.body, x, ctx)], ctx, p.loc, roles=("the input", "the new features"))
         main = self.seq(p.body, x, ctx)
@@ -459,14 +478,14 @@ class Elaborator:
                 if i >= len(names):
                     raise ArchError(f"{what} takes {len(names)} positional argument{'s' * (len(names) != 1)}, "
                                     f"got {sum(a.name is None for a in call.args)}", arg.loc,
-                                    hint=_signature(call.name, params))
+                                    hint=_signature(call.name, params, spec is None))
                 key = names[i]
             else:
                 seen_keyword = True
                 key = arg.name
                 if key not in names:
                     raise ArchError(f"{what} has no argument `{key}`", arg.loc,
-                                    hint=did_you_mean(key, names) or _signature(call.name, params))
+                                    hint=did_you_mean(key, names) or _signature(call.name, params, spec is None))
                 if key in values:
                     raise ArchError(f"argument `{key}` given twice", arg.loc,
                                     notes=[Note(where[key], "first given here")])
@@ -477,7 +496,8 @@ class Elaborator:
             if name in values:
                 continue
             if default is REQUIRED or (spec is None and default is None):
-                raise ArchError(f"{what} is missing the argument `{name}`", call.loc, hint=_signature(call.name, params))
+                raise ArchError(f"{what} is missing the argument `{name}`", call.loc,
+                                hint=_signature(call.name, params, spec is None))
             values[name] = self.evaluator.eval(default, env) if isinstance(default, ast.Expr) else default
             env.vars[name] = values[name]
         if spec is None:
@@ -539,12 +559,13 @@ def _plain(v: Any) -> Any:
     return float(v) if type(v).__name__ == "Fraction" else v
 
 
-def _signature(name: str, params: list[tuple[str, Any]]) -> str:
+def _signature(name: str, params: list[tuple[str, Any]], is_block: bool) -> str:
+    """`usage: conv(out, kernel, stride=1, ...)`; a block's parameters without default are required."""
     parts = []
     for n, default in params:
-        if default is REQUIRED or default is None and not isinstance(default, ast.Expr):
+        if default is REQUIRED or (is_block and default is None):
             parts.append(n)
-        elif isinstance(default, ast.Expr):
+        elif isinstance(default, ast.Expr) or default is None:
             parts.append(f"{n}=…")
         else:
             parts.append(f"{n}={show(default)}")

@@ -111,17 +111,29 @@ class Evaluator:
     """Evaluates `ast.Expr` in an `Env` (variables, and named tensors for `x.c`)."""
 
     def eval(self, e: ast.Expr, env: Env) -> Any:
-        method = getattr(self, "_" + type(e).__name__)
-        return self._check(method(e, env), e)
+        method = self._dispatch.get(type(e))
+        if method is None:
+            method = self._dispatch[type(e)] = getattr(type(self), "_" + type(e).__name__)
+        return self._check(method(self, e, env), e)
+
+    _dispatch: dict[type, Any] = {}
 
     def _check(self, v: Any, e: ast.Expr) -> Any:
-        v = normalize(v)
-        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+        t = type(v)  # exact type tests: this runs for every sub-expression
+        if t is int:
+            if -MAX_INT <= v <= MAX_INT:
+                return v
             raise ArchError(f"value {_magnitude(v)} is too large (limit 2**53)", e.loc)
-        if isinstance(v, float) and not math.isfinite(v):
+        if t is float:
+            if math.isfinite(v):
+                return v
             raise ArchError("arithmetic overflow (the result is not a finite number)", e.loc)
-        if isinstance(v, Fraction) and (abs(v) > MAX_INT or v.denominator > MAX_INT):
-            raise ArchError("value is too large", e.loc)
+        if t is Fraction:
+            v = normalize(v)
+            if type(v) is int:
+                return self._check(v, e)
+            if abs(v) > MAX_INT or v.denominator > MAX_INT:
+                raise ArchError("value is too large", e.loc)
         return v
 
     def _Literal(self, e: ast.Literal, env: Env):
@@ -155,6 +167,18 @@ class Evaluator:
         if not -len(seq) <= i < len(seq):
             raise ArchError(f"index {i} is out of range for {len(seq)} items", e.index.loc)
         return seq[i]
+
+    def _Slice(self, e: ast.Slice, env: Env):
+        seq = self.eval(e.seq, env)
+        if not isinstance(seq, (list, tuple, str)):
+            raise ArchError(f"cannot slice {type_name(seq)} ({show(seq)})", e.seq.loc)
+        bounds = []
+        for b in (e.start, e.stop):
+            v = None if b is None else self.eval(b, env)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+                raise ArchError(f"a slice bound must be an integer, got {type_name(v)} ({show(v)})", b.loc)
+            bounds.append(v)
+        return seq[bounds[0]:bounds[1]]
 
     def _TupleExpr(self, e: ast.TupleExpr, env: Env):
         return tuple(self.eval(x, env) for x in e.items)
@@ -241,7 +265,8 @@ class Evaluator:
         try:
             return fn(*args)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ArchError(f"{e.func}(): {_reason(exc)}", e.loc) from None
+            call = f"{e.func}({', '.join(show(a) for a in args)})"
+            raise ArchError(f"{call}: {_reason(exc)}", e.loc) from None
 
     # -- helpers
     def truth(self, e: ast.Expr, env: Env) -> bool:
@@ -311,6 +336,13 @@ def _range(*xs):
     return list(r)
 
 
+def _sum(*xs):
+    if len(xs) != 1 or not isinstance(xs[0], (list, tuple)):
+        raise TypeError("takes one list or tuple of numbers")
+    _nums(*xs[0])
+    return sum(xs[0])
+
+
 def _len(*xs):
     if len(xs) != 1 or not isinstance(xs[0], (list, tuple, str)):
         raise TypeError("takes one list, tuple or string")
@@ -328,4 +360,5 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "float": _unary(float),
     "range": _range,
     "len": _len,
+    "sum": _sum,
 }

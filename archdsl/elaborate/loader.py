@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import ArchError, Note, SrcLoc
 from ..frontend import ast
 from ..frontend.parser import parse
+from ..ops import OPS
 
 MAX_IMPORTS = 256
 
@@ -25,6 +26,9 @@ class Library:
         return [d for d in self.defs.values() if d.is_network]
 
     def add(self, d: ast.BlockDef) -> None:
+        if not d.is_network and d.name in OPS:
+            raise ArchError(f"block `{d.name}` has the name of a built-in op", d.loc,
+                            hint=f"rename the block: a block named `{d.name}` would hide the op everywhere")
         prev = self.defs.get(d.name)
         if prev is not None and prev is not d:
             if prev.loc == d.loc:

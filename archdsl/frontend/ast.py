@@ -85,6 +85,15 @@ class Index(Expr):
 
 
 @dataclass(frozen=True)
+class Slice(Expr):
+    """`cfg[a:b]`, either bound optional: a sub-list, as in Python."""
+
+    seq: Expr
+    start: Expr | None
+    stop: Expr | None
+
+
+@dataclass(frozen=True)
 class TupleExpr(Expr):
     items: tuple[Expr, ...]
 
@@ -106,7 +115,8 @@ class Arg:
 
 @dataclass(frozen=True)
 class Label:
-    """`conv1:` or a template `denselayer{i + 1}:` (parts are strings and expressions)."""
+    """A name, possibly with computed parts: `conv1`, `denselayer{i + 1}` (parts are strings and
+    expressions).  Used by labels (`conv1:`), `as name` and `@name`."""
 
     loc: SrcLoc
     parts: tuple[str | Expr, ...]
@@ -159,9 +169,9 @@ class Dense(Primary):
 
 @dataclass(frozen=True)
 class TensorRef(Primary):
-    """`@name` (or `@in`): start from a named tensor instead of the current one."""
+    """`@name` (or `@in`, `@col{j}`): start from a named tensor instead of the current one."""
 
-    name: str
+    name: Label
 
 
 @dataclass(frozen=True)
@@ -170,7 +180,7 @@ class Element:
     label: Label | None
     primary: Primary
     repeat: Expr | None
-    bind: str | None  # `... as name`
+    bind: Label | None  # `... as name`
 
 
 @dataclass(frozen=True)

@@ -295,10 +295,13 @@ class ToAst(Transformer):
     @v_args(meta=True)
     def element(self, meta, children):
         label, primary, repeat, bind = children
-        return ast.Element(self._loc(meta), label, primary, repeat, str(bind) if bind is not None else None)
+        return ast.Element(self._loc(meta), label, primary, repeat, bind)
+
+    def label(self, children):
+        return children[0]
 
     @v_args(meta=True)
-    def label(self, meta, children):
+    def name_template(self, meta, children):
         head, *parts = children
         flat: list[str | ast.Expr] = [str(head)]
         for expr, tail in parts:
@@ -364,11 +367,12 @@ class ToAst(Transformer):
 
     @v_args(meta=True)
     def tensor_ref(self, meta, children):
-        return ast.TensorRef(self._loc(meta), str(children[0]))
+        return ast.TensorRef(self._loc(meta), children[0])
 
     @v_args(meta=True)
     def in_ref(self, meta, children):
-        return ast.TensorRef(self._loc(meta), "in")
+        loc = self._loc(meta)
+        return ast.TensorRef(loc, ast.Label(loc, ("in",)))
 
     # -- expressions
     @v_args(meta=True)
@@ -408,6 +412,11 @@ class ToAst(Transformer):
     def index(self, meta, children):
         seq, idx = children
         return ast.Index(self._loc(meta), seq, idx)
+
+    @v_args(meta=True)
+    def slice(self, meta, children):
+        seq, start, stop = children
+        return ast.Slice(self._loc(meta), seq, start, stop)
 
     @v_args(meta=True)
     def power(self, meta, children):

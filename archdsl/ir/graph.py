@@ -23,8 +23,10 @@ Graph attributes (``g.graph``):
     name     the network's name
     inputs   [node]             input nodes, in declaration order
     outputs  [node]             output nodes, in declaration order (auxiliary heads included)
+    output_names [str]          the names the outputs were declared with (`output logits, aux`)
     params   {name: value}      the network parameters the graph was elaborated with
     scopes   {prefix: Scope}    what each name prefix is (block instance or labelled sequence)
+    warnings [(SrcLoc, str)]    what the elaborator found suspicious (layers that reach no output)
 
 `lint()` checks all of this; passes call it between stages.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import ArchError
 from .registry import BOOL, OpSpec, Param, Window, float_kind, int_kind, need_map, numel, register
 
 
@@ -13,6 +14,36 @@ register(OpSpec(
     name="relu", doc="max(x, 0); in place (no new activation memory). Other ops: one per element.",
     params=(), shape=_same, activation="inplace",
     other_ops=lambda a, ins, out: numel(out),
+))
+
+register(OpSpec(
+    name="tanh", doc="Hyperbolic tangent (LeNet-5's squashing function); a new tensor. Other ops: one per element.",
+    params=(), shape=_same,
+    other_ops=lambda a, ins, out: numel(out),
+))
+
+register(OpSpec(
+    name="sigmoid", doc="Logistic sigmoid 1/(1+e^-x); a new tensor. Other ops: one per element.",
+    params=(), shape=_same,
+    other_ops=lambda a, ins, out: numel(out),
+))
+
+
+def _pad_channels_shape(a, ins):
+    c = ins[0][0]
+    if a["out"] < c:
+        raise ArchError(f"pad_channels cannot shrink {c} channels to {a['out']}",
+                        hint="pad_channels appends zero channels; use a 1×1 conv to reduce channels")
+    return (a["out"],) + tuple(ins[0][1:])
+
+
+register(OpSpec(
+    name="pad_channels",
+    doc="Appends zero channels up to `out` (the parameter-free 'option A' shortcut of CIFAR ResNets "
+        "and Stochastic Depth: subsample, then zero-pad the new channels); a new tensor.",
+    params=(Param("out", int_kind(1), doc="channels after padding"),),
+    shape=_pad_channels_shape,
+    describe=lambda a: f"→{a['out']}",
 ))
 
 register(OpSpec(

@@ -49,6 +49,8 @@ def _is_num(v) -> bool:
 
 def int_kind(minimum: int = 0) -> Kind:
     def convert(v):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)  # `3.5 * 2` is a whole number
         if not _is_int(v):
             raise ValueError
         if v < minimum:
@@ -81,11 +83,15 @@ def _bool(v):
 BOOL = Kind("true or false", _bool)
 
 
+def _whole(v):
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def pair_kind(minimum: int) -> Kind:
     """An int, or a pair (h, w) of ints; normalized to a pair."""
 
     def convert(v):
-        items = tuple(v) if isinstance(v, tuple) else (v, v)
+        items = tuple(_whole(i) for i in v) if isinstance(v, tuple) else (_whole(v), _whole(v))
         if len(items) != 2 or not all(_is_int(i) for i in items):
             raise ValueError
         if min(items) < minimum:
@@ -96,7 +102,7 @@ def pair_kind(minimum: int) -> Kind:
 
 
 def _padding(v):
-    items = tuple(v) if isinstance(v, tuple) else (v,)
+    items = tuple(_whole(i) for i in v) if isinstance(v, tuple) else (_whole(v),)
     if not all(_is_int(i) for i in items) or len(items) not in (1, 2, 4):
         raise ValueError
     if min(items) < 0:
