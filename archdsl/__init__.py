@@ -5,7 +5,8 @@
     print(archdsl.analyze(g).params)
 
 Pipeline (one subpackage per stage): frontend (text -> AST), elaborate (AST -> IR graph),
-ir (the graph and its checks), ops (the op registry), analysis (shapes, costs, receptive field).
+ir (the graph and its checks), ops (the op registry), analysis (shapes, costs, receptive field),
+backends (the PyTorch reference model: `archdsl.to_torch(graph)`).
 """
 
 from . import ops as _ops  # noqa: F401  (registers every op)
@@ -16,4 +17,16 @@ from .ir import Graph
 
 __version__ = "0.1.0"
 
-__all__ = ["ArchError", "Graph", "Limits", "SrcLoc", "Summary", "analyze", "elaborate", "load", "loads"]
+__all__ = ["ArchError", "Graph", "Limits", "SrcLoc", "Summary", "analyze", "build_torch", "elaborate", "load",
+           "load_weights", "loads", "to_torch"]
+
+_TORCH_API = {"to_torch", "build_torch", "load_weights"}
+
+
+def __getattr__(name: str):
+    """The torch backend's functions, imported on first use (summary and check need no torch)."""
+    if name in _TORCH_API:
+        from .backends import torch_backend
+
+        return getattr(torch_backend, name)
+    raise AttributeError(f"module 'archdsl' has no attribute {name!r}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ArchError
-from .registry import OpSpec, fmt_shape, numel, register
+from .registry import OpSpec, fmt_shape, modules, numel, register
 
 
 class JoinMismatch(ArchError):
@@ -47,6 +47,7 @@ register(OpSpec(
     name="add", doc="Elementwise sum of two or more tensors of one shape. Other ops: (n-1) adds per element.",
     params=(), arity=None, shape=_same_shapes("add"),
     other_ops=lambda a, ins, out: (len(ins) - 1) * numel(out),
+    torch=lambda a, ins: modules().Add(),
 ))
 
 register(OpSpec(
@@ -54,9 +55,11 @@ register(OpSpec(
                      "Other ops: (n-1) adds and one multiply per element.",
     params=(), arity=None, shape=_same_shapes("mean"),
     other_ops=lambda a, ins, out: len(ins) * numel(out),
+    torch=lambda a, ins: modules().Mean(),
 ))
 
 register(OpSpec(
     name="concat", doc="Concatenation along channels (features); shapes must agree elsewhere.",
     params=(), arity=None, shape=_concat_shape,
+    torch=lambda a, ins: modules().Concat(),
 ))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..errors import ArchError
-from .registry import (BOOL, PADDING, OpSpec, Param, Window, fmt_shape, int_kind, need_map, numel, pair_kind,
-                       register, window_formula, window_out)
+from .registry import (BOOL, PADDING, OpSpec, Param, Window, fmt_shape, int_kind, modules, need_map, nn, numel,
+                       pair_kind, register, window_formula, window_out)
 
 
 def _conv_shape(a, ins):
@@ -61,6 +61,8 @@ register(OpSpec(
     window=lambda a, ins: Window(a["dilation"][0] * (a["kernel"][0] - 1) + 1,
                                  a["dilation"][1] * (a["kernel"][1] - 1) + 1, *a["stride"], a["pad"][0], a["pad"][2]),
     describe=_conv_describe,
+    torch=lambda a, ins: modules().Conv2d(ins[0][0], a["out"], a["kernel"], a["stride"], a["pad"], a["dilation"],
+                                            a["groups"], a["bias"]),
 ))
 
 
@@ -79,4 +81,5 @@ register(OpSpec(
     param_count=lambda a, ins, out: ins[0][0] * a["out"] + (a["out"] if a["bias"] else 0),
     macs=lambda a, ins, out: ins[0][0] * a["out"],
     other_ops=lambda a, ins, out: a["out"] if a["bias"] else 0,
+    torch=lambda a, ins: nn().Linear(ins[0][0], a["out"], a["bias"]),
 ))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ArchError
-from .registry import BOOL, OpSpec, Param, Window, float_kind, int_kind, need_map, numel, register
+from .registry import BOOL, OpSpec, Param, Window, float_kind, int_kind, modules, need_map, nn, numel, register
 
 
 def _same(a, ins):
@@ -14,18 +14,21 @@ register(OpSpec(
     name="relu", doc="max(x, 0); in place (no new activation memory). Other ops: one per element.",
     params=(), shape=_same, activation="inplace",
     other_ops=lambda a, ins, out: numel(out),
+    torch=lambda a, ins: nn().ReLU(),
 ))
 
 register(OpSpec(
     name="tanh", doc="Hyperbolic tangent (LeNet-5's squashing function); a new tensor. Other ops: one per element.",
     params=(), shape=_same,
     other_ops=lambda a, ins, out: numel(out),
+    torch=lambda a, ins: nn().Tanh(),
 ))
 
 register(OpSpec(
     name="sigmoid", doc="Logistic sigmoid 1/(1+e^-x); a new tensor. Other ops: one per element.",
     params=(), shape=_same,
     other_ops=lambda a, ins, out: numel(out),
+    torch=lambda a, ins: nn().Sigmoid(),
 ))
 
 
@@ -44,11 +47,13 @@ register(OpSpec(
     params=(Param("out", int_kind(1), doc="channels after padding"),),
     shape=_pad_channels_shape,
     describe=lambda a: f"→{a['out']}",
+    torch=lambda a, ins: modules().PadChannels(a["out"]),
 ))
 
 register(OpSpec(
     name="identity", doc="Returns its input unchanged (a view).",
     params=(), shape=_same, activation="view",
+    torch=lambda a, ins: nn().Identity(),
 ))
 
 register(OpSpec(
@@ -56,6 +61,7 @@ register(OpSpec(
     params=(Param("p", float_kind(0.0, 1.0, open_hi=True), 0.5, "drop probability"),),
     shape=_same, activation="inplace",
     describe=lambda a: f"p={a['p']:g}",
+    torch=lambda a, ins: nn().Dropout(a["p"]),
 ))
 
 register(OpSpec(
@@ -65,6 +71,7 @@ register(OpSpec(
     params=(Param("p", float_kind(0.0, 1.0, open_hi=True), doc="drop probability (1 - survival probability)"),),
     shape=_same, activation="inplace",
     describe=lambda a: f"p={a['p']:g}",
+    torch=lambda a, ins: modules().DropPath(a["p"]),
 ))
 
 
@@ -83,6 +90,8 @@ register(OpSpec(
     param_count=lambda a, ins, out: 2 * ins[0][0] if a["affine"] else 0,
     buffer_count=lambda a, ins, out: 2 * ins[0][0] + 1,
     other_ops=lambda a, ins, out: 2 * numel(out),
+    torch=lambda a, ins: (nn().BatchNorm2d if len(ins[0]) == 3 else nn().BatchNorm1d)(
+        ins[0][0], a["eps"], a["momentum"], a["affine"]),
 ))
 
 
@@ -101,12 +110,14 @@ register(OpSpec(
     shape=_lrn_shape,
     other_ops=lambda a, ins, out: numel(out) * (a["size"] + 2),
     describe=lambda a: f"n={a['size']}",
+    torch=lambda a, ins: nn().LocalResponseNorm(a["size"], a["alpha"], a["beta"], a["k"]),
 ))
 
 register(OpSpec(
     name="softmax", doc="Softmax over the channel (feature) axis. Other ops: exp, add and divide per element.",
     params=(), shape=_same,
     other_ops=lambda a, ins, out: 3 * numel(out),
+    torch=lambda a, ins: nn().Softmax(dim=1),
 ))
 
 
@@ -118,4 +129,5 @@ register(OpSpec(
     name="flatten", doc="C×H×W -> (C·H·W,) in PyTorch's (channel-major) order; a view.",
     params=(), shape=_flatten_shape, activation="view",
     window=lambda a, ins: Window(ins[0][1], ins[0][2], ins[0][1], ins[0][2]) if len(ins[0]) == 3 else Window(1, 1, 1, 1),
+    torch=lambda a, ins: nn().Flatten(1),
 ))

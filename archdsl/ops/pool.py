@@ -1,9 +1,9 @@
-"""Pooling: `maxpool`, `avgpool` (PyTorch's ceil_mode rule) and `global_avgpool`."""
+"""Pooling: `maxpool`, `avgpool` (PyTorch's ceil_mode rule), `global_avgpool` and `adaptive_avgpool`."""
 
 from __future__ import annotations
 
 from ..errors import ArchError
-from .registry import (BOOL, OpSpec, Param, Window, fmt_shape, int_kind, need_map, numel, pair_kind, register,
+from .registry import (BOOL, OpSpec, Param, Window, fmt_shape, int_kind, need_map, nn, numel, pair_kind, register,
                        window_formula, window_out)
 
 
@@ -59,6 +59,7 @@ register(OpSpec(
     window=_window,
     describe=_describe,
     normalize=_stride_defaults_to_kernel,
+    torch=lambda a, ins: nn().MaxPool2d(a["kernel"], a["stride"], a["pad"], a["dilation"], ceil_mode=a["ceil_mode"]),
 ))
 
 register(OpSpec(
@@ -70,6 +71,7 @@ register(OpSpec(
     window=_window,
     describe=_describe,
     normalize=_stride_defaults_to_kernel,
+    torch=lambda a, ins: nn().AvgPool2d(a["kernel"], a["stride"], a["pad"], a["ceil_mode"], a["count_include_pad"]),
 ))
 
 
@@ -85,6 +87,7 @@ register(OpSpec(
     shape=_gap_shape,
     other_ops=lambda a, ins, out: numel(ins[0]),
     window=lambda a, ins: Window(ins[0][1], ins[0][2], ins[0][1], ins[0][2]),
+    torch=lambda a, ins: nn().AdaptiveAvgPool2d(1),
 ))
 
 
@@ -124,4 +127,5 @@ register(OpSpec(
     other_ops=_adaptive_ops,
     window=_adaptive_window,
     describe=lambda a: f"→{a['size'][0]}×{a['size'][1]}",
+    torch=lambda a, ins: nn().AdaptiveAvgPool2d(a["size"]),
 ))

@@ -173,6 +173,7 @@ class OpSpec:
     window: Callable[[Attrs, list[Shape]], Window] = lambda attrs, ins: POINTWISE
     describe: Callable[[Attrs], str] = lambda attrs: ""
     normalize: Callable[[Attrs], Attrs] = lambda attrs: attrs  # fill defaults that depend on others
+    torch: Callable[[Attrs, list[Shape]], Any] | None = None  # the reference nn.Module (see `nn()`)
     extra: dict[str, Any] = field(default_factory=dict)  # hooks added by later stages
 
     def param(self, name: str) -> Param | None:
@@ -191,6 +192,20 @@ def register(spec: OpSpec) -> OpSpec:
 
 def get(name: str) -> OpSpec:
     return OPS[name]
+
+
+def nn():
+    """torch.nn, imported on first use: analysis and the CLI's summary must not need torch."""
+    from torch import nn as torch_nn
+
+    return torch_nn
+
+
+def modules():
+    """archdsl's own torch modules (per-side padded conv, drop-path, joins)."""
+    from . import torch_modules
+
+    return torch_modules
 
 
 # ---- helpers shared by the shape rules ---------------------------------------------------------

@@ -1,0 +1,76 @@
+"""PyTorch modules for the ops that torch.nn has no module for (imported only by the torch backend).
+
+Each takes its inputs positionally, in port order, and keeps PyTorch's parameter names
+(`weight`, `bias`, `running_mean`, ...) so that state_dict keys are `<node name>.<param>`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d with per-side padding (top, bottom, left, right); symmetric padding is passed
+    to the convolution itself, so the common case is exactly nn.Conv2d."""
+
+    def __init__(self, cin, out, kernel, stride, pad, dilation, groups, bias):
+        top, bottom, left, right = pad
+        symmetric = top == bottom and left == right
+        super().__init__(cin, out, kernel, stride, (top, left) if symmetric else 0, dilation, groups, bias)
+        self.side_pad = None if symmetric else (left, right, top, bottom)
+
+    def forward(self, x):
+        if self.side_pad is not None:
+            x = F.pad(x, self.side_pad)
+        return super().forward(x)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: while training, zero each sample's whole tensor with probability p and
+    scale survivors by 1/(1-p); at inference, the identity."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
+        keep.bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class PadChannels(nn.Module):
+    """Append zero channels up to `out` (CIFAR ResNets' parameter-free 'option A' shortcut)."""
+
+    def __init__(self, out: int):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x):
+        extra = self.out - x.shape[1]
+        return F.pad(x, (0, 0) * (x.dim() - 2) + (0, extra)) if extra else x
+
+
+class Add(nn.Module):
+    def forward(self, *xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+class Mean(nn.Module):
+    def forward(self, *xs):
+        return Add.forward(self, *xs) / len(xs)
+
+
+class Concat(nn.Module):
+    def forward(self, *xs):
+        return torch.cat(xs, dim=1)
