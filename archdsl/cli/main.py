@@ -82,6 +82,41 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from ..backends.torch_backend import load_weights, to_torch
+    from ..export import export_onnx
+
+    model = to_torch(_graph(args))
+    if args.weights:
+        load_weights(model, args.weights)
+    path = export_onnx(model, args.onnx, opset=args.opset)
+    print(f"wrote {path} (ONNX opset {args.opset}, dynamic batch; inputs: {', '.join(model.graph.inputs)})")
+    return 0
+
+
+def cmd_viz(args) -> int:
+    from .. import viz
+
+    g = _graph(args)
+    path = viz.write(g, args.output, args.format, args.depth, args.rankdir)
+    if path != "-":
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_viz_parser(sub) -> None:
+    from ..viz import FORMATS, RANKDIRS
+
+    p = sub.add_parser("viz", help="draw the network with Graphviz (DOT; SVG, PNG, PDF when `dot` is installed)")
+    _add_model_args(p)
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="the file to write (its suffix implies the format; - for stdout); default NETWORK.dot")
+    p.add_argument("--format", choices=FORMATS, help="dot (always), or svg/png/pdf (needs Graphviz's `dot`)")
+    p.add_argument("--depth", type=int, default=0, metavar="N", help="draw blocks nested deeper than N names as one box")
+    p.add_argument("--rankdir", choices=RANKDIRS, default="TB", help="top to bottom (TB) or left to right (LR)")
+    p.set_defaults(run=cmd_viz)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="archdsl", description="A language and compiler for CNN architectures.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--dump", action="store_true", help="print the elaborated graph")
     p.set_defaults(run=cmd_check)
+    p = sub.add_parser("export", help="export the reference model (e.g. to ONNX)")
+    _add_model_args(p)
+    p.add_argument("--onnx", required=True, metavar="OUT", help="write an ONNX file")
+    p.add_argument("--weights", metavar="FILE", help="load weights first (.pt, .pth or .safetensors)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer; default 18)")
+    p.set_defaults(run=cmd_export)
+    _add_viz_parser(sub)
     return parser
 
 
