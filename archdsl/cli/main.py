@@ -112,7 +112,8 @@ def _add_viz_parser(sub) -> None:
     p.add_argument("-o", "--output", metavar="OUT",
                    help="the file to write (its suffix implies the format; - for stdout); default NETWORK.dot")
     p.add_argument("--format", choices=FORMATS, help="dot (always), or svg/png/pdf (needs Graphviz's `dot`)")
-    p.add_argument("--depth", type=int, default=0, metavar="N", help="draw blocks nested deeper than N names as one box")
+    p.add_argument("--depth", type=int, default=0, metavar="N",
+                   help="draw blocks nested deeper than N names as one box")
     p.add_argument("--rankdir", choices=RANKDIRS, default="TB", help="top to bottom (TB) or left to right (LR)")
     p.set_defaults(run=cmd_viz)
 
