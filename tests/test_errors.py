@@ -245,6 +245,18 @@ def test_huge_integer_value(tmp_path, capsys):
     assert_error(run, 3, 10, "too large", "2**53")
 
 
+def test_huge_float_where_an_integer_is_needed(tmp_path, capsys):
+    src = """
+        network n {
+            input 1e300 x 8 x 8
+            relu
+        }
+        """
+    run = check(tmp_path, capsys, src)  # not a 301-digit integer in the message
+    assert_error(run, *at(src, "1e300"), "input dimension", "1e+300", "too large", width=5)
+    assert len(run.lines[0]) < 200
+
+
 def test_duplicate_parameter(tmp_path, capsys):
     src = """
         block b(c, k, c) { conv(c, k) }

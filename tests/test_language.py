@@ -1485,3 +1485,41 @@ def test_elaboration_work_is_bounded_even_when_nothing_is_built():
     with pytest.raises(ArchError, match="more than 1,000 steps"):
         archdsl.loads("network n {\n input 3x8x8\n for i in range(100) { for j in range(100) { let a = i } }\n}",
                       limits=Limits(steps=1000))
+
+
+def test_a_network_alias_is_its_target_with_new_defaults(tmp_path):
+    (tmp_path / "base.arch").write_text(textwrap.dedent("""
+        network base(width = 8, classes = 10) {
+            input 3 x 8 x 8
+            conv(width, 3, pad=1) -> global_avgpool -> flatten -> fc(classes)
+        }
+    """))
+    (tmp_path / "alias.arch").write_text('import "base.arch"\nnetwork wide = base(width = 32)\n'
+                                         "network wider = wide(classes = 5)\n")
+    g = archdsl.load(tmp_path / "alias.arch", network="wide")
+    assert g.name == "wide" and g.graph["params"] == {"width": 32, "classes": 10}
+    assert g.shape("conv") == (32, 8, 8)
+    g = archdsl.load(tmp_path / "alias.arch", network="wider", params={"width": 4})  # --set still wins
+    assert g.graph["params"] == {"width": 4, "classes": 5} and g.shape("fc") == (5,)
+    with pytest.raises(ArchError, match="has no parameter `widht`"):
+        archdsl.loads('network base(width = 8) { input 3x8x8; relu }\nnetwork w = base(widht = 2)', network="w")
+    with pytest.raises(ArchError, match="`nope` is not a network"):
+        archdsl.loads("network w = nope(width = 2)")
+    with pytest.raises(ArchError, match="in terms of itself"):
+        archdsl.loads("network a = b()\nnetwork b = a()", network="a")
+
+
+def test_membership_tests():
+    g = archdsl.loads(textwrap.dedent("""
+        network m(depth = 16) {
+            input 3 x 8 x 8
+            assert depth in [11, 13, 16, 19], "VGG has 11, 13, 16 or 19 layers"
+            if depth not in (11, 13) { relu }
+            if true in [1, 2] { identity }
+        }
+    """))
+    assert [d["op"] for _, d in g.walk()] == ["input", "relu"]  # `true in [1, 2]` is false: no bool/int mixing
+    with pytest.raises(ArchError, match="VGG has 11, 13, 16 or 19 layers"):
+        archdsl.loads("network m(depth = 12) {\n input 3x8x8\n assert depth in [11, 13], \"VGG has 11, 13, 16 or 19 layers\"\n relu\n}")
+    with pytest.raises(ArchError, match="`in` needs a list"):
+        archdsl.loads("network m { input 3x8x8; if 3 in 4 { relu } }")

@@ -9,7 +9,7 @@ import sys
 import traceback
 
 from ..analysis import DTYPE_BYTES, analyze, collapse
-from ..elaborate import load
+from ..elaborate import Limits, load
 from ..errors import NO_LOC, ArchError
 from .table import render
 
@@ -40,6 +40,10 @@ def _parse_input(text: str):
         dims = ()
     if len(dims) != 3 or min(dims) < 1:
         raise ArchError(f"--input {text}: expected CxHxW with positive integers", NO_LOC, hint="for example --input 3x32x32")
+    limits = Limits()
+    if dims[0] > limits.channels or max(dims[1:]) > limits.spatial:
+        raise ArchError(f"--input {text}: past the sane limits ({limits.channels} channels, "
+                        f"{limits.spatial} pixels a side)", NO_LOC)
     return dims
 
 

@@ -10,7 +10,9 @@ import networkx as nx
 
 from ..errors import NO_LOC, ArchError, Note, did_you_mean
 from ..ir.graph import Graph
+from ..frontend import ast
 from .elaborator import Elaborator, Limits
+from .evaluate import Env, Evaluator
 from .loader import Library, load_file, load_source
 
 __all__ = ["Limits", "Library", "elaborate", "load", "loads", "select_network"]
@@ -41,10 +43,14 @@ def elaborate(lib: Library, network: str | None = None, params: dict[str, Any] |
               input_shape: tuple[int, int, int] | None = None, limits: Limits = Limits()) -> Graph:
     """Build the IR graph of one network of `lib`, with parameters and input shape overridden."""
     net = select_network(lib, network)
+    name = net.name
+    if isinstance(net, ast.NetworkAlias):
+        net, alias_params = _resolve_alias(lib, net)
+        params = {**alias_params, **(params or {})}
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old, 20_000))  # deep (but bounded) block recursion
     try:
-        graph = Elaborator(lib, limits).network(net, dict(params or {}), input_shape, NO_LOC)
+        graph = Elaborator(lib, limits).network(net, dict(params or {}), input_shape, NO_LOC, name=name)
     except RecursionError:
         raise ArchError("the program nests too deeply to elaborate", net.loc) from None
     finally:
@@ -52,6 +58,43 @@ def elaborate(lib: Library, network: str | None = None, params: dict[str, Any] |
     graph.lint()
     graph.graph["warnings"] = _unused_warnings(graph)
     return graph
+
+
+def _resolve_alias(lib: Library, alias: ast.NetworkAlias) -> tuple[ast.BlockDef, dict[str, Any]]:
+    """The network an alias names (through other aliases), and the defaults the alias sets."""
+    params: dict[str, Any] = {}
+    seen = [alias.name]
+    while isinstance(alias, ast.NetworkAlias):
+        target = lib.defs.get(alias.target)
+        if target is None or not target.is_network:
+            raise ArchError(f"`{alias.target}` is not a network", alias.target_loc,
+                            hint=did_you_mean(alias.target, [n.name for n in lib.networks]))
+        if target.name in seen:
+            raise ArchError(f"network `{alias.name}` is defined in terms of itself", alias.loc)
+        seen.append(target.name)
+        own = _alias_args(alias, target, lib)
+        params = {**own, **params}  # the outer alias wins
+        alias = target
+    return alias, params
+
+
+def _alias_args(alias: ast.NetworkAlias, target, lib: Library) -> dict[str, Any]:
+    names = [p.name for p in target.params] if isinstance(target, ast.BlockDef) else None
+    evaluator, values = Evaluator(), {}
+    for i, arg in enumerate(alias.args):
+        if arg.name is None:
+            if names is None or i >= len(names):
+                raise ArchError(f"`{alias.target}` takes {len(names or [])} parameters; name this one", arg.loc)
+            key = names[i]
+        else:
+            key = arg.name
+            if names is not None and key not in names:
+                raise ArchError(f"network `{alias.target}` has no parameter `{key}`", arg.loc,
+                                hint=did_you_mean(key, names))
+        if key in values:
+            raise ArchError(f"parameter `{key}` given twice", arg.loc)
+        values[key] = evaluator.eval(arg.value, Env())
+    return values
 
 
 def _unused_warnings(graph: Graph) -> list[tuple]:

@@ -126,13 +126,14 @@ class Elaborator:
         self._mergeable_means: set[str] = set()
         self.steps = 0
         self.evaluator = Evaluator()
+        self._input_override: tuple[int, int, int] | None = None
 
     # ---- entry point --------------------------------------------------------------------------
 
     def network(self, net: ast.BlockDef, overrides: dict[str, Any], input_shape: tuple[int, int, int] | None,
-                override_loc: SrcLoc) -> Graph:
+                override_loc: SrcLoc, name: str | None = None) -> Graph:
         params = self._network_params(net, overrides, override_loc)
-        self.graph.graph.update(name=net.name, params=params)
+        self.graph.graph.update(name=name or net.name, params=params)
         ctx = Ctx(Env(dict(params)), Namer(self.claimed, "", positional=False), network_top=True)
         self._input_override = input_shape
         cur = self.seq(net.body, None, ctx)
@@ -469,7 +470,8 @@ class Elaborator:
         what = f"{'op' if spec else 'block'} `{call.name}`"
         names = [n for n, _ in params]
         values: dict[str, Any] = {}
-        where: dict[str, SrcLoc] = {}
+        where: dict[str, SrcLoc] = {}  # each argument's value, for type errors
+        given: dict[str, SrcLoc] = {}  # each argument as written, for "given twice"
         seen_keyword = False
         for i, arg in enumerate(call.args):
             if arg.name is None:
@@ -488,9 +490,9 @@ class Elaborator:
                                     hint=did_you_mean(key, names) or _signature(call.name, params, spec is None))
                 if key in values:
                     raise ArchError(f"argument `{key}` given twice", arg.loc,
-                                    notes=[Note(where[key], "first given here")])
+                                    notes=[Note(given[key], "first given here")])
             values[key] = self.evaluator.eval(arg.value, ctx.env)
-            where[key] = arg.value.loc
+            where[key], given[key] = arg.value.loc, arg.loc
         env = Env(dict(values), tensors={"in": block_input} if block_input else {})
         for name, default in params:
             if name in values:
@@ -507,15 +509,15 @@ class Elaborator:
     def _convert(self, spec: OpSpec, name: str, value: Any, loc: SrcLoc) -> Any:
         if value is None:
             return None
-        value = _plain(value)
         try:
-            return spec.param(name).kind.convert(value)
+            return spec.param(name).kind.convert(_plain(value))
         except ValueError as exc:
             kind = spec.param(name).kind.describe
             detail = f" ({exc})" if str(exc) else ""
             hint = None
             if isinstance(value, float) and "integer" in kind:
-                hint = "the value is not a whole number: use `//` for floor division, or round()"
+                hint = ("the value is too large" if value.is_integer() else
+                        "the value is not a whole number: use `//` for floor division, or round()")
             raise ArchError(f"{spec.name}: `{name}` must be {kind}, got {show(value)}{detail}", loc, hint=hint) from None
 
     # ---- nodes --------------------------------------------------------------------------------

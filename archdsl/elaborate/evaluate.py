@@ -202,6 +202,17 @@ class Evaluator:
             raise ArchError(f"cannot apply `{e.op}` to {type_name(v)}", e.loc)
         return -v if e.op == "-" else v
 
+    def _Contains(self, e: ast.Contains, env: Env):
+        item, seq = self.eval(e.item, env), self.eval(e.seq, env)
+        if not isinstance(seq, (list, tuple, str)):
+            raise ArchError(f"`in` needs a list, tuple or string on its right, got {type_name(seq)} ({show(seq)})",
+                            e.seq.loc)
+        if isinstance(seq, str) and not isinstance(item, str):
+            raise ArchError(f"`in` a string needs a string on its left, got {type_name(item)}", e.item.loc)
+        found = any(isinstance(x, bool) == isinstance(item, bool) and x == item for x in seq) \
+            if not isinstance(seq, str) else item in seq
+        return found != e.negate
+
     def _Compare(self, e: ast.Compare, env: Env):
         vals = [self.eval(x, env) for x in e.operands]
         for (a, b), op, node in zip(zip(vals, vals[1:]), e.ops, e.operands[1:]):
@@ -221,7 +232,8 @@ class Evaluator:
         if e.op == "+" and isinstance(a, (tuple, list)) and type(a) is type(b):
             return self._sized(a + b, e)
         if e.op == "*" and isinstance(a, (tuple, list)) and isinstance(b, int) and not isinstance(b, bool):
-            return self._sized(a * max(b, 0), e, len(a) * b)
+            self._sized(a, e, len(a) * b)  # before multiplying: `[1] * 2**53` would exhaust memory
+            return a * max(b, 0)
         if not (_num(a) and _num(b)):
             raise ArchError(f"cannot apply `{e.op}` to {type_name(a)} and {type_name(b)}", e.loc)
         if e.op in ("/", "//", "%") and b == 0:
@@ -279,6 +291,8 @@ class Evaluator:
     def integer(self, e: ast.Expr, env: Env, what: str, minimum: int = 0) -> int:
         v = self.eval(e, env)
         if isinstance(v, float) and v.is_integer():
+            if abs(v) > MAX_INT:  # int(1e300) would be a 301-digit integer in the message
+                raise ArchError(f"{what} {show(v)} is too large (limit 2**53)", e.loc)
             v = int(v)
         if not isinstance(v, int) or isinstance(v, bool):
             raise ArchError(f"{what} must be an integer, got {type_name(v)} ({show(v)})", e.loc)

@@ -56,6 +56,15 @@ class UnaryOp(Expr):
 
 
 @dataclass(frozen=True)
+class Contains(Expr):
+    """`x in xs` (or `x not in xs` when `negate`): membership in a list, tuple or string."""
+
+    item: Expr
+    seq: Expr
+    negate: bool
+
+
+@dataclass(frozen=True)
 class Compare(Expr):
     """A chained comparison `a < b <= c`, as in Python."""
 
@@ -268,6 +277,19 @@ class BlockDef:
 
 
 @dataclass(frozen=True)
+class NetworkAlias:
+    """`network resnext50_32x4d = resnet(depth=50, groups=32)`: the target network under a new
+    name, with some parameters given new defaults (still overridable with --set)."""
+
+    loc: SrcLoc
+    name: str
+    target: str
+    target_loc: SrcLoc
+    args: tuple[Arg, ...]
+    is_network: bool = True
+
+
+@dataclass(frozen=True)
 class Import:
     loc: SrcLoc
     path: str
@@ -277,4 +299,4 @@ class Import:
 class Module:
     file: str
     imports: tuple[Import, ...]
-    defs: tuple[BlockDef, ...]
+    defs: tuple[BlockDef | NetworkAlias, ...]

@@ -207,7 +207,7 @@ class ToAst(Transformer):
     @v_args(meta=True)
     def start(self, meta, items):
         imports = tuple(i for i in items if isinstance(i, ast.Import))
-        defs = tuple(i for i in items if isinstance(i, ast.BlockDef))
+        defs = tuple(i for i in items if isinstance(i, (ast.BlockDef, ast.NetworkAlias)))
         return ast.Module(self.file, imports, defs)
 
     @v_args(meta=True)
@@ -224,6 +224,11 @@ class ToAst(Transformer):
     def network_def(self, meta, children):
         name, params, body = children
         return ast.BlockDef(self._loc(name), str(name), params or (), body, is_network=True)
+
+    @v_args(meta=True)
+    def network_alias(self, meta, children):
+        name, target, args = children
+        return ast.NetworkAlias(self._loc(name), str(name), str(target), self._loc(target), args or ())
 
     def params(self, children):
         params = tuple(c for c in children if c is not None)
@@ -395,6 +400,16 @@ class ToAst(Transformer):
     @v_args(meta=True)
     def comparison(self, meta, children):
         return ast.Compare(self._loc(meta), tuple(children[0::2]), tuple(str(t) for t in children[1::2]))
+
+    @v_args(meta=True)
+    def contains(self, meta, children):
+        item, seq = children
+        return ast.Contains(self._loc(meta), item, seq, negate=False)
+
+    @v_args(meta=True)
+    def not_contains(self, meta, children):
+        item, seq = children
+        return ast.Contains(self._loc(meta), item, seq, negate=True)
 
     @v_args(meta=True)
     def binop(self, meta, children):

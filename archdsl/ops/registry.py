@@ -49,8 +49,7 @@ def _is_num(v) -> bool:
 
 def int_kind(minimum: int = 0) -> Kind:
     def convert(v):
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)  # `3.5 * 2` is a whole number
+        v = _whole(v)  # `3.5 * 2` is a whole number
         if not _is_int(v):
             raise ValueError
         if v < minimum:
@@ -84,7 +83,9 @@ BOOL = Kind("true or false", _bool)
 
 
 def _whole(v):
-    return int(v) if isinstance(v, float) and v.is_integer() else v
+    """An integral float as an int (`3.5 * 2` is a whole number); not past 2**53, where a float is
+    no longer exact (and `1e308` would become a 309-digit integer in every message)."""
+    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) <= 2**53 else v
 
 
 def pair_kind(minimum: int) -> Kind:
