@@ -509,14 +509,15 @@ class Elaborator:
     def _convert(self, spec: OpSpec, name: str, value: Any, loc: SrcLoc) -> Any:
         if value is None:
             return None
+        plain = _plain(value)
         try:
-            return spec.param(name).kind.convert(_plain(value))
+            return spec.param(name).kind.convert(plain)
         except ValueError as exc:
             kind = spec.param(name).kind.describe
             detail = f" ({exc})" if str(exc) else ""
             hint = None
-            if isinstance(value, float) and "integer" in kind:
-                hint = ("the value is too large" if value.is_integer() else
+            if isinstance(plain, float) and "integer" in kind:
+                hint = ("the value is too large" if plain.is_integer() else
                         "the value is not a whole number: use `//` for floor division, or round()")
             raise ArchError(f"{spec.name}: `{name}` must be {kind}, got {show(value)}{detail}", loc, hint=hint) from None
 
