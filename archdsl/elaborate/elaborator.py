@@ -366,9 +366,9 @@ class Elaborator:
         if isinstance(p, ast.Call):
             if p.name in self.lib.defs:
                 return self.block_call(p, x, ctx, label)
-            if p.name in OPS and p.name != "input":
+            if p.name in OPS and p.name != "input" and not OPS[p.name].internal:
                 return self.op_call(p, x, ctx, label)
-            known = set(self.lib.defs) | (set(OPS) - {"input"})
+            known = set(self.lib.defs) | {n for n, s in OPS.items() if n != "input" and not s.internal}
             raise ArchError(f"unknown op or block `{p.name}`", p.name_loc, hint=did_you_mean(p.name, known))
         if isinstance(p, ast.Group):
             inner = ctx.with_env(ctx.env.child())

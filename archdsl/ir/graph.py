@@ -151,7 +151,10 @@ class Graph(nx.MultiDiGraph):
         ports = sorted(p for _, _, p in self.in_edges(n, data="port"))
         if ports != list(range(len(ports))):
             yield f"{n!r}: input ports {ports} are not 0..{len(ports) - 1}"
-        if spec.arity is not None and len(ports) != spec.arity:
+        if isinstance(spec.arity, tuple):
+            if not spec.arity[0] <= len(ports) <= spec.arity[1]:
+                yield f"{n!r}: {data['op']} takes {spec.arity[0]} to {spec.arity[1]} inputs, has {len(ports)}"
+        elif spec.arity is not None and len(ports) != spec.arity:
             yield f"{n!r}: {data['op']} takes {spec.arity} inputs, has {len(ports)}"
         if spec.arity is None and len(ports) < 2:
             yield f"{n!r}: {data['op']} joins two or more inputs, has {len(ports)}"

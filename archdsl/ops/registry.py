@@ -159,13 +159,15 @@ def numel(shape: Shape) -> int:
 
 @dataclass(frozen=True)
 class OpSpec:
-    """One op.  `arity` is the number of inputs (None: two or more, joined)."""
+    """One op.  `arity` is the number of inputs: an int, None (two or more: a join), or a range
+    (lo, hi).  `internal` ops are made by compiler passes (fused ops), never written by users."""
 
     name: str
     doc: str
     params: tuple[Param, ...]
     shape: Callable[[Attrs, list[Shape]], Shape]
-    arity: int | None = 1
+    arity: int | None | tuple[int, int] = 1
+    internal: bool = False
     param_count: Callable[[Attrs, list[Shape], Shape], int] = no_cost
     buffer_count: Callable[[Attrs, list[Shape], Shape], int] = no_cost
     macs: Callable[[Attrs, list[Shape], Shape], int] = no_cost

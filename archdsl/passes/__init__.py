@@ -1,0 +1,50 @@
+"""Optimization passes: plain functions `Graph -> (Graph, PassReport)`, run in one pipeline.
+
+Each pass returns a new graph (its input is left untouched), says what it changed and, for
+fusions, why each candidate it saw was not fused.  `Graph.lint()` runs after every pass, so a
+pass that breaks the IR is caught where it happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..ir.graph import Graph
+from .fuse import fuse_conv_bn_act, fuse_fc_act
+from .inference import strip_inference_noops
+from .report import PassReport
+
+Pass = Callable[[Graph], tuple[Graph, PassReport]]
+
+# The inference pipeline, in order.  (Issue 5 adds residual, concat and horizontal fusion.)
+PIPELINE: list[tuple[str, Pass]] = [
+    ("strip_inference_noops", strip_inference_noops),
+    ("fuse_conv_bn_act", fuse_conv_bn_act),
+    ("fuse_fc_act", fuse_fc_act),
+]
+
+
+@dataclass
+class Optimized:
+    graph: Graph
+    reports: list[PassReport] = field(default_factory=list)
+
+
+def optimize(graph: Graph, disable: tuple[str, ...] = ()) -> Optimized:
+    """Run the pipeline (minus the passes named in `disable`) over a copy of `graph`."""
+    known = {name for name, _ in PIPELINE}
+    unknown = set(disable) - known
+    if unknown:
+        raise ValueError(f"unknown passes {sorted(unknown)}; passes: {', '.join(known)}")
+    result = Optimized(graph)
+    for name, run in PIPELINE:
+        if name in disable:
+            continue
+        result.graph, report = run(result.graph)
+        result.graph.lint()
+        result.reports.append(report)
+    return result
+
+
+__all__ = ["PIPELINE", "Optimized", "PassReport", "optimize"]

@@ -1,0 +1,74 @@
+"""Epilogue fusion: conv -> [bn] -> [act] becomes one `fused_conv`; fc -> act one `fused_fc`.
+
+The batch norm is folded into the convolution's weights and bias when weights are loaded
+(inference), so the fused kernel applies only a bias and the activation to its fp32
+accumulator.  A candidate is declined when an intermediate result is used by anything else
+(or is a graph output): fusing would lose a tensor someone reads.
+"""
+
+from __future__ import annotations
+
+from ..ir.graph import Graph
+from .report import PassReport
+from .rewrite import clone, redirect, sole_user
+
+ACTS = ("relu", "tanh", "sigmoid")
+
+
+def _absorb(g: Graph, head: str, report: PassReport, allow_bn: bool) -> list[str]:
+    """The chain of nodes after `head` that can be fused into it: [bn] then [act]."""
+    chain, cur = [], head
+    for ops in ((("bn",) if allow_bn else ()), ACTS):
+        if not ops:
+            continue
+        nxt = sole_user(g, cur)
+        if nxt is None:
+            if list(g.successors(cur)) and any(g.op(u) in ops for u in g.successors(cur)):
+                report.declined.append(f"{head}: `{cur}` is read by {len(list(g.out_edges(cur)))} consumers"
+                                       + (" and is an output" if cur in g.outputs else ""))
+            break
+        if g.op(nxt) not in ops:
+            continue
+        if g.op(nxt) == "bn" and len(g.shape(nxt)) != 3:
+            break
+        chain.append(nxt)
+        cur = nxt
+    return chain
+
+
+def _fuse(graph: Graph, base: str, fused: str, allow_bn: bool, name: str) -> tuple[Graph, PassReport]:
+    g = clone(graph)
+    report = PassReport(name)
+    for n in graph.order():
+        if n not in g or g.op(n) != base:
+            continue
+        chain = _absorb(g, n, report, allow_bn)
+        if not chain:
+            continue
+        attrs = dict(g.nodes[n]["attrs"])
+        sources = {base: n}
+        attrs["bn_eps"], attrs["act"] = None, "none"
+        for m in chain:
+            if g.op(m) == "bn":
+                attrs["bn_eps"] = g.nodes[m]["attrs"]["eps"]
+                sources["bn"] = m
+            else:
+                attrs["act"] = g.op(m)
+        attrs["sources"] = sources
+        d = g.nodes[n]
+        d["op"], d["attrs"] = fused, attrs
+        d["meta"] = {**d["meta"], "fused": [n, *chain]}
+        redirect(g, chain[-1], n)
+        g.nodes[n]["shape"] = g.shape(chain[-1])
+        for m in chain:
+            g.remove_node(m)
+        report.changed.append(f"{n} + {' + '.join(chain)} -> {fused}")
+    return g, report
+
+
+def fuse_conv_bn_act(graph: Graph) -> tuple[Graph, PassReport]:
+    return _fuse(graph, "conv", "fused_conv", allow_bn=True, name="fuse_conv_bn_act")
+
+
+def fuse_fc_act(graph: Graph) -> tuple[Graph, PassReport]:
+    return _fuse(graph, "fc", "fused_fc", allow_bn=False, name="fuse_fc_act")

@@ -1,0 +1,32 @@
+"""Small graph-surgery helpers shared by the passes."""
+
+from __future__ import annotations
+
+from ..ir.graph import Graph
+
+
+def clone(g: Graph) -> Graph:
+    """A copy whose node attributes and graph-level lists can be changed without touching `g`."""
+    out = g.copy()
+    out.graph = {**g.graph, "inputs": list(g.inputs), "outputs": list(g.outputs),
+                 "output_names": list(g.graph.get("output_names", [])), "scopes": dict(g.graph["scopes"])}
+    for n, d in out.nodes(data=True):
+        d["attrs"] = dict(d["attrs"])
+        d["meta"] = dict(d["meta"])
+    return out
+
+
+def redirect(g: Graph, old: str, new: str) -> None:
+    """Make every consumer of `old` (and the graph's outputs) read `new` instead, same ports."""
+    for _, user, port in list(g.out_edges(old, data="port")):
+        g.remove_edge(old, user, key=port)
+        g.add_edge(new, user, key=port, port=port)
+    g.graph["outputs"] = [new if o == old else o for o in g.outputs]
+
+
+def sole_user(g: Graph, n: str) -> str | None:
+    """The one node that reads `n` (through one port), or None; outputs count as readers."""
+    edges = list(g.out_edges(n))
+    if len(edges) != 1 or n in g.outputs:
+        return None
+    return edges[0][1]

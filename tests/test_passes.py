@@ -1,0 +1,66 @@
+"""Compiler passes: inference simplification and conv/fc epilogue fusion (structure and reports)."""
+
+from collections import Counter
+from pathlib import Path
+
+import archdsl
+from archdsl.passes import PIPELINE, optimize
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def ops(g):
+    return Counter(g.op(n) for n in g)
+
+
+def test_resnet50_fuses_every_conv_with_its_bn_and_relu():
+    g = archdsl.load(EXAMPLES / "resnet50.arch")
+    o = optimize(g)
+    after = ops(o.graph)
+    assert after["fused_conv"] == 53 and after["conv"] == 0 and after["bn"] == 0
+    assert after["relu"] == 16  # the ReLUs after the residual adds: fused into the add in issue 5
+    stem = o.graph.nodes["conv1"]
+    assert stem["attrs"]["act"] == "relu" and stem["attrs"]["bn_eps"] == 1e-5
+    assert stem["attrs"]["sources"] == {"conv": "conv1", "bn": "bn1"}
+    assert stem["meta"]["fused"] == ["conv1", "bn1", "relu"]
+    assert o.graph.nodes["layer1.0.conv3"]["attrs"]["act"] == "none"  # the add comes before the relu
+    assert o.graph.args("layer1.0.add") == ["layer1.0.conv3", "layer1.0.downsample.0"]
+    assert archdsl.analyze(o.graph).params == archdsl.analyze(g).params  # nothing lost
+    assert len(g) == 176  # the input graph is untouched
+
+
+def test_inference_noops_are_removed_and_consumers_rewired():
+    g = archdsl.loads("network n {\n input 3x8x8\n conv(4, 3) -> dropout(0.5) -> drop_path(0.1) -> identity"
+                      " -> relu as r\n @r -> flatten -> head: fc(3) -> relu as h\n output r, h\n}")
+    o = optimize(g)
+    assert "dropout" not in ops(o.graph) and "identity" not in ops(o.graph)
+    assert o.graph.outputs == ["conv", "head"]  # conv+relu fused: the output is now the fused conv
+    assert o.graph.nodes["head"]["op"] == "fused_fc" and o.graph.nodes["head"]["attrs"]["act"] == "relu"
+    assert o.reports[0].changed == ["removed dropout (dropout)", "removed drop_path (drop_path)",
+                                    "removed identity (identity)"]
+
+
+def test_fusion_is_declined_when_an_intermediate_is_read_elsewhere():
+    g = archdsl.loads("network n {\n input 3x8x8\n conv(4, 3) -> bn as b\n relu as r\n @b -> conv(2, 1) as c\n"
+                      " output r, c\n}")
+    o = optimize(g)
+    fuse = o.reports[1]
+    assert o.graph.op("conv") == "fused_conv" and o.graph.nodes["conv"]["attrs"]["act"] == "none"
+    assert o.graph.op("relu") == "relu"  # bn's output has two readers: the relu stays separate
+    assert any("`bn` is read by 2 consumers" in d for d in fuse.declined)
+
+
+def test_passes_can_be_disabled_and_every_pass_is_named():
+    g = archdsl.load(EXAMPLES / "lenet5.arch")
+    o = optimize(g, disable=("fuse_conv_bn_act", "fuse_fc_act"))
+    assert ops(o.graph)["conv"] == 2 and [r.name for r in o.reports] == ["strip_inference_noops"]
+    assert [name for name, _ in PIPELINE] == ["strip_inference_noops", "fuse_conv_bn_act", "fuse_fc_act"]
+
+
+def test_every_example_optimizes_to_a_lint_clean_graph():
+    for path in sorted(EXAMPLES.glob("*.arch")):
+        g = archdsl.load(path)
+        o = optimize(g)
+        o.graph.lint()
+        assert len(o.graph) <= len(g)
+        assert archdsl.analyze(o.graph).macs == archdsl.analyze(g).macs, path.name
