@@ -17,16 +17,21 @@ from .ir import Graph
 
 __version__ = "0.1.0"
 
-__all__ = ["ArchError", "Graph", "Limits", "SrcLoc", "Summary", "analyze", "build_torch", "elaborate", "load",
-           "load_weights", "loads", "to_torch"]
+__all__ = ["ArchError", "Graph", "Limits", "SrcLoc", "Summary", "analyze", "build_torch", "compile", "elaborate",
+           "load", "load_weights", "loads", "to_torch"]
 
 _TORCH_API = {"to_torch", "build_torch", "load_weights"}
 
 
 def __getattr__(name: str):
-    """The torch backend's functions, imported on first use (summary and check need no torch)."""
+    """The torch backend's functions and `compile`, imported on first use (summary and check need
+    neither torch nor triton)."""
     if name in _TORCH_API:
         from .backends import torch_backend
 
         return getattr(torch_backend, name)
+    if name == "compile":
+        from .runtime import compile
+
+        return compile
     raise AttributeError(f"module 'archdsl' has no attribute {name!r}")

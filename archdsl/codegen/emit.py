@@ -1,0 +1,365 @@
+"""The emitter: one rule per op (the `RULES` table) turns a node into launch code and weight
+preparation code; `generate` assembles them with the kernel templates into a module."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from .. import __version__
+from ..errors import InternalError
+from ..ir.graph import Graph
+
+DTYPES = {"float32": "torch.float32", "float16": "torch.float16", "bfloat16": "torch.bfloat16"}
+ACT_NAMES = {"none": "ACT_NONE", "relu": "ACT_RELU", "tanh": "ACT_TANH", "sigmoid": "ACT_SIGMOID"}
+
+
+# ---- kernel templates ------------------------------------------------------------------------------
+
+
+def kernel_dir() -> Path:
+    """`kernels/`: inside the installed package, or at the top of a source checkout."""
+    packaged = resources.files("archdsl") / "kernels"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "kernels"
+
+
+def templates() -> list[tuple[str, str]]:
+    """(file name, source) of every template; `host.py` first, then the kernels by name."""
+    files = sorted(kernel_dir().glob("*.py"), key=lambda p: (p.name != "host.py", p.name))
+    out = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        # One `from __future__` import may stand only at the top of the generated module.
+        text = re.sub(r"^from __future__ import [^\n]*\n", "", text, flags=re.M)
+        out.append((path.name, text.strip() + "\n"))
+    return out
+
+
+# ---- the program being emitted ---------------------------------------------------------------------
+
+
+def _safe(text: str) -> str:
+    """Text for a comment: printable ASCII without anything that could end the comment line."""
+    return re.sub(r"[^A-Za-z0-9_.,:/+ ×()-]", "?", text)
+
+
+@dataclass
+class Step:
+    comment: str
+    code: list[str]
+    kernel: str | None  # the kernel launched (None for views and copies)
+
+
+@dataclass
+class Program:
+    """What `generate` decided: buffers, steps and weight preparation, kept for the report."""
+
+    graph: Graph
+    dtype: str
+    slot: dict[str, int] = field(default_factory=dict)  # node -> index in t[]
+    buffers: list[tuple[tuple[int, ...], str]] = field(default_factory=list)  # per-sample NHWC shape, node
+    views: dict[str, str] = field(default_factory=dict)  # node -> node whose buffer it views
+    steps: list[Step] = field(default_factory=list)
+    prepare: list[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def launches(self) -> int:
+        return sum(1 for s in self.steps if s.kernel)
+
+    def kernel_counts(self) -> Counter:
+        return Counter(s.kernel for s in self.steps if s.kernel)
+
+    # -- helpers for the rules
+    def t(self, node: str) -> str:
+        return f"t[{self.slot[node]}]"
+
+    def arg(self, node: str, port: int) -> str:
+        return self.t(self.graph.args(node)[port])
+
+    def comment(self, node: str) -> str:
+        d = self.graph.nodes[node]
+        names = d["meta"].get("fused", [node])
+        src = d["src"]
+        return f"# {' + '.join(_safe(n) for n in names)}   [{_safe(Path(src.file).name)}:{src.line}]"
+
+
+def nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
+
+
+# ---- emit rules: op -> launch code (and weight preparation) ------------------------------------------
+
+
+def wkey(node: str, part: str) -> str:
+    """The prepared-weight dictionary entry for a node, as a Python expression: w['conv1.w']."""
+    return f"w[{node + '.' + part!r}]"
+
+
+def _pairs(a: dict, *keys: str) -> str:
+    return ", ".join(f"{k}={tuple(a[k])!r}" for k in keys)
+
+
+def _conv(p: Program, n: str) -> Step:
+    a = p.graph.nodes[n]["attrs"]
+    src = a.get("sources", {"conv": n})
+    conv, bn = src.get("conv", n), src.get("bn")
+    has_bias = a["bias"] or bn is not None
+    p.prepare += [
+        p.comment(n),
+        f"wt, b = fold_bn(state, {conv!r}, {bn!r}, {a.get('bn_eps')!r})",
+        f"{wkey(n, 'w')} = pack_conv_weight(wt.to(DTYPE), {a['groups']}, DTYPE)",
+    ]
+    if has_bias:
+        p.prepare.append(f"{wkey(n, 'b')} = b.float()")
+    args = [p.arg(n, 0), f"{wkey(n, 'w')}", p.t(n), _pairs(a, "kernel", "stride", "pad", "dilation"),
+            f"groups={a['groups']}"]
+    if has_bias:
+        args.append(f"bias={wkey(n, 'b')}")
+    if len(p.graph.args(n)) == 2:
+        args.append(f"residual={p.arg(n, 1)}")
+    if a.get("act", "none") != "none":
+        args.append(f"act={ACT_NAMES[a['act']]}")
+    return Step(p.comment(n), [f"conv2d({', '.join(args)})"], "conv2d")
+
+
+def _fc(p: Program, n: str) -> Step:
+    g = p.graph
+    a = g.nodes[n]["attrs"]
+    fc = a.get("sources", {"fc": n}).get("fc", n)
+    wt = f"state[{fc + '.weight'!r}]"
+    src = g.args(n)[0]
+    if src in p.views and g.op(src) == "flatten":  # NHWC flattening: reorder the weight's columns
+        c, h, w = g.shape(g.args(src)[0])
+        wt = f"chw_to_hwc_columns({wt}, {c}, {h}, {w})"
+    p.prepare += [p.comment(n), f"{wkey(n, 'w')} = pack_linear_weight({wt}.to(DTYPE), DTYPE)"]
+    args = [p.arg(n, 0), f"{wkey(n, 'w')}", p.t(n)]
+    if a["bias"]:
+        p.prepare.append(f"{wkey(n, 'b')} = state[{fc + '.bias'!r}].float()")
+        args.append(f"bias={wkey(n, 'b')}")
+    if a.get("act", "none") != "none":
+        args.append(f"act={ACT_NAMES[a['act']]}")
+    return Step(p.comment(n), [f"linear({', '.join(args)})"], "linear")
+
+
+def _bn(p: Program, n: str) -> Step:
+    a = p.graph.nodes[n]["attrs"]
+    p.prepare += [p.comment(n), f"{wkey(n, 'scale')}, {wkey(n, 'shift')} = bn_scale_shift(state, {n!r}, {a['eps']!r})"]
+    x, out = _as_map(p, p.arg(n, 0), n), _as_map(p, p.t(n), n)
+    return Step(p.comment(n), [f"scale_shift({x}, {out}, scale={wkey(n, 'scale')}, shift={wkey(n, 'shift')})"],
+                "scale_shift")
+
+
+def _as_map(p: Program, t: str, n: str) -> str:
+    """A flat (N, F) tensor as (N, 1, 1, F), for the per-channel kernels."""
+    return f"{t}[:, None, None, :]" if len(p.graph.shape(n)) == 1 else t
+
+
+def _act(act: str) -> Callable[[Program, str], Step]:
+    def rule(p: Program, n: str) -> Step:
+        x, out = _as_map(p, p.arg(n, 0), n), _as_map(p, p.t(n), n)
+        return Step(p.comment(n), [f"scale_shift({x}, {out}, act={ACT_NAMES[act]})"], "scale_shift")
+
+    return rule
+
+
+def _pool(kernel: str, *keys: str, extra: Callable[[dict], str] = lambda a: "") -> Callable[[Program, str], Step]:
+    def rule(p: Program, n: str) -> Step:
+        a = p.graph.nodes[n]["attrs"]
+        args = [p.arg(n, 0), p.t(n)] + ([_pairs(a, *keys)] if keys else []) + ([extra(a)] if extra(a) else [])
+        return Step(p.comment(n), [f"{kernel}({', '.join(args)})"], kernel)
+
+    return rule
+
+
+def _join(kernel: str) -> Callable[[Program, str], Step]:
+    def rule(p: Program, n: str) -> Step:
+        ins = ", ".join(p.t(a) for a in p.graph.args(n))
+        return Step(p.comment(n), [f"{kernel}([{ins}], {p.t(n)})"], kernel)
+
+    return rule
+
+
+def _concat(p: Program, n: str) -> Step:
+    lines, offset = [], 0
+    for a in p.graph.args(n):
+        c = p.graph.shape(a)[0]
+        lines.append(f"copy_channels({p.t(a)}, {p.t(n)}[..., {offset}:{offset + c}])")
+        offset += c
+    return Step(p.comment(n), lines, "copy_channels")
+
+
+def _flatten(p: Program, n: str) -> Step:
+    src = p.graph.args(n)[0]
+    shape = p.graph.shape(src)
+    users = list(p.graph.successors(n))
+    if len(shape) == 1 or shape[1] * shape[2] == 1 or (
+            users and all(p.graph.op(u) in ("fc", "fused_fc") for u in users) and n not in p.graph.outputs):
+        p.views[n] = src  # a view: fc weights are reordered instead (see _fc)
+        return Step(p.comment(n) + "  (a view)", [f"t[{p.slot[n]}] = {p.t(src)}.reshape(n, -1)"], None)
+    # PyTorch's channel-major order is needed as is: copy NHWC -> (C, H, W) order
+    return Step(p.comment(n) + "  (NHWC -> channel-major order)",
+                [f"{p.t(n)}.copy_({p.t(src)}.permute(0, 3, 1, 2).reshape(n, -1))"], None)
+
+
+def _softmax(p: Program, n: str) -> Step:
+    return Step(p.comment(n), [f"softmax({p.arg(n, 0)}, {p.t(n)})"], "softmax")
+
+
+def _identity(p: Program, n: str) -> Step:
+    return Step(p.comment(n), [f"{p.t(n)}.copy_({p.arg(n, 0)})"], None)
+
+
+RULES: dict[str, Callable[[Program, str], Step]] = {
+    "conv": _conv,
+    "fused_conv": _conv,
+    "fc": _fc,
+    "fused_fc": _fc,
+    "bn": _bn,
+    "relu": _act("relu"),
+    "tanh": _act("tanh"),
+    "sigmoid": _act("sigmoid"),
+    "maxpool": _pool("max_pool2d", "kernel", "stride", "pad", "dilation"),
+    "avgpool": _pool("avg_pool2d", "kernel", "stride", "pad",
+                     extra=lambda a: f"count_include_pad={a['count_include_pad']!r}"),
+    "adaptive_avgpool": _pool("adaptive_avg_pool2d"),
+    "global_avgpool": _pool("global_avg_pool"),
+    "lrn": _pool("lrn", extra=lambda a: f"size={a['size']!r}, alpha={a['alpha']!r}, beta={a['beta']!r}, k={a['k']!r}"),
+    "softmax": _softmax,
+    "add": _join("add"),
+    "mean": _join("mean"),
+    "concat": _concat,
+    "pad_channels": _pool("pad_channels"),
+    "flatten": _flatten,
+    "identity": _identity,
+    "dropout": _identity,
+    "drop_path": _identity,
+}
+
+
+# ---- assembling the module --------------------------------------------------------------------------
+
+
+def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: str = "") -> Program:
+    """Emit the program for an (optimized) graph."""
+    if dtype not in DTYPES:
+        raise InternalError(f"unknown dtype {dtype!r}")
+    p = Program(graph, dtype)
+    order = graph.order()
+    for n in order:
+        p.slot[n] = len(p.buffers)
+        p.buffers.append((nhwc(graph.shape(n)), n))
+    for n in order:
+        op = graph.op(n)
+        if op == "input":
+            continue
+        rule = RULES.get(op)
+        if rule is None:
+            raise InternalError(f"no code generation rule for op {op!r} (node {n})")
+        p.steps.append(rule(p, n))
+    p.source = _module(p, origin, settings)
+    return p
+
+
+def _module(p: Program, origin: str, settings: str) -> str:
+    g = p.graph
+    kernels = ", ".join(f"{k} ×{c}" for k, c in sorted(p.kernel_counts().items()))
+    params = ", ".join(f"{k}={v!r}" for k, v in g.graph["params"].items())
+    head = [
+        '"""',
+        f"{_safe(g.name)}: generated by archdsl {__version__}{' from ' + _safe(origin) if origin else ''}. Do not edit;",
+        f"regenerate with `archdsl compile{' ' + _safe(origin) if origin else ''}{' ' + _safe(settings) if settings else ''}`.",
+        "",
+        f"Network parameters: {_safe(params) or 'none'}.",
+        f"Inputs (per sample, NCHW): {', '.join(_safe(i) + ' ' + 'x'.join(map(str, g.shape(i))) for i in g.inputs)}.",
+        f"Activations are NHWC {p.dtype} inside; every kernel accumulates in float32.",
+        f"{p.launches} kernel launches per forward: {kernels}.",
+        "",
+        "Use:  net = load(\"weights.safetensors\", device=\"cuda\");  outputs = net(x)",
+        '"""',
+        "",
+        "import math",
+        "",
+        "import torch",
+        "import triton",
+        "import triton.language as tl",
+        "",
+    ]
+    body = []
+    for name, text in templates():
+        body += [f"# {'=' * 30} kernels/{name} {'=' * 30}", "", text]
+    body += [f"# {'=' * 30} this network {'=' * 30}", "", f"DTYPE = {DTYPES[p.dtype]}", ""]
+    body += _buffers_table(p)
+    body += _prepare(p)
+    body += _network_class(p)
+    return "\n".join(head + body).rstrip() + "\n"
+
+
+def _buffers_table(p: Program) -> list[str]:
+    lines = ["# Per-sample NHWC shape of every activation, by slot t[i]; None: a view of another slot.", "BUFFERS = ["]
+    for i, (shape, node) in enumerate(p.buffers):
+        value = "None" if node in p.views else repr(tuple(shape))
+        lines.append(f"    {value + ',':<18} # t[{i}]  {_safe(node)}")
+    return lines + ["]", "", ""]
+
+
+def _prepare(p: Program) -> list[str]:
+    lines = [
+        "def prepare(state, device):",
+        '    """Reference weights (PyTorch state-dict names) -> the tensors the kernels read, on `device`."""',
+        "    w = {}",
+    ]
+    lines += [f"    {line}" for line in p.prepare]
+    lines += ["    return {k: v.to(device) for k, v in w.items()}", "", ""]
+    return lines
+
+
+def _network_class(p: Program) -> list[str]:
+    g = p.graph
+    inputs = [p.slot[i] for i in g.inputs]
+    outs = []
+    for o in g.outputs:
+        t = p.t(o)
+        outs.append(f"{t}.permute(0, 3, 1, 2).contiguous()" if len(g.shape(o)) == 3 else f"{t}.clone()")
+    ret = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
+    lines = [
+        "class Network:",
+        '    """The compiled network: call it with NCHW input(s) on its device."""',
+        "",
+        "    def __init__(self, state, device):",
+        "        self.device = torch.device(device)",
+        "        self.w = prepare(state, self.device)",
+        "        self._buffers = {}",
+        "",
+        "    def buffers(self, n):",
+        '        """The activation buffers for batch size n, allocated once and reused."""',
+        "        if n not in self._buffers:",
+        "            self._buffers[n] = [None if s is None else torch.empty((n, *s), device=self.device, dtype=DTYPE)",
+        "                                for s in BUFFERS]",
+        "        return self._buffers[n]",
+        "",
+        f"    def __call__(self, {', '.join(f'x{i}' for i in range(len(inputs)))}):",
+        "        w = self.w",
+        "        n = x0.shape[0]",
+        "        t = self.buffers(n)",
+    ]
+    for i, slot in enumerate(inputs):
+        lines.append(f"        t[{slot}].copy_(x{i}.permute(0, 2, 3, 1))  # input {_safe(g.inputs[i])}: NCHW -> NHWC")
+    for step in p.steps:
+        lines.append("")
+        lines.append(f"        {step.comment}")
+        lines += [f"        {c}" for c in step.code]
+    lines += ["", f"        return {ret}", "", ""]
+    lines += [
+        "def load(weights, device=\"cuda\"):",
+        '    """A `Network` from a .safetensors file (or a state dict) of reference-named weights."""',
+        "    state = read_safetensors(weights) if isinstance(weights, str) else weights",
+        "    return Network(state, device)",
+    ]
+    return lines

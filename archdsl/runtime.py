@@ -1,0 +1,130 @@
+"""The compiled model: `archdsl.compile(...)` -> a `torch.nn.Module` that runs generated Triton.
+
+`CompiledModel` keeps its weights exactly as the reference model does (same module tree, same
+state-dict keys), so `archdsl.load_weights` and `load_state_dict` work unchanged — torchvision
+state dicts included.  The kernels read prepared copies (BN folded, packed), rebuilt whenever a
+weight changes (tracked through the tensors' version counters).  Its forward launches only the
+generated kernels: no PyTorch convolution, pooling or linear op runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from .backends.torch_backend import ArchModule
+from .codegen import Program, generate
+from .elaborate import load, loads
+from .ir.graph import Graph
+from .passes import Optimized, optimize
+
+
+@dataclass
+class Compiled:
+    """Everything one compilation produced."""
+
+    graph: Graph  # as elaborated (the reference semantics)
+    optimized: Optimized
+    program: Program
+
+
+def build(graph: Graph, dtype: str = "float32", origin: str = "", settings: str = "",
+          disable: tuple[str, ...] = ()) -> Compiled:
+    """Optimize and generate (no GPU, no Triton needed)."""
+    optimized = optimize(graph, disable)
+    return Compiled(graph, optimized, generate(optimized.graph, dtype, origin, settings))
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("ARCHDSL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "archdsl")
+    path = Path(root) / "programs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def import_program(source: str) -> ModuleType:
+    """Import generated source as a module (from a file: Triton reads its kernels' source)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    name = f"archdsl_program_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = _cache_dir() / f"{name}.py"
+    if not path.exists() or path.read_text(encoding="utf-8") != source:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source, encoding="utf-8")
+        os.replace(tmp, path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cpu":
+        # Triton runs on the CPU only in its interpreter, chosen when kernels are defined.
+        os.environ["TRITON_INTERPRET"] = "1"
+    return device
+
+
+class CompiledModel(ArchModule):
+    """A network compiled to Triton kernels; NCHW in, outputs like the reference model's."""
+
+    def __init__(self, compiled: Compiled, device: torch.device):
+        super().__init__(compiled.graph)
+        object.__setattr__(self, "compiled", compiled)
+        self.run_device = device
+        self._module = import_program(compiled.program.source)
+        self._network = None
+        self._signature = None
+
+    @property
+    def source(self) -> str:
+        """The generated Python + Triton source."""
+        return self.compiled.program.source
+
+    def _weights_signature(self) -> tuple:
+        return tuple((id(t), t._version) for t in self.state_dict(keep_vars=True).values())
+
+    def refresh(self) -> None:
+        """Re-prepare the kernels' weights now (done automatically when a weight changes)."""
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        self._network = self._module.Network(state, self.run_device)
+        self._signature = self._weights_signature()
+
+    def forward(self, *inputs: torch.Tensor):
+        if self._network is None or self._signature != self._weights_signature():
+            self.refresh()
+        return self._network(*(x.to(self.run_device) for x in inputs))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, device={self.run_device}, launches={self.compiled.program.launches}"
+
+
+def compile(path_or_source: str | Path, *, dtype: str = "float32", device: str | torch.device | None = None,
+            network: str | None = None, input_shape: tuple[int, int, int] | None = None,
+            disable: tuple[str, ...] = (), **params: Any) -> CompiledModel:
+    """Compile a `.arch` file (or source text) to a `CompiledModel` running generated Triton kernels.
+
+    `device`: "cuda" (default when available) or "cpu" (Triton's interpreter: slow, for tests).
+    `params` override network parameters; weights start as PyTorch initializes the reference
+    model; load others with `archdsl.load_weights(model, source)`.
+    """
+    text = str(path_or_source)
+    is_source = "\n" in text or "{" in text
+    graph = loads(text, network, params, input_shape) if is_source else load(text, network, params, input_shape)
+    run_device = _resolve_device(device)
+    compiled = build(graph, dtype, origin="" if is_source else Path(text).name, disable=disable)
+    return CompiledModel(compiled, run_device)

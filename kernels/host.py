@@ -1,0 +1,68 @@
+"""Host-side helpers of a generated program: weight folding and packing, and a small reader of
+safetensors files (so a generated program needs nothing but torch and triton).
+
+Weights arrive under their reference names (PyTorch's state_dict keys, e.g. torchvision's) and
+are prepared once, at load time: batch norm is folded into the convolution before it, fc
+columns are reordered for NHWC flattening, and every tensor is packed for its kernel.
+"""
+
+import json
+import struct
+
+import torch
+
+
+def fold_bn(state, conv, bn, eps):
+    """Fold inference batch norm `bn` into the preceding convolution `conv` (computed in float64):
+    W' = W * s,  b' = (b - mean) * s + beta,  with s = gamma / sqrt(var + eps) per output channel."""
+    w = state[conv + ".weight"].double()
+    b = state.get(conv + ".bias")
+    b = torch.zeros(w.shape[0], dtype=torch.float64) if b is None else b.double()
+    if bn is None:
+        return w, b
+    mean, var = state[bn + ".running_mean"].double(), state[bn + ".running_var"].double()
+    gamma = state.get(bn + ".weight")
+    beta = state.get(bn + ".bias")
+    gamma = torch.ones_like(mean) if gamma is None else gamma.double()
+    beta = torch.zeros_like(mean) if beta is None else beta.double()
+    s = gamma / torch.sqrt(var + eps)
+    return w * s.reshape(-1, *([1] * (w.dim() - 1))), (b - mean) * s + beta
+
+
+def bn_scale_shift(state, bn, eps):
+    """A standalone inference batch norm as y = x * scale + shift (fp32 vectors)."""
+    mean, var = state[bn + ".running_mean"].double(), state[bn + ".running_var"].double()
+    gamma = state.get(bn + ".weight")
+    beta = state.get(bn + ".bias")
+    gamma = torch.ones_like(mean) if gamma is None else gamma.double()
+    beta = torch.zeros_like(mean) if beta is None else beta.double()
+    scale = gamma / torch.sqrt(var + eps)
+    return scale.float(), (beta - mean * scale).float()
+
+
+def chw_to_hwc_columns(w, c, h, wd):
+    """Reorder an fc weight's input columns from PyTorch's (C, H, W) flattening to NHWC's (H, W, C)."""
+    return w.reshape(w.shape[0], c, h, wd).permute(0, 2, 3, 1).reshape(w.shape[0], c * h * wd)
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def read_safetensors(path):
+    """{name: tensor} from a .safetensors file (the format: an 8-byte little-endian header size,
+    a JSON header of dtype/shape/byte offsets, then the raw little-endian data)."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        t = torch.frombuffer(bytearray(data[start:end]), dtype=_DTYPES[info["dtype"]]) if end > start else \
+            torch.empty(0, dtype=_DTYPES[info["dtype"]])
+        out[name] = t.reshape(info["shape"])
+    return out

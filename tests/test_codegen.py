@@ -1,0 +1,135 @@
+"""Code generation: deterministic, readable, standalone, and safe against hostile names."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import subprocess
+import sys
+import tokenize
+from pathlib import Path
+
+import pytest
+import torch
+
+import archdsl
+from archdsl.cli import main as cli_main
+from archdsl.codegen.artifacts import write_safetensors
+from archdsl.runtime import build
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def program(path, **kw):
+    return build(archdsl.load(path, **kw), origin=Path(path).name).program
+
+
+def test_generation_is_deterministic():
+    a = program(EXAMPLES / "resnet50.arch").source
+    b = program(EXAMPLES / "resnet50.arch").source
+    assert a == b
+    ast.parse(a)
+
+
+def test_each_launch_names_its_nodes_and_arch_line():
+    p = program(EXAMPLES / "resnet50.arch")
+    src = p.source
+    assert "# conv1 + bn1 + relu   [resnet50.arch:" in src
+    line = int(src.split("# conv1 + bn1 + relu   [resnet50.arch:")[1].split("]")[0])
+    assert "conv1: conv(" in (EXAMPLES / "resnet50.arch").read_text().splitlines()[line - 1]
+    call = src.split("# conv1 + bn1 + relu   [resnet50.arch:")[2].splitlines()[1].strip()
+    assert call.startswith("conv2d(t[0], w['conv1.w'], t[1], kernel=(7, 7), stride=(2, 2), pad=(3, 3, 3, 3)")
+    assert call.endswith("bias=w['conv1.b'], act=ACT_RELU)")
+    assert p.launches == 53 + 16 + 16 + 1 + 1 + 1  # fused convs, adds, relus, maxpool, gap, fc
+
+
+def test_generated_module_is_standalone():
+    src = program(EXAMPLES / "lenet5.arch").source
+    imports = set()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.Import):
+            imports |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imports.add((node.module or "").split(".")[0])
+    assert imports <= {"math", "torch", "triton", "json", "struct", "__future__"}, imports
+
+
+HOSTILE = """
+block __import__(pwned_param = "x\\"); import os; os.system('echo pwned') #") {
+    pwned_label: conv(4, 3, pad=1) -> exec: relu
+}
+network eval(pwned_width = 4) {
+    input 3 x 8 x 8
+    __class__: __import__ -> None_: conv(pwned_width, 1) -> print: flatten -> lambda_: fc(2)
+}
+"""
+
+
+def test_hostile_names_cannot_inject_code():
+    g = archdsl.loads(HOSTILE, filename="evil\n__import__('os').system('x')\n.arch")
+    src = build(g, origin="evil\n__import__('os').system('x')\n.arch").program.source
+    tree = ast.parse(src)
+    code_names = {t.string for t in tokenize.generate_tokens(io.StringIO(src).readline) if t.type == tokenize.NAME}
+    for hostile in ("pwned_label", "pwned_param", "pwned_width", "None_", "lambda_", "__class__"):
+        assert hostile not in code_names  # only ever inside string literals or comments
+    assert "os.system" not in src.replace("__import__('os').system", "")  # the file name is neutralized
+    top = [type(n).__name__ for n in tree.body]
+    assert set(top) <= {"Expr", "Import", "ImportFrom", "Assign", "AnnAssign", "FunctionDef", "ClassDef", "If"}
+
+
+def test_cli_compile_writes_model_weights_and_report(tmp_path, capsys):
+    out = tmp_path / "lenet"
+    code = cli_main(["compile", str(EXAMPLES / "lenet5.arch"), "-o", str(out)])
+    assert code == 0 and "kernel launches per forward" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["model.py", "report.json", "report.md", "weights.safetensors"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["launches_per_forward"] == 7 and report["kernels"] == {"conv2d": 2, "linear": 3, "max_pool2d": 2}
+    assert {f["node"] for f in report["fused"]} == {"features.0.conv", "features.1.conv", "classifier.0",
+                                                     "classifier.2"}
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "weights.safetensors"))
+    assert set(weights) == set(archdsl.build_torch(EXAMPLES / "lenet5.arch").state_dict())
+    # compiling again replaces the directory whole
+    (out / "stale.txt").write_text("x")
+    assert cli_main(["compile", str(EXAMPLES / "lenet5.arch"), "-o", str(out)]) == 0
+    assert not (out / "stale.txt").exists()
+
+
+def test_a_failed_compile_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import archdsl.codegen.artifacts as artifacts
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifacts, "write_safetensors", broken)
+    code = cli_main(["compile", str(EXAMPLES / "lenet5.arch"), "-o", str(tmp_path / "out")])
+    assert code == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_safetensors_writer_reads_back_with_the_reference_library(tmp_path):
+    from safetensors.torch import load_file
+
+    tensors = {"a": torch.randn(3, 4), "b.c": torch.arange(5), "n": torch.tensor(7), "h": torch.randn(2).half(),
+               "e": torch.empty(0, 3)}
+    write_safetensors(tensors, tmp_path / "w.safetensors")
+    back = load_file(str(tmp_path / "w.safetensors"))
+    assert set(back) == set(tensors) and all(torch.equal(back[k], tensors[k]) for k in tensors)
+
+
+def test_generated_program_runs_as_a_separate_process(tmp_path):
+    """The artifacts are usable without archdsl: import model.py, load the weights, run."""
+    out = tmp_path / "lenet"
+    assert cli_main(["compile", str(EXAMPLES / "lenet5.arch"), "-o", str(out)]) == 0
+    script = (
+        "import os, sys; os.environ['TRITON_INTERPRET'] = '1'; sys.path.insert(0, sys.argv[1]);"
+        "import builtins; real = builtins.__import__;"
+        "builtins.__import__ = lambda n, *a, **k: (_ for _ in ()).throw(ImportError(n)) if n.startswith('archdsl') "
+        "else real(n, *a, **k);"
+        "import torch, model; net = model.load(sys.argv[1] + '/weights.safetensors', device='cpu');"
+        "print(tuple(net(torch.randn(2, 1, 32, 32)).shape))"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "(2, 10)"
