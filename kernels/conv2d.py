@@ -1,0 +1,710 @@
+"""
+Convolution and fully connected layers as one GEMM with a fused epilogue
+=========================================================================
+
+This template holds every multiply-accumulate of a CNN: 2-D convolutions of any
+geometry and fully connected layers.  The code generator copies it verbatim into the
+program it emits, so it imports nothing but torch, triton and triton.language.
+
+Convolution is a matrix multiplication in disguise
+--------------------------------------------------
+For an input ``x`` of shape (N, H, W, C), a weight of K filters of size R x S over
+Cg = C / groups channels, and an output of shape (N, P, Q, K), each group ``g`` computes
+
+    out[m, k] = sum over red = (r, s, c) of  A[m, red] * B[red, k]
+
+    m   = (n, p, q)   one output pixel        M   = N * P * Q rows
+    k                 one output channel      Kg  = K / groups columns
+    red = (r, s, c)   one filter tap, channel RED = R * S * Cg reduction length
+
+    A[m, (r, s, c)] = x[n, p * stride_h - pad_top + r * dil_h,
+                          q * stride_w - pad_left + s * dil_w, g * Cg + c]   (0 in the halo)
+    B[(r, s, c), k] = w[g * Kg + k, c, r, s]
+
+``A`` is the im2col matrix, but it is never materialised: the kernel computes, for the
+block of rows and reduction indices it is about to multiply, where those elements live
+in ``x`` and loads them straight from the activation ("implicit GEMM").  Elements that
+fall into the padding halo are masked loads that read 0.
+
+Layouts
+-------
+* Activations are NHWC: channels are contiguous, so a block of reduction indices that
+  walks along ``c`` is one coalesced, vectorisable load per output pixel.  Any other
+  stride is free, which lets a kernel read a channel slice of a wider buffer and write
+  its output into a channel slice of one (a concatenation costs nothing).
+* Weights are packed once, at load time, by ``pack_conv_weight`` into the 2-D matrix
+  ``B`` for all groups side by side: shape (R * S * Cg, K), row ``(r * S + s) * Cg + c``,
+  column ``k``; i.e. [R, S, Cg, K] contiguous.  Output channels are contiguous, so a
+  block of B is coalesced along its N dimension, and group ``g`` reads columns
+  ``g * Kg ... g * Kg + Kg - 1``.  A fully connected weight (O, F) packs to its
+  transpose (F, O): exactly the packing of a 1 x 1 convolution.
+
+Three paths
+-----------
+1. ``_conv_gemm_kernel`` -- 1 x 1, stride 1, unpadded, ungrouped convolutions and fully
+   connected layers.  ``x`` viewed as an (N*H*W, C) matrix *is* ``A``, so this is the
+   plain tiled matmul of Triton's tutorial (with its grouped, L2-friendly tile order),
+   plus the epilogue.
+2. ``_conv_implicit_gemm_kernel`` -- everything else.  Two ways to walk the reduction,
+   chosen at compile time (``FLAT``):
+   * tap-major (``FLAT=False``, when Cg is a multiple of 16): one loop iteration is one
+     filter tap (r, s) and BLOCK_K consecutive channels.  The halo test and the
+     spatial address are computed once per row for the whole block.
+   * flat (``FLAT=True``, small Cg: the 7 x 7 stem with C = 3, ResNeXt's 4 channels per
+     group): the reduction index ``(r, s, c)`` is flattened and BLOCK_K consecutive
+     values of it are decomposed into (r, s, c) per column, so one block covers several
+     taps.  Padding C = 3 up to BLOCK_K per tap would waste 13/16 of every block; the
+     flat walk wastes only the tail of the last block.
+   Groups are the second grid axis; each program computes one (BLOCK_M, BLOCK_N) tile of
+   one group.
+3. ``_conv_depthwise_kernel`` -- groups == C == K (one input and one output channel
+   per group).  As a GEMM this has Kg = 1 column and RED = R * S, far too narrow for
+   ``tl.dot``, so it is a direct convolution: a (pixels x channels) tile accumulates
+   ``x_tap * w_tap`` over the R * S taps with fp32 FMAs.
+
+The epilogue
+------------
+All three paths end the same way (``_conv_epilogue_store``).  While the accumulator is still
+fp32 in registers:
+
+    y = acc * scale[k] + bias[k]       # conv bias, or BN folded into a scale and shift
+    y = y + residual[m, k]             # the residual add of a ResNet block
+    y = act(y)                         # none, relu, tanh or sigmoid
+    out[m, k] = y cast to out.dtype    # one rounding, into a (possibly channel-sliced) view
+
+Numerics: inputs fp32, fp16 or bf16; products accumulate in fp32.  fp32 inputs use
+IEEE fp32 products by default (``allow_tf32=False``) so that results stay within 1e-4 of
+a float64 reference; fp16 / bf16 use the tensor cores.  Under ``TRITON_INTERPRET=1``
+(CPU tensors; constexpr ``INTERPRETED``) two gaps of the interpreter's bf16 support are
+worked around without changing the numbers: blocks are widened to fp32 before ``tl.dot``
+(the interpreter keeps bf16 as raw uint16 bit patterns and would multiply those; products
+of bf16 values are exact in fp32), and the final fp32 -> bf16 conversion rounds to nearest
+even in integer arithmetic (the interpreter's cast truncates; a GPU's rounds).
+
+Block sizes are keyword arguments of ``conv2d`` and ``linear`` (``block_m``, ``block_n``,
+``block_k``, ``num_warps``, ``num_stages``) with per-path defaults, so that an
+autotuner can set them; on CPU tensors (the interpreter) the defaults are small.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID = 0, 1, 2, 3
+
+
+# --------------------------------------------------------------------------------------
+# Shared device helpers
+# --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _conv_tile_order(pid, num_pid_m, num_pid_n, SWIZZLE_M: tl.constexpr):
+    """Map a linear program id to a (pid_m, pid_n) tile, SWIZZLE_M row-tiles at a time.
+
+    Consecutive programs sweep the N tiles of SWIZZLE_M neighbouring M tiles before moving
+    on, so the blocks of A and B they load are still in L2 when the next program needs them
+    (the "grouped ordering" of Triton's matmul tutorial).
+    """
+    num_pid_in_band = SWIZZLE_M * num_pid_n
+    band = pid // num_pid_in_band
+    first_pid_m = band * SWIZZLE_M
+    band_m = min(num_pid_m - first_pid_m, SWIZZLE_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_band) % band_m)
+    pid_n = (pid % num_pid_in_band) // band_m
+    return pid_m, pid_n
+
+
+@triton.jit
+def _conv_mma(a, b, acc, INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr):
+    """acc += a @ b, accumulated in fp32.
+
+    INTERPRETED (TRITON_INTERPRET, CPU tensors): the interpreter keeps bf16 as raw uint16 bit
+    patterns and its tl.dot would multiply those, so blocks are widened to fp32 first (exact:
+    a product of two bf16 or fp16 values is exact in fp32).
+    """
+    if INTERPRETED:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+
+
+@triton.jit
+def _conv_round_to_bf16(y):
+    """fp32 -> bf16 rounded to nearest, ties to even, in integer arithmetic (finite y).
+
+    Used under the interpreter only, whose fp32 -> bf16 cast truncates; a GPU's cast rounds.
+    """
+    bits = y.to(tl.uint32, bitcast=True)
+    bits = bits + 0x7FFF + ((bits >> 16) & 1)
+    return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def _conv_activation(y, ACT: tl.constexpr):
+    """act(y) on an fp32 block; ACT is one of ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID.
+
+    (Literals below: a kernel may read only constexpr globals, and the ACT_* codes are ints.)
+    """
+    if ACT == 1:  # ACT_RELU
+        y = tl.maximum(y, 0.0)
+    elif ACT == 2:  # ACT_TANH
+        # tanh(|y|) = (1 - e^{-2|y|}) / (1 + e^{-2|y|}): e^{-2|y|} <= 1 never overflows.
+        t = tl.exp(-2.0 * tl.abs(y))
+        th = (1.0 - t) / (1.0 + t)
+        y = tl.where(y < 0.0, -th, th)
+    elif ACT == 3:  # ACT_SIGMOID
+        # sigmoid without overflow: with t = e^{-|y|}, 1/(1+t) for y >= 0, t/(1+t) below.
+        t = tl.exp(-tl.abs(y))
+        y = tl.where(y >= 0.0, 1.0 / (1.0 + t), t / (1.0 + t))
+    return y
+
+
+@triton.jit
+def _conv_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n,
+                    out_ptr, res_ptr, scale_ptr, bias_ptr,
+                    HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+                    ACT: tl.constexpr, INTERPRETED: tl.constexpr):
+    """Apply the epilogue to the fp32 accumulator and store it.
+
+    acc:       (BLOCK_M, BLOCK_N) fp32 block of conv(x, w) / x @ W^T
+    out_rows:  (BLOCK_M,) element offset of each output row (pixel) in out
+    res_rows:  (BLOCK_M,) element offset of each row in residual (ignored unless HAS_RES)
+    cols:      (BLOCK_N,) output channel of each column (global over groups);
+               channels are contiguous (stride 1) in out and residual
+    Stores act(acc * scale[cols] + bias[cols] + residual) cast to out's dtype, masked to
+    mask_m x mask_n.
+    """
+    mask = mask_m[:, None] & mask_n[None, :]
+    y = acc
+    if HAS_SCALE:
+        scale = tl.load(scale_ptr + cols, mask=mask_n, other=0.0).to(tl.float32)
+        y = y * scale[None, :]
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + cols, mask=mask_n, other=0.0).to(tl.float32)
+        y = y + bias[None, :]
+    if HAS_RES:
+        res = tl.load(res_ptr + res_rows[:, None] + cols[None, :], mask=mask, other=0.0)
+        y = y + res.to(tl.float32)
+    y = _conv_activation(y, ACT)
+    if INTERPRETED:
+        if out_ptr.dtype.element_ty == tl.bfloat16:
+            y = _conv_round_to_bf16(y)
+    tl.store(out_ptr + out_rows[:, None] + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------------------
+# Path 1: plain GEMM (1x1 stride-1 convolutions, fully connected layers)
+# --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _conv_gemm_kernel(
+    a_ptr, b_ptr, out_ptr, res_ptr, scale_ptr, bias_ptr,
+    M, N, K: tl.constexpr,
+    stride_am, stride_bk, stride_om, stride_rm,
+    HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    SWIZZLE_M: tl.constexpr,
+):
+    """out = act(A @ B * scale + bias + residual).
+
+    A:        (M, K), row stride stride_am, column stride 1 (x of a 1x1 conv as
+              (N*H*W, C) rows, or the input of a fully connected layer)
+    B:        (K, N), row stride stride_bk, column stride 1 (the packed weight)
+    out:      (M, N), row stride stride_om, column stride 1; residual likewise (stride_rm)
+    scale, bias: (N,) vectors, read when HAS_SCALE / HAS_BIAS
+    K (the reduction length) is a compile-time constant, like the geometry of a conv layer.
+    Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N),).  Accumulates in fp32.
+    """
+    pid_m, pid_n = _conv_tile_order(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), SWIZZLE_M)
+
+    # -- addresses of the first blocks of A and B ------------------------------------
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    rows_m = offs_m.to(tl.int64)
+    a_ptrs = a_ptr + rows_m[:, None] * stride_am + offs_k[None, :]
+    b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_n[None, :]
+
+    # -- main loop: masked loads of the K tail, dot into the fp32 accumulator ---------
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        mask_k = (k0 + offs_k) < K
+        a = tl.load(a_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K * stride_bk
+
+    # -- epilogue on the fp32 accumulator, one cast, store ----------------------------
+    _conv_epilogue_store(acc, rows_m * stride_om, rows_m * stride_rm, offs_n, mask_m, mask_n,
+                    out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED)
+
+
+# --------------------------------------------------------------------------------------
+# Path 2: implicit GEMM convolution (any kernel, stride, padding, dilation, groups)
+# --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _conv_implicit_gemm_kernel(
+    x_ptr, w_ptr, out_ptr, res_ptr, scale_ptr, bias_ptr,
+    M, H, W, P, Q, KG, K_TOTAL,
+    stride_xn, stride_xh, stride_xw,
+    stride_on, stride_op, stride_oq,
+    stride_rn, stride_rp, stride_rq,
+    CG: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    FLAT: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    SWIZZLE_M: tl.constexpr,
+):
+    """out[n, p, q, g*KG + k] = act(sum_{r,s,c} x[n, ih, iw, g*CG + c] * w[(r*KW + s)*CG + c, g*KG + k]
+                                    * scale + bias + residual)
+    with ih = p*SH - PH + r*DH, iw = q*SW - PW + s*DW (x is 0 outside 0 <= ih < H, 0 <= iw < W).
+
+    x:        (N, H, W, G*CG) NHWC, strides (stride_xn, stride_xh, stride_xw, 1)
+    w:        (KH*KW*CG, K_TOTAL) packed weight, contiguous; K_TOTAL = G*KG
+    out:      (N, P, Q, K_TOTAL) NHWC, strides (stride_on, stride_op, stride_oq, 1);
+              residual likewise (stride_rn, ...), read when HAS_RES
+    M = N*P*Q.  PH, PW are the top and left padding (bottom/right only shape P, Q).
+    FLAT: reduce over the flattened (r, s, c) index (small CG); otherwise one filter tap
+    and BLOCK_K channels per iteration (CG a multiple of 16).
+    Grid: (cdiv(M, BLOCK_M) * cdiv(KG, BLOCK_N), G).
+    """
+    g = tl.program_id(1)
+    pid_m, pid_n = _conv_tile_order(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(KG, BLOCK_N), SWIZZLE_M)
+
+    # -- rows: output pixels m = (n, p, q); columns: output channels of group g --------
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    n = offs_m // (P * Q)
+    pq = offs_m % (P * Q)
+    p = pq // Q
+    q = pq % Q
+    ih0 = p * SH - PH                     # input row of tap r = 0
+    iw0 = q * SW - PW                     # input column of tap s = 0
+    x_rows = x_ptr + n.to(tl.int64) * stride_xn + g * CG
+
+    offs_kn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_kn < KG
+    cols = g * KG + offs_kn               # global output channel
+    offs_k = tl.arange(0, BLOCK_K)
+    w_cols = w_ptr + cols[None, :]
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if FLAT:
+        # -- reduction over red = (r*KW + s)*CG + c, BLOCK_K indices at a time --------
+        RED: tl.constexpr = KH * KW * CG
+        for k0 in range(0, RED, BLOCK_K):
+            # address computation: split each reduction index into its tap and channel
+            red = k0 + offs_k
+            mask_k = red < RED
+            c = red % CG
+            rs = red // CG
+            ih = ih0[:, None] + ((rs // KW) * DH)[None, :]
+            iw = iw0[:, None] + ((rs % KW) * DW)[None, :]
+            # masked loads: rows past M, the reduction tail and the padding halo read 0
+            in_bounds = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a = tl.load(x_rows[:, None] + ih * stride_xh + iw * stride_xw + c[None, :],
+                        mask=mask_m[:, None] & mask_k[None, :] & in_bounds, other=0.0)
+            b = tl.load(w_cols + red[:, None] * K_TOTAL,
+                        mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            # dot into the fp32 accumulator
+            acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
+    else:
+        # -- one filter tap (r, s) and BLOCK_K of its channels per iteration ----------
+        C_BLOCKS: tl.constexpr = (CG + BLOCK_K - 1) // BLOCK_K
+        for it in range(0, KH * KW * C_BLOCKS):
+            # address computation: the tap's input pixel, once per row
+            rs = it // C_BLOCKS
+            c0 = (it % C_BLOCKS) * BLOCK_K
+            ih = ih0 + (rs // KW) * DH
+            iw = iw0 + (rs % KW) * DW
+            row_ok = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a_rows = x_rows + ih * stride_xh + iw * stride_xw
+            c = c0 + offs_k
+            # masked loads: the padding halo (whole rows) and, if CG % BLOCK_K, the channel tail
+            if CG % BLOCK_K == 0:
+                a_mask = row_ok[:, None]
+                b_mask = mask_n[None, :]
+            else:
+                a_mask = row_ok[:, None] & (c < CG)[None, :]
+                b_mask = (c < CG)[:, None] & mask_n[None, :]
+            a = tl.load(a_rows[:, None] + c[None, :], mask=a_mask, other=0.0)
+            b = tl.load(w_cols + (rs * CG + c)[:, None] * K_TOTAL, mask=b_mask, other=0.0)
+            # dot into the fp32 accumulator
+            acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
+
+    # -- epilogue on the fp32 accumulator, one cast, store ----------------------------
+    n64 = n.to(tl.int64)
+    out_rows = n64 * stride_on + p * stride_op + q * stride_oq
+    res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
+    _conv_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n,
+                    out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED)
+
+
+# --------------------------------------------------------------------------------------
+# Path 3: depthwise convolution (groups == C == K)
+# --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _conv_depthwise_kernel(
+    x_ptr, w_ptr, out_ptr, res_ptr, scale_ptr, bias_ptr,
+    M, H, W, P, Q, C,
+    stride_xn, stride_xh, stride_xw,
+    stride_on, stride_op, stride_oq,
+    stride_rn, stride_rp, stride_rq,
+    KH: tl.constexpr, KW: tl.constexpr,
+    SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+    INTERPRETED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """out[n, p, q, c] = act(sum_{r,s} x[n, ih, iw, c] * w[r*KW + s, c] * scale + bias + residual)
+    with ih = p*SH - PH + r*DH, iw = q*SW - PW + s*DW (x is 0 outside the image).
+
+    x:   (N, H, W, C) NHWC, strides (stride_xn, stride_xh, stride_xw, 1)
+    w:   (KH*KW, C) packed weight, contiguous
+    out: (N, P, Q, C) NHWC, strides (stride_on, stride_op, stride_oq, 1); residual likewise
+    M = N*P*Q.  Direct convolution with fp32 FMAs, no tl.dot.
+    Grid: (cdiv(M, BLOCK_M), cdiv(C, BLOCK_C)).
+    """
+    pid_m = tl.program_id(0)
+    pid_c = tl.program_id(1)
+
+    # -- rows: output pixels; columns: channels ---------------------------------------
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    n = offs_m // (P * Q)
+    pq = offs_m % (P * Q)
+    p = pq // Q
+    q = pq % Q
+    ih0 = p * SH - PH
+    iw0 = q * SW - PW
+    x_rows = x_ptr + n.to(tl.int64) * stride_xn
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+
+    acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+    for rs in range(0, KH * KW):
+        # address computation: the tap's input pixel per row
+        ih = ih0 + (rs // KW) * DH
+        iw = iw0 + (rs % KW) * DW
+        row_ok = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        # masked loads of the halo; one weight per channel for this tap
+        xv = tl.load((x_rows + ih * stride_xh + iw * stride_xw)[:, None] + offs_c[None, :],
+                     mask=row_ok[:, None] & mask_c[None, :], other=0.0)
+        wv = tl.load(w_ptr + rs * C + offs_c, mask=mask_c, other=0.0)
+        # multiply-accumulate in fp32
+        acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+
+    # -- epilogue on the fp32 accumulator, one cast, store ----------------------------
+    n64 = n.to(tl.int64)
+    out_rows = n64 * stride_on + p * stride_op + q * stride_oq
+    res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
+    _conv_epilogue_store(acc, out_rows, res_rows, offs_c, mask_m, mask_c,
+                    out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED)
+
+
+# --------------------------------------------------------------------------------------
+# Host side: weight packing, checks, path and block-size selection, launches
+# --------------------------------------------------------------------------------------
+
+_CONV_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_CONV_ACTS = (ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID)
+
+
+def pack_conv_weight(w: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
+    """OIHW PyTorch weight (K, C/groups, R, S) -> (R*S*C/groups, K): [R, S, Cg, K] contiguous.
+
+    Row (r*S + s)*Cg + c, column k holds w[k, c, r, s]; group g owns columns
+    g*K/groups .. (g+1)*K/groups - 1.  Depthwise weights (K = C = groups, Cg = 1) become
+    (R*S, C), the layout ``_conv_depthwise_kernel`` reads.
+    """
+    if w.dim() != 4:
+        raise ValueError(f"pack_conv_weight: expected an OIHW weight, got shape {tuple(w.shape)}")
+    k, cg, r, s = w.shape
+    if groups < 1 or k % groups:
+        raise ValueError(f"pack_conv_weight: {k} output channels are not divisible by groups={groups}")
+    return w.detach().permute(2, 3, 1, 0).reshape(r * s * cg, k).to(dtype).contiguous()
+
+
+def pack_linear_weight(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """PyTorch fully connected weight (O, F) -> (F, O) contiguous: B of out = x @ B."""
+    if w.dim() != 2:
+        raise ValueError(f"pack_linear_weight: expected an (out, in) weight, got shape {tuple(w.shape)}")
+    return w.detach().t().to(dtype).contiguous()
+
+
+def _conv_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _conv_clamp_block(size: int, default: int, floor: int = 16) -> int:
+    """The default block, shrunk (to a power of two >= floor) when the problem is smaller."""
+    return max(floor, min(default, _conv_pow2(size)))
+
+
+def _conv_input_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    if dtype == torch.float32:
+        return "tf32" if allow_tf32 else "ieee"
+    return "tf32"  # Triton's default; it does not apply to fp16/bf16 operands
+
+
+def _conv_interpreted(t: torch.Tensor) -> bool:
+    # Triton runs kernels on CPU tensors only in its interpreter (TRITON_INTERPRET=1).
+    return t.device.type == "cpu"
+
+
+def _conv_check_vec(v, k: int, name: str, device) -> None:
+    if v is None:
+        return
+    if v.dim() != 1 or v.shape[0] != k or not v.is_contiguous():
+        raise ValueError(f"{name} must be a contiguous ({k},) vector, got shape {tuple(v.shape)}")
+    if v.dtype not in _CONV_FLOAT_DTYPES or v.device != device:
+        raise ValueError(f"{name}: dtype {v.dtype} on {v.device}, expected a float vector on {device}")
+
+
+def _conv_check_common(x, w_packed, out, residual, scale, bias, act):
+    for name, t in (("x", x), ("w_packed", w_packed), ("out", out)):
+        if t.dtype not in _CONV_FLOAT_DTYPES:
+            raise ValueError(f"{name}: unsupported dtype {t.dtype} (float32, float16 or bfloat16)")
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device}, x on {x.device}")
+    if w_packed.dtype != x.dtype:
+        raise ValueError(f"w_packed is {w_packed.dtype} but x is {x.dtype}: pack the weight in x's dtype")
+    if not w_packed.is_contiguous():
+        raise ValueError("w_packed must be contiguous (use pack_conv_weight / pack_linear_weight)")
+    if residual is not None:
+        if residual.shape != out.shape:
+            raise ValueError(f"residual shape {tuple(residual.shape)} != out shape {tuple(out.shape)}")
+        if residual.dtype not in _CONV_FLOAT_DTYPES or residual.device != x.device:
+            raise ValueError(f"residual: dtype {residual.dtype} on {residual.device} not supported")
+        if residual.shape[-1] > 1 and residual.stride(-1) != 1:
+            raise ValueError("residual: channels (last dim) must have stride 1")
+    k = out.shape[-1]
+    _conv_check_vec(scale, k, "scale", x.device)
+    _conv_check_vec(bias, k, "bias", x.device)
+    if act not in _CONV_ACTS:
+        raise ValueError(f"act must be one of ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, got {act!r}")
+
+
+def _conv_pair(v, name):
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(int(e) for e in v)
+    if len(v) != 2:
+        raise ValueError(f"{name} must be an int or a pair, got {v}")
+    return v
+
+
+def _conv_pads(pad):
+    if isinstance(pad, int):
+        return (pad, pad, pad, pad)
+    pad = tuple(int(e) for e in pad)
+    if len(pad) == 2:
+        return (pad[0], pad[0], pad[1], pad[1])
+    if len(pad) != 4 or min(pad) < 0:
+        raise ValueError(f"pad must be (top, bottom, left, right) with non-negative entries, got {pad}")
+    return pad
+
+
+def conv_path(x, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+              residual=None) -> str:
+    """The path ``conv2d`` takes by default: "gemm", "depthwise", "implicit_flat" or "implicit_tap"."""
+    kh, kw = _conv_pair(kernel, "kernel")
+    c, k = x.shape[3], out.shape[3]
+    if (kh, kw) == (1, 1) and _conv_pair(stride, "stride") == (1, 1) and _conv_pads(pad) == (0, 0, 0, 0) \
+            and groups == 1 and _conv_rows(x) is not None and _conv_rows(out) is not None \
+            and (residual is None or _conv_rows(residual) is not None):
+        return "gemm"
+    if groups > 1 and groups == c == k:
+        return "depthwise"
+    return "implicit_tap" if (c // groups) % 16 == 0 else "implicit_flat"
+
+
+def _conv_rows(t):
+    """t (N, H, W, C) as an (N*H*W, C) matrix view, or None when the rows are not evenly strided."""
+    try:
+        return t.view(-1, t.shape[-1])
+    except RuntimeError:
+        return None
+
+
+def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf32,
+                 block_m, block_n, block_k, swizzle_m, num_warps, num_stages):
+    m, kdim = a.shape
+    n = w_packed.shape[1]
+    cpu = a.device.type == "cpu"
+    wide = a.dtype != torch.float32
+    bm = block_m or _conv_clamp_block(m, 32 if cpu else 128)
+    bn = block_n or _conv_clamp_block(n, 32 if cpu else 128)
+    bk = block_k or _conv_clamp_block(kdim, 32 if cpu else (64 if wide else 32))
+    warps = num_warps or (8 if bm * bn >= 128 * 128 else 4)
+    stages = num_stages or (4 if wide else 3)
+    dummy = out
+    grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
+    _conv_gemm_kernel[grid](
+        a, w_packed, out, residual if residual is not None else dummy,
+        scale if scale is not None else dummy, bias if bias is not None else dummy,
+        m, n, kdim,
+        a.stride(0), w_packed.stride(0), out.stride(0),
+        residual.stride(0) if residual is not None else 0,
+        HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=act,
+        INPUT_PRECISION=_conv_input_precision(a.dtype, allow_tf32), INTERPRETED=_conv_interpreted(a),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m,
+        num_warps=warps, num_stages=stages,
+    )
+
+
+def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+           scale=None, bias=None, residual=None, act=ACT_NONE,
+           path=None, block_m=None, block_n=None, block_k=None, swizzle_m=8,
+           num_warps=None, num_stages=None, allow_tf32=False) -> None:
+    """out = act((conv(x, w) * scale[k] + bias[k]) + residual), written into `out`.
+
+    x:        (N, H, W, C) NHWC, any strides with stride(3) == 1 (may be a channel slice)
+    w_packed: pack_conv_weight(w, groups, x.dtype) of the OIHW weight w
+    out:      (N, P, Q, K) NHWC view, stride(3) == 1 (may be a channel slice: concat)
+    residual: None or (N, P, Q, K) NHWC view, stride(3) == 1
+    scale, bias: None or (K,) vectors (fp32); pad = (top, bottom, left, right); kernel = (kh, kw)
+    dtypes: x/w/residual/out in float32, float16 or bfloat16; accumulation always fp32; the
+    epilogue (scale, bias, residual, act) is applied to the fp32 accumulator, then cast to
+    out.dtype once.
+    Tuning knobs (defaults per path and device): path ("gemm", "depthwise", "implicit_flat",
+    "implicit_tap"; default ``conv_path(...)``), block_m, block_n (block_c for depthwise),
+    block_k, swizzle_m, num_warps, num_stages, allow_tf32 (fp32 inputs only).
+    """
+    kh, kw = _conv_pair(kernel, "kernel")
+    sh, sw = _conv_pair(stride, "stride")
+    dh, dw = _conv_pair(dilation, "dilation")
+    pt, pb, pl, pr = _conv_pads(pad)
+    if x.dim() != 4 or out.dim() != 4:
+        raise ValueError(f"x and out must be NHWC 4-d tensors, got {tuple(x.shape)} and {tuple(out.shape)}")
+    n, h, w, c = x.shape
+    n2, p, q, k = out.shape
+    _conv_check_common(x, w_packed, out, residual, scale, bias, act)
+    for name, t in (("x", x), ("out", out)):
+        if t.shape[3] > 1 and t.stride(3) != 1:
+            raise ValueError(f"{name}: channels (dim 3) must have stride 1, got strides {t.stride()}")
+    if min(kh, kw, sh, sw, dh, dw) < 1:
+        raise ValueError("kernel, stride and dilation must be positive")
+    if n2 != n:
+        raise ValueError(f"batch of out ({n2}) != batch of x ({n})")
+    if groups < 1 or c % groups or k % groups:
+        raise ValueError(f"groups={groups} must divide C={c} and K={k}")
+    cg, kg = c // groups, k // groups
+    if tuple(w_packed.shape) != (kh * kw * cg, k):
+        raise ValueError(f"w_packed has shape {tuple(w_packed.shape)}, expected {(kh * kw * cg, k)} "
+                         f"= (kh*kw*C/groups, K): use pack_conv_weight")
+    p_want = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    q_want = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if (p, q) != (p_want, q_want):
+        raise ValueError(f"out is {p}x{q} but the convolution gives {p_want}x{q_want}")
+    if out.numel() == 0:
+        return
+
+    path = path or conv_path(x, out, kernel=(kh, kw), stride=(sh, sw), pad=(pt, pb, pl, pr),
+                             dilation=(dh, dw), groups=groups, residual=residual)
+    cpu = x.device.type == "cpu"
+    wide = x.dtype != torch.float32
+    dummy = out
+    has = dict(HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=act)
+    rs = residual.stride() if residual is not None else (0, 0, 0, 0)
+    m = n * p * q
+
+    if path == "gemm":
+        a, o = _conv_rows(x), _conv_rows(out)
+        r2 = _conv_rows(residual) if residual is not None else None
+        if (kh, kw, sh, sw, pt, pb, pl, pr, groups) != (1, 1, 1, 1, 0, 0, 0, 0, 1) or a is None or o is None \
+                or (residual is not None and r2 is None):
+            raise ValueError("path='gemm' needs a 1x1, stride-1, unpadded, ungrouped conv over evenly strided rows")
+        _conv_launch_gemm(a, w_packed, o, r2, scale, bias, act, allow_tf32=allow_tf32,
+                     block_m=block_m, block_n=block_n, block_k=block_k, swizzle_m=swizzle_m,
+                     num_warps=num_warps, num_stages=num_stages)
+        return
+
+    if path == "depthwise":
+        if not (cg == 1 and kg == 1):
+            raise ValueError("path='depthwise' needs groups == C == K")
+        bm = block_m or (32 if cpu else 64)
+        bc = block_n or _conv_clamp_block(c, 32 if cpu else 64, floor=4)
+        grid = (triton.cdiv(m, bm), triton.cdiv(c, bc))
+        _conv_depthwise_kernel[grid](
+            x, w_packed, out, residual if residual is not None else dummy,
+            scale if scale is not None else dummy, bias if bias is not None else dummy,
+            m, h, w, p, q, c,
+            x.stride(0), x.stride(1), x.stride(2),
+            out.stride(0), out.stride(1), out.stride(2),
+            rs[0], rs[1], rs[2],
+            KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, **has, INTERPRETED=_conv_interpreted(x),
+            BLOCK_M=bm, BLOCK_C=bc, num_warps=num_warps or 4, num_stages=num_stages or 2,
+        )
+        return
+
+    if path not in ("implicit_flat", "implicit_tap"):
+        raise ValueError(f"unknown path {path!r}")
+    flat = path == "implicit_flat"
+    bm = block_m or _conv_clamp_block(m, 32 if cpu else 128)
+    bn = block_n or _conv_clamp_block(kg, 32 if cpu else 128)
+    if block_k:
+        bk = block_k
+    elif flat:
+        bk = _conv_clamp_block(kh * kw * cg, 16 if cpu else 32)
+    else:
+        # the largest power of two <= the default that divides Cg: no masked channel tail
+        bk = 32 if cpu else (64 if wide else 32)
+        while bk > 16 and cg % bk:
+            bk //= 2
+    warps = num_warps or (8 if bm * bn >= 128 * 128 else 4)
+    stages = num_stages or (4 if wide else 3)
+    grid = (triton.cdiv(m, bm) * triton.cdiv(kg, bn), groups)
+    _conv_implicit_gemm_kernel[grid](
+        x, w_packed, out, residual if residual is not None else dummy,
+        scale if scale is not None else dummy, bias if bias is not None else dummy,
+        m, h, w, p, q, kg, k,
+        x.stride(0), x.stride(1), x.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        rs[0], rs[1], rs[2],
+        CG=cg, KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, FLAT=flat, **has,
+        INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m,
+        num_warps=warps, num_stages=stages,
+    )
+
+
+def linear(x, w_packed, out, *, bias=None, act=ACT_NONE, residual=None,
+           block_m=None, block_n=None, block_k=None, swizzle_m=8,
+           num_warps=None, num_stages=None, allow_tf32=False) -> None:
+    """out = act(x @ W^T + bias [+ residual]), written into `out`.
+
+    x:        (N, F), row stride arbitrary, column stride 1
+    w_packed: pack_linear_weight(w, x.dtype) of the PyTorch (O, F) weight
+    out:      (N, O), row stride arbitrary, column stride 1; residual likewise
+    bias:     None or an (O,) vector (fp32).  Accumulation in fp32; the epilogue runs on the
+    fp32 accumulator, then casts to out.dtype once.  Tuning knobs as in ``conv2d``.
+    """
+    if x.dim() != 2 or out.dim() != 2:
+        raise ValueError(f"x and out must be 2-d, got {tuple(x.shape)} and {tuple(out.shape)}")
+    _conv_check_common(x, w_packed, out, residual, None, bias, act)
+    for name, t in (("x", x), ("out", out)):
+        if t.shape[1] > 1 and t.stride(1) != 1:
+            raise ValueError(f"{name}: columns must have stride 1, got strides {t.stride()}")
+    if out.shape[0] != x.shape[0] or tuple(w_packed.shape) != (x.shape[1], out.shape[1]):
+        raise ValueError(f"shapes do not chain: x {tuple(x.shape)}, w_packed {tuple(w_packed.shape)} "
+                         f"(expected (F, O) from pack_linear_weight), out {tuple(out.shape)}")
+    if out.numel() == 0:
+        return
+    _conv_launch_gemm(x, w_packed, out, residual, None, bias, act, allow_tf32=allow_tf32,
+                 block_m=block_m, block_n=block_n, block_k=block_k, swizzle_m=swizzle_m,
+                 num_warps=num_warps, num_stages=num_stages)

@@ -1,0 +1,263 @@
+"""Elementwise kernels: n-ary add / mean (residual and fractal joins), per-channel scale and shift
+(inference batch norm, standalone activations), and channel copies into concat buffers.
+
+Layout: every activation is NHWC (N, H, W, C) with unit channel stride, or a flat (N, F) vector
+(treated as (N, 1, 1, F)). Tensors may be views: a channel slice of a wider buffer has strides
+(H*W*Ct, W*Ct, Ct, 1). Kernels index rows r = (n, h, w) through each tensor's own strides, so
+they read and write views in place and never touch channels outside the view.
+
+Blocking: a program owns a [BLOCK_R rows x BLOCK_C channels] tile; rows are the flattened
+(n, h, w) positions, channels are contiguous in memory, so each row of the tile is one coalesced
+run. Arithmetic is fp32; the result is rounded once, to `out`'s dtype, on the store.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID = 0, 1, 2, 3
+
+_EW_MAX_INPUTS = 4  # inputs one launch of _ew_sum_kernel reads; more are chained through fp32
+
+
+# --------------------------------------------------------------------------------------------
+# Device helpers
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _ew_activation(y, ACT: tl.constexpr):
+    """y (fp32) -> act(y). ACT: 0 none, 1 relu, 2 tanh, 3 sigmoid (the ACT_* constants).
+
+    NaN propagates through every activation, as in PyTorch."""
+    if ACT == 1:
+        y = tl.where(y < 0.0, 0.0, y)
+    elif ACT == 2:
+        # tanh(|y|) = (1 - e) / (1 + e) with e = exp(-2|y|): no overflow for large |y|. Near 0,
+        # 1 - e cancels, so there the Taylor series x - x^3/3 + 2x^5/15 - 17x^7/315 is used
+        # (its truncation error at |y| = 1/16 is ~1e-12 relative).
+        a = tl.abs(y)
+        e = tl.exp(-2.0 * a)
+        big = (1.0 - e) / (1.0 + e)
+        a2 = a * a
+        small = a * (1.0 + a2 * (-1.0 / 3.0 + a2 * (2.0 / 15.0 + a2 * (-17.0 / 315.0))))
+        t = tl.where(a < 0.0625, small, big)
+        y = tl.where(y < 0.0, -t, t)
+    elif ACT == 3:
+        y = 1.0 / (1.0 + tl.exp(-y))
+    return y
+
+
+@triton.jit
+def _ew_row_offsets(r, H, W, s_n, s_h, s_w):
+    """Element offsets (int64) of rows r = (n*H + h)*W + w of a tensor with strides s_n, s_h, s_w."""
+    w = r % W
+    nh = r // W
+    h = nh % H
+    n = nh // H
+    return n.to(tl.int64) * s_n + h * s_h + w * s_w
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _ew_sum_kernel(
+    out_ptr, x0_ptr, x1_ptr, x2_ptr, x3_ptr,
+    R, H, W, C,
+    so_n, so_h, so_w,
+    s0_n, s0_h, s0_w,
+    s1_n, s1_h, s1_w,
+    s2_n, s2_h, s2_w,
+    s3_n, s3_h, s3_w,
+    NUM_INPUTS: tl.constexpr,   # 2..4: inputs x0 .. x{NUM_INPUTS-1} are read, the rest ignored
+    DIVISOR: tl.constexpr,      # the sum is divided by this (1 for add, the input count for mean)
+    ACT: tl.constexpr,          # activation applied last (ACT_* constant)
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """out = act((x0 + x1 [+ x2 [+ x3]]) / DIVISOR), elementwise over NHWC tensors of one shape.
+
+    All tensors are (N, H, W, C), unit channel stride, row strides given per tensor (R = N*H*W
+    rows). Grid: (cdiv(R, BLOCK_R), cdiv(C, BLOCK_C)); each program does one tile. The sum is
+    accumulated in fp32, in input order. `out` may alias an input (each element is read and
+    written by the same program).
+    """
+    # -- the tile: BLOCK_R rows (n, h, w) x BLOCK_C channels
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (r < R)[:, None] & (c < C)[None, :]
+    cols = c[None, :]
+
+    # -- accumulate the inputs in fp32
+    acc = tl.load(x0_ptr + _ew_row_offsets(r, H, W, s0_n, s0_h, s0_w)[:, None] + cols, mask=mask).to(tl.float32)
+    acc += tl.load(x1_ptr + _ew_row_offsets(r, H, W, s1_n, s1_h, s1_w)[:, None] + cols, mask=mask).to(tl.float32)
+    if NUM_INPUTS > 2:
+        acc += tl.load(x2_ptr + _ew_row_offsets(r, H, W, s2_n, s2_h, s2_w)[:, None] + cols,
+                       mask=mask).to(tl.float32)
+    if NUM_INPUTS > 3:
+        acc += tl.load(x3_ptr + _ew_row_offsets(r, H, W, s3_n, s3_h, s3_w)[:, None] + cols,
+                       mask=mask).to(tl.float32)
+
+    # -- mean, activation, one rounding to out's dtype
+    if DIVISOR != 1:
+        acc = acc / DIVISOR
+    y = _ew_activation(acc, ACT)
+    o_rows = _ew_row_offsets(r, H, W, so_n, so_h, so_w)
+    tl.store(out_ptr + o_rows[:, None] + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _ew_channel_affine_kernel(
+    x_ptr, out_ptr, scale_ptr, shift_ptr,
+    R, H, W, C_IN, C_OUT,
+    sx_n, sx_h, sx_w,
+    so_n, so_h, so_w,
+    HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    ACT: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """out[r, c] = act(x[r, c] * scale[c] + shift[c]) for c < C_IN, and 0 for C_IN <= c < C_OUT.
+
+    x is (N, H, W, C_IN), out is (N, H, W, C_OUT) with C_OUT >= C_IN, both unit channel stride,
+    row strides per tensor (R = N*H*W rows). scale and shift are contiguous (C_IN,) vectors, each
+    optional (HAS_SCALE / HAS_SHIFT; the pointer is ignored when absent). Grid:
+    (cdiv(R, BLOCK_R), cdiv(C_OUT, BLOCK_C)). Serves inference batch norm, standalone
+    activations, channel copies (no scale, no shift, no act) and zero channel padding
+    (C_OUT > C_IN). `out` may alias `x` when C_OUT == C_IN.
+    """
+    # -- the tile: BLOCK_R rows x BLOCK_C output channels
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    r_mask = r < R
+    c_in = c < C_IN
+    x_rows = _ew_row_offsets(r, H, W, sx_n, sx_h, sx_w)
+
+    # -- load x (channels past C_IN read as 0) and the per-channel vectors
+    x = tl.load(x_ptr + x_rows[:, None] + c[None, :], mask=r_mask[:, None] & c_in[None, :], other=0.0)
+    y = x.to(tl.float32)
+    if HAS_SCALE:
+        y = y * tl.load(scale_ptr + c, mask=c_in, other=0.0).to(tl.float32)[None, :]
+    if HAS_SHIFT:
+        y = y + tl.load(shift_ptr + c, mask=c_in, other=0.0).to(tl.float32)[None, :]
+
+    # -- activation; padding channels are exactly zero
+    y = _ew_activation(y, ACT)
+    y = tl.where(c_in[None, :], y, 0.0)
+    o_rows = _ew_row_offsets(r, H, W, so_n, so_h, so_w)
+    tl.store(out_ptr + o_rows[:, None] + c[None, :], y.to(out_ptr.dtype.element_ty),
+             mask=r_mask[:, None] & (c < C_OUT)[None, :])
+
+
+# --------------------------------------------------------------------------------------------
+# Host functions
+# --------------------------------------------------------------------------------------------
+
+
+def _ew_nhwc(t, what):
+    """t as a 4-D NHWC view ((N, F) becomes (N, 1, 1, F)); checks the unit channel stride."""
+    if t.dim() == 2:
+        t = t[:, None, None, :]
+    if t.dim() != 4:
+        raise ValueError(f"{what}: expected an (N, H, W, C) or (N, F) tensor, got shape {tuple(t.shape)}")
+    if t.stride(3) != 1 and t.shape[3] > 1:
+        raise ValueError(f"{what}: the channel (last) axis must have stride 1, got strides {t.stride()}")
+    return t
+
+
+def _ew_blocks(rows, channels):
+    """Tile sizes: up to 128 channels wide, about 2048 elements per program."""
+    block_c = min(triton.next_power_of_2(channels), 128)
+    block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
+    return block_r, block_c
+
+
+def _ew_sum(inputs, out, divisor, act):
+    """out = act(sum(inputs) / divisor): one launch for up to 4 inputs; for more, partial sums go
+    through an fp32 buffer (same additions in the same order, so the result does not change)."""
+    if len(inputs) < 2:
+        raise ValueError(f"add/mean need at least 2 inputs, got {len(inputs)}")
+    o = _ew_nhwc(out, "out")
+    xs = [_ew_nhwc(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+    for i, t in enumerate(xs):
+        if t.shape != o.shape:
+            raise ValueError(f"inputs[{i}] has shape {tuple(inputs[i].shape)}, out has {tuple(out.shape)}")
+    n, h, w, c = o.shape
+    rows = n * h * w
+    if rows == 0 or c == 0:
+        return
+    block_r, block_c = _ew_blocks(rows, c)
+    grid = (triton.cdiv(rows, block_r), triton.cdiv(c, block_c))
+
+    def launch(dst, group, div, act_):
+        used = len(group)
+        group = group + [group[0]] * (_EW_MAX_INPUTS - used)   # unused pointer slots
+        strides = [s for t in [dst] + group for s in t.stride()[:3]]
+        _ew_sum_kernel[grid](dst, *group, rows, h, w, c, *strides,
+                             NUM_INPUTS=used, DIVISOR=div, ACT=act_,
+                             BLOCK_R=block_r, BLOCK_C=block_c)
+
+    if len(xs) <= _EW_MAX_INPUTS:
+        launch(o, xs, divisor, act)
+        return
+    acc = torch.empty(o.shape, dtype=torch.float32, device=o.device)
+    launch(acc, xs[:_EW_MAX_INPUTS], 1, ACT_NONE)
+    rest = xs[_EW_MAX_INPUTS:]
+    while rest:
+        group, rest = rest[:_EW_MAX_INPUTS - 1], rest[_EW_MAX_INPUTS - 1:]
+        if rest:
+            launch(acc, [acc] + group, 1, ACT_NONE)
+        else:
+            launch(o, [acc] + group, divisor, act)
+
+
+def add(inputs, out, *, act=ACT_NONE):
+    """out = act(inputs[0] + inputs[1] + ...): 2+ same-shape NHWC (or (N, F)) tensors; out may be
+    one of the inputs."""
+    _ew_sum(list(inputs), out, 1, act)
+
+
+def mean(inputs, out):
+    """out = (inputs[0] + inputs[1] + ...) / len(inputs), elementwise (FractalNet's join)."""
+    inputs = list(inputs)
+    _ew_sum(inputs, out, len(inputs), ACT_NONE)
+
+
+def _ew_affine(x, out, scale, shift, act):
+    xv, ov = _ew_nhwc(x, "x"), _ew_nhwc(out, "out")
+    if xv.shape[:3] != ov.shape[:3] or xv.shape[3] > ov.shape[3]:
+        raise ValueError(f"x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
+    n, h, w, c_in = xv.shape
+    c_out = ov.shape[3]
+    for name, v in (("scale", scale), ("shift", shift)):
+        if v is not None and (v.dim() != 1 or v.shape[0] != c_in or v.stride(0) != 1):
+            raise ValueError(f"{name} must be a contiguous ({c_in},) vector, got shape {tuple(v.shape)}")
+    rows = n * h * w
+    if rows == 0 or c_out == 0:
+        return
+    block_r, block_c = _ew_blocks(rows, c_out)
+    grid = (triton.cdiv(rows, block_r), triton.cdiv(c_out, block_c))
+    _ew_channel_affine_kernel[grid](
+        xv, ov, xv if scale is None else scale, xv if shift is None else shift,
+        rows, h, w, c_in, c_out, *xv.stride()[:3], *ov.stride()[:3],
+        HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, ACT=act,
+        BLOCK_R=block_r, BLOCK_C=block_c)
+
+
+def scale_shift(x, out, *, scale=None, shift=None, act=ACT_NONE):
+    """out = act(x * scale + shift) with per-channel (last axis) vectors scale, shift (either may
+    be None): inference batch norm, or a standalone activation when both are None. out may be x."""
+    _ew_affine(x, out, scale, shift, act)
+
+
+def copy_channels(x, out):
+    """out[...] = x, where out is typically a channel slice of a concat buffer (same N, H, W, C)."""
+    if tuple(x.shape) != tuple(out.shape):
+        raise ValueError(f"copy_channels: x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
+    _ew_affine(x, out, None, None, ACT_NONE)
+
+
+def pad_channels(x, out):
+    """out[..., :C] = x, out[..., C:] = 0 (zero channels appended: ResNet's option-A shortcut)."""
+    _ew_affine(x, out, None, None, ACT_NONE)

@@ -1,0 +1,173 @@
+"""Normalizations across the channel axis: local response normalization (AlexNet, GoogLeNet) and
+softmax (classifier heads).
+
+Layout: x and out are NHWC (N, H, W, C) with unit channel stride, or flat (N, F) vectors (treated
+as (N, 1, 1, F)); either may be a view (a channel slice of a wider buffer), read and written
+through its strides. Both ops normalize each row r = (n, h, w) over its C channels.
+
+Blocking: a program owns BLOCK_R rows. LRN tiles channels too (its window is local: the
+neighbouring channels are re-read from cache, shifted); softmax sweeps each row's channels in
+BLOCK_C chunks (one chunk when C <= BLOCK_C). Arithmetic is fp32; the result is rounded once, to
+out's dtype, on the store.
+"""
+
+import triton
+import triton.language as tl
+
+
+# --------------------------------------------------------------------------------------------
+# Device helpers
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _norm_row_offsets(r, H, W, s_n, s_h, s_w):
+    """Element offsets (int64) of rows r = (n*H + h)*W + w of a tensor with strides s_n, s_h, s_w."""
+    w = r % W
+    nh = r // W
+    h = nh % H
+    n = nh // H
+    return n.to(tl.int64) * s_n + h * s_h + w * s_w
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _norm_lrn_kernel(
+    x_ptr, out_ptr,
+    R, H, W, C,
+    sx_n, sx_h, sx_w,
+    so_n, so_h, so_w,
+    alpha_over_size, beta, k,
+    SIZE: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """out[r, c] = x[r, c] / (k + alpha/SIZE * sum_{c'} x[r, c']^2) ** beta, the sum over
+    c' in [c - SIZE//2, c + (SIZE-1)//2] with channels outside [0, C) counting as zero
+    (PyTorch's LocalResponseNorm).
+
+    x, out: (N, H, W, C), unit channel stride, row strides per tensor (R = N*H*W rows). Grid:
+    (cdiv(R, BLOCK_R), cdiv(C, BLOCK_C)). The window is gathered with SIZE shifted, masked loads
+    of the tile (neighbouring channels come from cache).
+    """
+    # -- the tile: BLOCK_R rows x BLOCK_C channels
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    r_mask = r < R
+    x_rows = x_ptr + _norm_row_offsets(r, H, W, sx_n, sx_h, sx_w)[:, None]
+
+    # -- sum of squares over the channel window (zero outside [0, C))
+    sq = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
+    for j in tl.static_range(SIZE):
+        cj = c + (j - SIZE // 2)
+        mask = r_mask[:, None] & ((cj >= 0) & (cj < C))[None, :]
+        v = tl.load(x_rows + cj[None, :], mask=mask, other=0.0).to(tl.float32)
+        sq += v * v
+
+    # -- x / (k + alpha/size * sum) ** beta, the power as exp2(beta * log2(.))
+    mask = r_mask[:, None] & (c < C)[None, :]
+    x = tl.load(x_rows + c[None, :], mask=mask, other=0.0).to(tl.float32)
+    d = k + alpha_over_size * sq
+    y = x / tl.exp2(beta * tl.log2(d))
+    o_rows = out_ptr + _norm_row_offsets(r, H, W, so_n, so_h, so_w)[:, None]
+    tl.store(o_rows + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _norm_softmax_kernel(
+    x_ptr, out_ptr,
+    R, H, W, C,
+    sx_n, sx_h, sx_w,
+    so_n, so_h, so_w,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """out[r, :] = softmax(x[r, :]) over the C channels of each row r = (n, h, w).
+
+    x, out: (N, H, W, C), unit channel stride, row strides per tensor (R = N*H*W rows). Grid:
+    (cdiv(R, BLOCK_R),). Two sweeps over each row in BLOCK_C chunks: the first keeps a running
+    maximum m and a running sum l of exp(x - m) (rescaled whenever m grows: online softmax), the
+    second writes exp(x - m) / l. With C <= BLOCK_C each sweep is a single chunk.
+    """
+    # -- BLOCK_R rows; running max and normalizer per row
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    r_mask = r < R
+    x_rows = x_ptr + _norm_row_offsets(r, H, W, sx_n, sx_h, sx_w)[:, None]
+    o_rows = out_ptr + _norm_row_offsets(r, H, W, so_n, so_h, so_w)[:, None]
+    m = tl.full((BLOCK_R,), float("-inf"), tl.float32)
+    l = tl.zeros((BLOCK_R,), tl.float32)
+
+    # -- sweep 1: online max and sum of exponentials. Channels past C read as -inf (they add
+    #    exp(-inf) = 0); rows past R read as 0, so that no row's maximum is -inf.
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        c_ok = (c < C)[None, :]
+        x = tl.load(x_rows + c[None, :], mask=r_mask[:, None] & c_ok, other=0.0).to(tl.float32)
+        x = tl.where(c_ok, x, float("-inf"))
+        m_new = tl.maximum(m, tl.max(x, axis=1))
+        l = l * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new[:, None]), axis=1)
+        m = m_new
+
+    # -- sweep 2: normalize and store
+    inv_l = 1.0 / l
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        mask = r_mask[:, None] & (c < C)[None, :]
+        x = tl.load(x_rows + c[None, :], mask=mask, other=0.0).to(tl.float32)
+        y = tl.exp(x - m[:, None]) * inv_l[:, None]
+        tl.store(o_rows + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Host functions
+# --------------------------------------------------------------------------------------------
+
+
+def _norm_views(x, out):
+    """x and out as 4-D NHWC views of one shape ((N, F) becomes (N, 1, 1, F))."""
+    views = []
+    for name, t in (("x", x), ("out", out)):
+        if t.dim() == 2:
+            t = t[:, None, None, :]
+        if t.dim() != 4:
+            raise ValueError(f"{name}: expected an (N, H, W, C) or (N, F) tensor, got shape {tuple(t.shape)}")
+        if t.stride(3) != 1 and t.shape[3] > 1:
+            raise ValueError(f"{name}: the channel (last) axis must have stride 1, got strides {t.stride()}")
+        views.append(t)
+    if views[0].shape != views[1].shape:
+        raise ValueError(f"x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
+    return views
+
+
+def lrn(x, out, *, size, alpha, beta, k):
+    """out = local_response_norm(x, size, alpha, beta, k) across channels (PyTorch semantics:
+    alpha is divided by size; the window is zero-padded, size//2 before and (size-1)//2 after)."""
+    xv, ov = _norm_views(x, out)
+    n, h, w, c = xv.shape
+    rows = n * h * w
+    if rows == 0 or c == 0:
+        return
+    block_c = min(triton.next_power_of_2(c), 64)
+    block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
+    grid = (triton.cdiv(rows, block_r), triton.cdiv(c, block_c))
+    _norm_lrn_kernel[grid](
+        xv, ov, rows, h, w, c, *xv.stride()[:3], *ov.stride()[:3],
+        float(alpha) / int(size), float(beta), float(k),
+        SIZE=int(size), BLOCK_R=block_r, BLOCK_C=block_c)
+
+
+def softmax(x, out):
+    """out = softmax(x) over the channel (last) axis: x (N, F) or NHWC (N, H, W, C)."""
+    xv, ov = _norm_views(x, out)
+    n, h, w, c = xv.shape
+    rows = n * h * w
+    if rows == 0 or c == 0:
+        return
+    block_c = min(triton.next_power_of_2(c), 1024)
+    block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
+    grid = (triton.cdiv(rows, block_r),)
+    _norm_softmax_kernel[grid](
+        xv, ov, rows, h, w, c, *xv.stride()[:3], *ov.stride()[:3],
+        BLOCK_R=block_r, BLOCK_C=block_c)
