@@ -211,7 +211,7 @@ def test_the_quick_start_commands_are_exactly_these():
     text = README.read_text(encoding="utf-8")
     first = re.search(r"```\w*\n(.*?)```", text[text.index("## Quick start"):], re.S).group(1)
     assert first.splitlines()[:2] == [
-        "python -m pip install . && archdsl summary examples/resnet50.arch",
+        "python -m pip install torch==2.13.0 . && archdsl compile examples/resnet50.arch",
         "python -m pip install torch==2.13.0 '.[test]' && python -m pip install --no-deps torchvision==0.28.0 && pytest",
     ]
 

@@ -266,6 +266,10 @@ def test_load_weights_rejects_unreadable_files(tmp_path):
         archdsl.load_weights(archdsl.loads(SMALL), bad)
     with pytest.raises(ArchError, match="no weights file"):
         archdsl.load_weights(archdsl.loads(SMALL), tmp_path / "missing.pt")
+    for garbage in (b"", b"1234", b"\xff" * 64):
+        (tmp_path / "bad.safetensors").write_bytes(garbage)
+        with pytest.raises(ArchError, match="not a valid safetensors file"):
+            archdsl.load_weights(archdsl.loads(SMALL), tmp_path / "bad.safetensors")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(ArchError, match="not a state dict"):
         archdsl.load_weights(archdsl.loads(SMALL), tmp_path / "list.pt")

@@ -161,12 +161,12 @@ def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ArchError(f"no weights file {path}", loc)
     if path.suffix == ".safetensors":
+        from ..codegen.emit import host_helpers
+
         try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ArchError("reading .safetensors needs the `safetensors` package", loc,
-                            hint="pip install safetensors") from None
-        return load_file(str(path))
+            return host_helpers().read_safetensors(str(path))
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file is the user's to fix
+            raise ArchError(f"cannot read weights from {path}: not a valid safetensors file ({exc})", loc) from None
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix

@@ -3,11 +3,14 @@ preparation code; `generate` assembles them with the kernel templates into a mod
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 from .. import __version__
@@ -27,6 +30,16 @@ def kernel_dir() -> Path:
     if packaged.is_dir():
         return Path(str(packaged))
     return Path(__file__).resolve().parents[2] / "kernels"
+
+
+@functools.cache
+def host_helpers() -> ModuleType:
+    """kernels/host.py as a module: the generated programs' weight folding and safetensors
+    reader, used by archdsl itself too (one copy of that code)."""
+    spec = importlib.util.spec_from_file_location("archdsl_kernels_host", kernel_dir() / "host.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def templates() -> list[tuple[str, str]]:
