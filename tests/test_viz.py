@@ -392,3 +392,16 @@ def test_a_failing_write_leaves_no_temporary_file(capsys, tmp_path, monkeypatch)
 def test_cli_rejects_negative_depth(capsys, tmp_path):
     code, _, err = run(capsys, "viz", LENET, "-o", str(tmp_path / "x.dot"), "--depth", "-1")
     assert code == 2 and "--depth" in err and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.arch")), ids=lambda p: p.stem)
+def test_every_zoo_network_draws(path):
+    """Every example at full detail and folded to its top-level blocks; rendered when `dot` exists."""
+    g = load(path)
+    for depth in (0, 1):
+        text = viz.to_dot(g, depth=depth)
+        drawn = {m.group(1) for m in (NODE.match(line) for line in text.splitlines()) if m}
+        if depth == 0:
+            assert {n for n in g.nodes if g.op(n) != "input"} <= drawn
+        if HAVE_DOT:
+            assert "<svg" in render_svg(text)
