@@ -41,7 +41,7 @@ def test_each_launch_names_its_nodes_and_arch_line():
     call = src.split("# conv1 + bn1 + relu   [resnet50.arch:")[2].splitlines()[1].strip()
     assert call.startswith("conv2d(t[0], w['conv1.w'], t[1], kernel=(7, 7), stride=(2, 2), pad=(3, 3, 3, 3)")
     assert call.endswith("bias=w['conv1.b'], act=ACT_RELU)")
-    assert p.launches == 53 + 16 + 16 + 1 + 1 + 1  # fused convs, adds, relus, maxpool, gap, fc
+    assert p.launches == 53 + 1 + 1 + 1  # fused convs (bn, residual add and relu inside), maxpool, gap, fc
 
 
 def test_generated_module_is_standalone():

@@ -165,7 +165,11 @@ def _bn(p: Program, n: str) -> Step:
     a = p.graph.nodes[n]["attrs"]
     p.prepare += [p.comment(n), f"{wkey(n, 'scale')}, {wkey(n, 'shift')} = bn_scale_shift(state, {n!r}, {a['eps']!r})"]
     x, out = _as_map(p, p.arg(n, 0), n), _as_map(p, p.t(n), n)
-    return Step(p.comment(n), [f"scale_shift({x}, {out}, scale={wkey(n, 'scale')}, shift={wkey(n, 'shift')})"],
+    act = a.get("act", "none")
+    tail = f", act={ACT_NAMES[act]}" if act != "none" else ""
+    bn = a.get("sources", {}).get("bn", n)
+    p.prepare[-1] = p.prepare[-1].replace(f"bn_scale_shift(state, {n!r},", f"bn_scale_shift(state, {bn!r},")
+    return Step(p.comment(n), [f"scale_shift({x}, {out}, scale={wkey(n, 'scale')}, shift={wkey(n, 'shift')}{tail})"],
                 "scale_shift")
 
 
@@ -194,7 +198,9 @@ def _pool(kernel: str, *keys: str, extra: Callable[[dict], str] = lambda a: "") 
 def _join(kernel: str) -> Callable[[Program, str], Step]:
     def rule(p: Program, n: str) -> Step:
         ins = ", ".join(p.t(a) for a in p.graph.args(n))
-        return Step(p.comment(n), [f"{kernel}([{ins}], {p.t(n)})"], kernel)
+        act = p.graph.nodes[n]["attrs"].get("act", "none")
+        tail = f", act={ACT_NAMES[act]}" if act != "none" else ""
+        return Step(p.comment(n), [f"{kernel}([{ins}], {p.t(n)}{tail})"], kernel)
 
     return rule
 
@@ -235,6 +241,7 @@ RULES: dict[str, Callable[[Program, str], Step]] = {
     "fc": _fc,
     "fused_fc": _fc,
     "bn": _bn,
+    "fused_bn": _bn,
     "relu": _act("relu"),
     "tanh": _act("tanh"),
     "sigmoid": _act("sigmoid"),
@@ -246,6 +253,7 @@ RULES: dict[str, Callable[[Program, str], Step]] = {
     "lrn": _pool("lrn", extra=lambda a: f"size={a['size']!r}, alpha={a['alpha']!r}, beta={a['beta']!r}, k={a['k']!r}"),
     "softmax": _softmax,
     "add": _join("add"),
+    "fused_add": _join("add"),
     "mean": _join("mean"),
     "concat": _concat,
     "pad_channels": _pool("pad_channels"),

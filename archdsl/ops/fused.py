@@ -7,6 +7,8 @@ at load time.
 
     fused_conv  conv -> [bn] -> [+ residual] -> [act]      inputs: x [, residual]
     fused_fc    fc -> [act]                                 inputs: x
+    fused_add   add -> act                                  inputs: two or more
+    fused_bn    bn -> act (pre-activation blocks, DenseNet) inputs: x
 """
 
 from __future__ import annotations
@@ -82,4 +84,33 @@ register(OpSpec(
     macs=_fc.macs,
     other_ops=lambda a, ins, out: _fc.other_ops(a, ins, out) + _epilogue_ops(a, ins, out),
     describe=_describe(_fc),
+))
+
+
+_add = OPS["add"]
+
+register(OpSpec(
+    name="fused_add",
+    doc="An elementwise sum of two or more tensors, then an activation, in one kernel.",
+    params=(Param("act", ACT, "none", "activation applied last"), _EPILOGUE[2]),
+    shape=_add.shape,
+    arity=None,
+    internal=True,
+    other_ops=lambda a, ins, out: _add.other_ops(a, ins, out) + numel(out),
+    describe=lambda a: f"+{a['act']}",
+))
+
+
+_bn = OPS["bn"]
+
+register(OpSpec(
+    name="fused_bn",
+    doc="Inference batch norm as a per-channel scale and shift, then an activation, in one kernel.",
+    params=_bn.params + _EPILOGUE[1:],
+    shape=_bn.shape,
+    internal=True,
+    param_count=_bn.param_count,
+    buffer_count=_bn.buffer_count,
+    other_ops=lambda a, ins, out: _bn.other_ops(a, ins, out) + numel(out),
+    describe=lambda a: f"+{a['act']}",
 ))

@@ -11,17 +11,20 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..ir.graph import Graph
-from .fuse import fuse_conv_bn_act, fuse_fc_act
+from .fuse import fuse_bn_act, fuse_conv_bn_act, fuse_fc_act
 from .inference import strip_inference_noops
 from .report import PassReport
+from .residual import fuse_residual_add
 
 Pass = Callable[[Graph], tuple[Graph, PassReport]]
 
-# The inference pipeline, in order.  (Issue 5 adds residual, concat and horizontal fusion.)
+# The inference pipeline, in order.
 PIPELINE: list[tuple[str, Pass]] = [
     ("strip_inference_noops", strip_inference_noops),
     ("fuse_conv_bn_act", fuse_conv_bn_act),
     ("fuse_fc_act", fuse_fc_act),
+    ("fuse_residual_add", fuse_residual_add),
+    ("fuse_bn_act", fuse_bn_act),
 ]
 
 

@@ -1,6 +1,7 @@
 """Epilogue fusion: conv -> [bn] -> [act] becomes one `fused_conv`; fc -> act one `fused_fc`.
 
-The batch norm is folded into the convolution's weights and bias when weights are loaded
+`fuse_bn_act` pairs a batch norm that has no conv before it (pre-activation blocks, DenseNet)
+with the activation after it: one scale-shift kernel.  The batch norm is folded into the convolution's weights and bias when weights are loaded
 (inference), so the fused kernel applies only a bias and the activation to its fp32
 accumulator.  A candidate is declined when an intermediate result is used by anything else
 (or is a graph output): fusing would lose a tensor someone reads.
@@ -37,6 +38,7 @@ def _absorb(g: Graph, head: str, report: PassReport, allow_bn: bool) -> list[str
 
 
 def _fuse(graph: Graph, base: str, fused: str, allow_bn: bool, name: str) -> tuple[Graph, PassReport]:
+    """Fuse every `base` node with the [bn] -> [act] chain after it into one `fused` node."""
     g = clone(graph)
     report = PassReport(name)
     for n in graph.order():
@@ -47,7 +49,11 @@ def _fuse(graph: Graph, base: str, fused: str, allow_bn: bool, name: str) -> tup
             continue
         attrs = dict(g.nodes[n]["attrs"])
         sources = {base: n}
-        attrs["bn_eps"], attrs["act"] = None, "none"
+        if base == "bn":
+            attrs = {k: v for k, v in attrs.items() if k != "bn_eps"}
+        if base != "bn":
+            attrs["bn_eps"] = None
+        attrs["act"] = "none"
         for m in chain:
             if g.op(m) == "bn":
                 attrs["bn_eps"] = g.nodes[m]["attrs"]["eps"]
@@ -72,3 +78,8 @@ def fuse_conv_bn_act(graph: Graph) -> tuple[Graph, PassReport]:
 
 def fuse_fc_act(graph: Graph) -> tuple[Graph, PassReport]:
     return _fuse(graph, "fc", "fused_fc", allow_bn=False, name="fuse_fc_act")
+
+
+def fuse_bn_act(graph: Graph) -> tuple[Graph, PassReport]:
+    """A batch norm left standalone (pre-activation: bn -> relu -> conv) and its activation."""
+    return _fuse(graph, "bn", "fused_bn", allow_bn=False, name="fuse_bn_act")
