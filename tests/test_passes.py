@@ -84,3 +84,62 @@ def test_every_example_optimizes_to_a_lint_clean_graph():
         o.graph.lint()
         assert len(o.graph) <= len(g)
         assert archdsl.analyze(o.graph).macs == archdsl.analyze(g).macs, path.name
+
+
+# ---- proof: every pass leaves every network's function unchanged -------------------------------------
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from archdsl.passes import fused_state_dict  # noqa: E402
+from smaller import load_small  # noqa: E402
+
+
+def _randomized_reference(g):
+    model = archdsl.to_torch(g).double().eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=gen, dtype=t.dtype) + 0.5)
+            elif name.endswith("running_mean"):
+                t.copy_(torch.randn(t.shape, generator=gen, dtype=t.dtype) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.arch")), ids=lambda p: p.stem)
+def test_every_pass_preserves_every_network(path):
+    g = load_small(path)
+    reference = _randomized_reference(g)
+    x = [torch.randn(2, *g.shape(n), dtype=torch.float64) for n in g.inputs]
+    with torch.no_grad():
+        expected = reference(*x)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    names = [name for name, _ in PIPELINE]
+    for keep in [names] + [[n] for n in names]:  # the whole pipeline, and each pass alone
+        o = optimize(g, disable=tuple(n for n in names if n not in keep))
+        model = archdsl.to_torch(o.graph).double().eval()
+        model.load_state_dict(fused_state_dict(o.graph, reference.state_dict()), strict=True)
+        with torch.no_grad():
+            got = model(*x)
+        got = got if isinstance(got, tuple) else (got,)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=f"{path.stem}: passes {keep}")
+
+
+def test_cli_explain_passes_and_dump_after(tmp_path, capsys):
+    from archdsl.cli import main
+
+    out = str(tmp_path / "o")
+    assert main(["compile", str(EXAMPLES / "fractalnet.arch"), "-o", out, "--explain"]) == 0
+    text = capsys.readouterr().out
+    assert "fuse_residual_add: 0 change(s)" in text and "not fused: fractal1.mean: a mean join" in text
+    assert main(["compile", str(EXAMPLES / "lenet5.arch"), "-o", out, "--passes", "strip_inference_noops",
+                 "--dump-after", "strip_inference_noops"]) == 0
+    text = capsys.readouterr().out
+    assert "= conv(%input, out=6, kernel=5)" in text and "fused_conv" not in text
+    assert main(["compile", str(EXAMPLES / "lenet5.arch"), "-o", out, "--disable", "fuse_residul"]) == 2
+    assert "did you mean `fuse_residual_add`" in capsys.readouterr().err
+    assert main(["compile", str(EXAMPLES / "lenet5.arch"), "-o", out, "--disable", "fuse_fc_act",
+                 "--dump-after", "fuse_fc_act"]) == 2
+    assert "that pass does not run" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..analysis import DTYPE_BYTES, analyze, collapse
 from ..elaborate import Limits, load
-from ..errors import NO_LOC, ArchError
+from ..errors import NO_LOC, ArchError, did_you_mean
 from .table import render
 
 
@@ -107,11 +107,17 @@ def cmd_compile(args) -> int:
     from ..runtime import build
 
     graph = _graph(args)
+    disable = _disabled_passes(args)
     start = time.perf_counter()
     settings = " ".join([f"--set {s}" for s in args.set] + ([f"--input {args.input}"] if args.input else [])
                         + ([f"--dtype {args.dtype}"] if args.dtype != "float32" else []))
-    compiled = build(graph, args.dtype, origin=args.file, settings=settings, disable=tuple(args.disable))
+    compiled = build(graph, args.dtype, origin=args.file, settings=settings, disable=disable)
     seconds = time.perf_counter() - start
+    if args.dump_after:
+        print(compiled.optimized.after[args.dump_after].dump())
+    if args.explain:
+        for report in compiled.optimized.reports:
+            print(report.text())
     model = to_torch(graph)
     if args.weights:
         load_weights(model, args.weights)
@@ -121,6 +127,22 @@ def cmd_compile(args) -> int:
     print(f"wrote {out}/ (model.py, weights.safetensors, report.md): {program.launches} kernel launches per "
           f"forward, {len(graph)} -> {len(compiled.optimized.graph)} nodes; generated in {seconds * 1000:.0f} ms")
     return 0
+
+
+def _disabled_passes(args) -> tuple[str, ...]:
+    """--passes (run only these) and --disable (skip these), checked against the pipeline."""
+    from ..passes import PIPELINE
+
+    names = [name for name, _ in PIPELINE]
+    chosen = [p.strip() for p in args.passes.split(",") if p.strip()] if args.passes is not None else names
+    for name in chosen + args.disable + ([args.dump_after] if args.dump_after else []):
+        if name not in names:
+            raise ArchError(f"there is no pass `{name}`", NO_LOC,
+                            hint=did_you_mean(name, names) or f"passes: {', '.join(names)}")
+    disabled = tuple(n for n in names if n not in chosen or n in args.disable)
+    if args.dump_after in disabled:
+        raise ArchError(f"--dump-after {args.dump_after}: that pass does not run", NO_LOC)
+    return disabled
 
 
 def cmd_run(args) -> int:
@@ -218,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="FILE", help="weights to ship (.pt, .pth or .safetensors); default: "
                    "PyTorch's initialization")
     p.add_argument("--disable", action="append", default=[], metavar="PASS", help="skip an optimization pass")
+    p.add_argument("--passes", metavar="P1,P2", help="run only these passes (in pipeline order)")
+    p.add_argument("--explain", action="store_true", help="print what each pass fused, and why it declined")
+    p.add_argument("--dump-after", metavar="PASS", help="print the graph as PASS left it")
     p.set_defaults(run=cmd_compile)
 
     p = sub.add_parser("run", help="compile, run on random input, report the error against the reference")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..errors import ArchError
 from . import linear
-from .registry import OPS, Kind, OpSpec, Param, fmt_shape, float_kind, numel, register
+from .registry import OPS, Kind, OpSpec, Param, fmt_shape, float_kind, modules, nn, numel, register
 
 ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
 
@@ -72,6 +72,9 @@ register(OpSpec(
     other_ops=lambda a, ins, out: _conv.other_ops(a, ins[:1], out) + _epilogue_ops(a, ins, out),
     window=lambda a, ins: _conv.window(a, ins[:1]),
     describe=_describe(_conv),
+    torch=lambda a, ins: modules().Fused(a["act"], conv=_conv.torch(a, ins[:1]),
+                                         **({"bn": nn().BatchNorm2d(a["out"], a["bn_eps"])}
+                                            if a["bn_eps"] is not None else {})),
 ))
 
 register(OpSpec(
@@ -84,6 +87,7 @@ register(OpSpec(
     macs=_fc.macs,
     other_ops=lambda a, ins, out: _fc.other_ops(a, ins, out) + _epilogue_ops(a, ins, out),
     describe=_describe(_fc),
+    torch=lambda a, ins: modules().Fused(a["act"], fc=_fc.torch(a, ins)),
 ))
 
 
@@ -98,6 +102,7 @@ register(OpSpec(
     internal=True,
     other_ops=lambda a, ins, out: _add.other_ops(a, ins, out) + numel(out),
     describe=lambda a: f"+{a['act']}",
+    torch=lambda a, ins: modules().FusedAdd(a["act"]),
 ))
 
 
@@ -113,4 +118,5 @@ register(OpSpec(
     buffer_count=_bn.buffer_count,
     other_ops=lambda a, ins, out: _bn.other_ops(a, ins, out) + numel(out),
     describe=lambda a: f"+{a['act']}",
+    torch=lambda a, ins: modules().Fused(a["act"], bn=_bn.torch(a, ins)),
 ))

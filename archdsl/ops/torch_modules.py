@@ -74,3 +74,37 @@ class Mean(nn.Module):
 class Concat(nn.Module):
     def forward(self, *xs):
         return torch.cat(xs, dim=1)
+
+
+_ACTS = {"none": lambda x: x, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+
+class Fused(nn.Module):
+    """Reference semantics of a fused node: its original modules, by role (`conv`, `bn`, `fc`),
+    applied in order, then the residual, then the activation.  A fused node's state-dict keys
+    are `<node>.<role>.<param>`; `archdsl.passes.fused_state_dict` maps reference keys to them."""
+
+    def __init__(self, act: str, **roles: nn.Module):
+        super().__init__()
+        for role, module in roles.items():
+            self.add_module(role, module)
+        self.act = act
+
+    def forward(self, x, *residual):
+        for module in self.children():
+            x = module(x)
+        for r in residual:
+            x = x + r
+        return _ACTS[self.act](x)
+
+    def extra_repr(self) -> str:
+        return f"act={self.act}"
+
+
+class FusedAdd(nn.Module):
+    def __init__(self, act: str):
+        super().__init__()
+        self.act = act
+
+    def forward(self, *xs):
+        return _ACTS[self.act](Add.forward(self, *xs))

@@ -32,6 +32,7 @@ PIPELINE: list[tuple[str, Pass]] = [
 class Optimized:
     graph: Graph
     reports: list[PassReport] = field(default_factory=list)
+    after: dict[str, Graph] = field(default_factory=dict)  # the graph as each pass left it
 
 
 def optimize(graph: Graph, disable: tuple[str, ...] = ()) -> Optimized:
@@ -47,7 +48,21 @@ def optimize(graph: Graph, disable: tuple[str, ...] = ()) -> Optimized:
         result.graph, report = run(result.graph)
         result.graph.lint()
         result.reports.append(report)
+        result.after[name] = result.graph
     return result
 
 
-__all__ = ["PIPELINE", "Optimized", "PassReport", "optimize"]
+def fused_state_dict(optimized: Graph, state: dict) -> dict:
+    """The reference weights (keys of the unoptimized graph) under the optimized graph's keys:
+    a fused node's `<node>.<role>.<param>` comes from `<sources[role]>.<param>`."""
+    out = dict(state)
+    for n, d in optimized.nodes(data=True):
+        for role, original in d["attrs"].get("sources", {}).items() if d["op"].startswith("fused_") else ():
+            prefix = original + "."
+            for key in [k for k in state if k.startswith(prefix) and "." not in k[len(prefix):]]:
+                out[f"{n}.{role}.{key[len(prefix):]}"] = state[key]
+                out.pop(key, None)
+    return out
+
+
+__all__ = ["PIPELINE", "Optimized", "PassReport", "fused_state_dict", "optimize"]
