@@ -12,6 +12,15 @@ import struct
 import torch
 
 
+def _bn_stats(state, bn):
+    """A batch norm's running mean and variance, weight and bias (1 and 0 without affine), float64."""
+    mean, var = state[bn + ".running_mean"].double(), state[bn + ".running_var"].double()
+    gamma, beta = state.get(bn + ".weight"), state.get(bn + ".bias")
+    gamma = torch.ones_like(mean) if gamma is None else gamma.double()
+    beta = torch.zeros_like(mean) if beta is None else beta.double()
+    return mean, var, gamma, beta
+
+
 def fold_bn(state, conv, bn, eps):
     """Fold inference batch norm `bn` into the preceding convolution `conv` (computed in float64):
     W' = W * s,  b' = (b - mean) * s + beta,  with s = gamma / sqrt(var + eps) per output channel."""
@@ -20,22 +29,14 @@ def fold_bn(state, conv, bn, eps):
     b = torch.zeros(w.shape[0], dtype=torch.float64) if b is None else b.double()
     if bn is None:
         return w, b
-    mean, var = state[bn + ".running_mean"].double(), state[bn + ".running_var"].double()
-    gamma = state.get(bn + ".weight")
-    beta = state.get(bn + ".bias")
-    gamma = torch.ones_like(mean) if gamma is None else gamma.double()
-    beta = torch.zeros_like(mean) if beta is None else beta.double()
+    mean, var, gamma, beta = _bn_stats(state, bn)
     s = gamma / torch.sqrt(var + eps)
     return w * s.reshape(-1, *([1] * (w.dim() - 1))), (b - mean) * s + beta
 
 
 def bn_scale_shift(state, bn, eps):
     """A standalone inference batch norm as y = x * scale + shift (fp32 vectors)."""
-    mean, var = state[bn + ".running_mean"].double(), state[bn + ".running_var"].double()
-    gamma = state.get(bn + ".weight")
-    beta = state.get(bn + ".bias")
-    gamma = torch.ones_like(mean) if gamma is None else gamma.double()
-    beta = torch.zeros_like(mean) if beta is None else beta.double()
+    mean, var, gamma, beta = _bn_stats(state, bn)
     scale = gamma / torch.sqrt(var + eps)
     return scale.float(), (beta - mean * scale).float()
 
