@@ -211,6 +211,83 @@ def _add_viz_parser(sub) -> None:
     p.set_defaults(run=cmd_viz)
 
 
+def cmd_bench(args) -> int:
+    """`archdsl bench FILE`: the benchmark protocol on a CUDA GPU (see archdsl/bench/harness.py)."""
+    from ..bench import harness, report
+
+    graph = _graph(args)  # the file's own mistakes first, with their locations
+    try:
+        config = harness.BenchConfig(
+            batches=harness.parse_batches(args.batch), dtypes=harness.parse_dtypes(args.dtype),
+            layers=args.only in ("all", "layers"), e2e=args.only in ("all", "e2e"),
+            e2e_providers=harness.parse_names(args.providers, [p.name for p in harness.E2E_PROVIDERS], "provider")
+            if args.providers else (),
+            iters=args.iters, warmup_ms=args.warmup_ms, flush_l2=not args.no_flush_l2, tune=args.tune,
+            seed=args.seed, weights=args.weights)
+    except ValueError as exc:
+        raise ArchError(str(exc), NO_LOC) from None
+    if args.iters < 100:
+        print(f"archdsl bench: warning: --iters {args.iters}: the protocol asks for at least 100 timed runs",
+              file=sys.stderr)
+    if args.plan:
+        print(report.render_plan(harness.plan(graph, config)), end="")
+        return 0
+    ok, why = harness.cuda_status()
+    if not ok:
+        print(f"archdsl bench: error: {why}.\n"
+              "The benchmark times kernels on a CUDA GPU (an H100 or H200 is what the protocol is written for) "
+              "and cannot run without one; nothing was measured and nothing was written.\n"
+              "hint: `archdsl bench FILE --plan` shows what would be measured; `archdsl run FILE --interpret` "
+              "checks the compiled network on the CPU.", file=sys.stderr)
+        return 2
+    out = Path(args.output or Path("build") / "bench" / graph.name)
+    the_plan = harness.plan(graph, config)
+    progress = harness.Progress(the_plan.steps, sys.stderr, enabled=not args.quiet)
+    progress.message(f"archdsl bench: {graph.name} on {why}: {the_plan.steps} measurements")
+    run = harness.run_bench(graph, config, device="cuda", progress=progress, source=args.file)
+    print(report.render_text(run), end="")
+    paths, notes = report.write_all(run, out, png=not args.no_png)
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    for note in notes:
+        print(f"note: {note}")
+    problems = run.problems()
+    if problems:
+        print(f"archdsl bench: {len(problems)} measurement(s) failed or gave a wrong answer (see above)",
+              file=sys.stderr)
+        return 3
+    return 0
+
+
+def _add_bench_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmark on a CUDA GPU: every distinct conv and the whole network against cuDNN and "
+        "torch.compile (JSON, Markdown, plot)",
+        description="Per layer (every distinct conv: archdsl vs F.conv2d channels-last; µs, TFLOP/s, GB/s, % of the "
+        "roofline floor) and end to end (eager NCHW, eager channels-last + cudnn.benchmark, that in a CUDA graph, "
+        "torch.compile max-autotune, archdsl, archdsl in a CUDA graph), each output checked against a float64 "
+        "reference. Exit status: 0 all ok, 2 no GPU or a usage error, 3 some measurement failed or was wrong.")
+    _add_model_args(p)
+    p.add_argument("--batch", default="1,32,256", metavar="B1,B2", help="batch sizes (default 1,32,256)")
+    p.add_argument("--dtype", default="bfloat16,float16", metavar="T1,T2",
+                   help="dtypes: bfloat16/bf16, float16/fp16, float32/fp32 (default bfloat16,float16)")
+    p.add_argument("--only", choices=("all", "layers", "e2e"), default="all", help="run one part only")
+    p.add_argument("--providers", metavar="P1,P2", help="end-to-end providers (default: all)")
+    p.add_argument("--iters", type=int, default=100, help="at least this many timed runs per measurement")
+    p.add_argument("--warmup-ms", type=float, default=25.0, help="warm-up before timing (ms)")
+    p.add_argument("--no-flush-l2", action="store_true", help="do not clear the L2 cache before each timed run")
+    p.add_argument("--tune", action="store_true",
+                   help="also autotune each conv (archdsl_tuned rows; results cached in $ARCHDSL_CACHE/tune.json)")
+    p.add_argument("--weights", metavar="FILE", help="weights to use (default: PyTorch's init with calibrated BN)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="where to write bench.json/.md/.svg (default build/bench/NETWORK)")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG plot even when matplotlib is installed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--plan", action="store_true",
+                   help="print what would be measured (distinct convs, FLOPs, bytes) and exit; needs no GPU")
+    p.set_defaults(run=cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="archdsl", description="A language and compiler for CNN architectures.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -253,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpret", action="store_true", help="run in Triton's CPU interpreter (no GPU needed)")
     p.set_defaults(run=cmd_run)
     _add_viz_parser(sub)
+    _add_bench_parser(sub)
     return parser
 
 
