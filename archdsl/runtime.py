@@ -89,6 +89,7 @@ class CompiledModel(ArchModule):
         self._module = import_program(compiled.program.source)
         self._network = None
         self._signature = None
+        self._tensors = None
 
     @property
     def source(self) -> str:
@@ -96,7 +97,17 @@ class CompiledModel(ArchModule):
         return self.compiled.program.source
 
     def _weights_signature(self) -> tuple:
-        return tuple((id(t), t._version) for t in self.state_dict(keep_vars=True).values())
+        """The version counter of every weight tensor: any in-place change (load_state_dict,
+        an optimizer step, `bn.running_var.mul_`) bumps one.  The tensor list is cached; module
+        methods that replace tensors (`.to`, `.double`) go through `_apply`, which clears it."""
+        if self._tensors is None:
+            self._tensors = list(self.state_dict(keep_vars=True).values())
+        return tuple(t._version for t in self._tensors)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._tensors = None
+        self._network = None
+        return super()._apply(fn, *args, **kwargs)
 
     def refresh(self) -> None:
         """Re-prepare the kernels' weights now (done automatically when a weight changes)."""
