@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from . import plan as planning
+
 _DTYPE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
                 torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
                 torch.bool: "BOOL"}
@@ -48,7 +50,7 @@ def report(compiled) -> dict:
     """The compile report as data."""
     g, program = compiled.optimized.graph, compiled.program
     before = sum(1 for n in compiled.graph if compiled.graph.op(n) != "input")
-    per_sample = sum(_numel(shape) for shape, node in program.buffers if node not in program.views)
+    memory = planning.summary(compiled.graph, program.plan, program.dtype, program.launches)
     return {
         "network": g.name,
         "params": dict(g.graph["params"]),
@@ -58,19 +60,12 @@ def report(compiled) -> dict:
         "ops_before_optimization": before,
         "launches_per_forward": program.launches,
         "kernels": dict(sorted(program.kernel_counts().items())),
-        "buffers": sum(1 for _, node in program.buffers if node not in program.views),
-        "activation_values_per_sample": per_sample,
+        "buffers": memory["base_buffers"],
+        "memory": memory,
         "fused": [{"node": n, "absorbed": g.nodes[n]["meta"]["fused"][1:], "op": g.op(n)}
                   for n in g.order() if "fused" in g.nodes[n]["meta"]],
         "passes": [{"name": r.name, "changed": r.changed, "declined": r.declined} for r in compiled.optimized.reports],
     }
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def report_markdown(data: dict) -> str:
@@ -81,8 +76,7 @@ def report_markdown(data: dict) -> str:
         f"- IR nodes: {data['nodes_before']} elaborated -> {data['nodes_after']} after the passes",
         f"- kernel launches per forward: {data['launches_per_forward']} "
         f"(the unoptimized graph has {data['ops_before_optimization']} ops)",
-        f"- activation buffers: {data['buffers']}, {data['activation_values_per_sample']:,} values per sample"
-        " (one buffer per tensor; memory planning comes later)",
+        *(f"- {line}" for line in planning.summary_lines(data["memory"])),
         "",
         "| kernel | launches |",
         "|---|---|",

@@ -16,6 +16,7 @@ from typing import Callable
 from .. import __version__
 from ..errors import InternalError
 from ..ir.graph import Graph
+from .plan import Plan, make_plan, nhwc
 
 DTYPES = {"float32": "torch.float32", "float16": "torch.float16", "bfloat16": "torch.bfloat16"}
 ACT_NAMES = {"none": "ACT_NONE", "relu": "ACT_RELU", "tanh": "ACT_TANH", "sigmoid": "ACT_SIGMOID"}
@@ -67,6 +68,7 @@ class Step:
     comment: str
     code: list[str]
     kernel: str | None  # the kernel launched (None for views and copies)
+    count: int = 1  # how many times (a concat copies each input that is not in place)
 
 
 @dataclass
@@ -77,17 +79,22 @@ class Program:
     dtype: str
     slot: dict[str, int] = field(default_factory=dict)  # node -> index in t[]
     buffers: list[tuple[tuple[int, ...], str]] = field(default_factory=list)  # per-sample NHWC shape, node
-    views: dict[str, str] = field(default_factory=dict)  # node -> node whose buffer it views
+    views: dict[str, str] = field(default_factory=dict)  # flatten node -> node whose buffer it views
+    plan: Plan | None = None  # where each tensor lives (concat slices, in-place steps, the arena)
     steps: list[Step] = field(default_factory=list)
     prepare: list[str] = field(default_factory=list)
     source: str = ""
 
     @property
     def launches(self) -> int:
-        return sum(1 for s in self.steps if s.kernel)
+        return sum(s.count for s in self.steps if s.kernel)
 
     def kernel_counts(self) -> Counter:
-        return Counter(s.kernel for s in self.steps if s.kernel)
+        counts = Counter()
+        for s in self.steps:
+            if s.kernel:
+                counts[s.kernel] += s.count
+        return counts
 
     # -- helpers for the rules
     def t(self, node: str) -> str:
@@ -101,10 +108,6 @@ class Program:
         names = d["meta"].get("fused", [node])
         src = d["src"]
         return f"# {' + '.join(_safe(n) for n in names)}   [{_safe(Path(src.file).name)}:{src.line}]"
-
-
-def nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
 
 
 # ---- emit rules: op -> launch code (and weight preparation) ------------------------------------------
@@ -206,21 +209,23 @@ def _join(kernel: str) -> Callable[[Program, str], Step]:
 
 
 def _concat(p: Program, n: str) -> Step:
+    """Inputs placed by the plan already wrote their slices; copy only the others."""
     lines, offset = [], 0
-    for a in p.graph.args(n):
+    copies = p.plan.copies[n]
+    for port, a in enumerate(p.graph.args(n)):
         c = p.graph.shape(a)[0]
-        lines.append(f"copy_channels({p.t(a)}, {p.t(n)}[..., {offset}:{offset + c}])")
+        if port in copies:
+            lines.append(f"copy_channels({p.t(a)}, {p.t(n)}[..., {offset}:{offset + c}])")
         offset += c
-    return Step(p.comment(n), lines, "copy_channels")
+    if not lines:
+        return Step(p.comment(n) + "  (in place: every input wrote its own channel slice)", [], None)
+    note = "" if len(lines) == len(copies) == len(p.graph.args(n)) else "  (the other inputs wrote their slices)"
+    return Step(p.comment(n) + note, lines, "copy_channels", len(lines))
 
 
 def _flatten(p: Program, n: str) -> Step:
     src = p.graph.args(n)[0]
-    shape = p.graph.shape(src)
-    users = list(p.graph.successors(n))
-    if len(shape) == 1 or shape[1] * shape[2] == 1 or (
-            users and all(p.graph.op(u) in ("fc", "fused_fc") for u in users) and n not in p.graph.outputs):
-        p.views[n] = src  # a view: fc weights are reordered instead (see _fc)
+    if n in p.views:  # a view (plan.flatten_is_view): fc weights are reordered instead (see _fc)
         return Step(p.comment(n) + "  (a view)", [f"t[{p.slot[n]}] = {p.t(src)}.reshape(n, -1)"], None)
     # PyTorch's channel-major order is needed as is: copy NHWC -> (C, H, W) order
     return Step(p.comment(n) + "  (NHWC -> channel-major order)",
@@ -272,10 +277,13 @@ def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: s
     if dtype not in DTYPES:
         raise InternalError(f"unknown dtype {dtype!r}")
     p = Program(graph, dtype)
-    order = graph.order()
+    p.plan = make_plan(graph)
+    order = p.plan.order
     for n in order:
         p.slot[n] = len(p.buffers)
         p.buffers.append((nhwc(graph.shape(n)), n))
+        if p.plan.kind[n] == "view":
+            p.views[n] = graph.args(n)[0]
     for n in order:
         op = graph.op(n)
         if op == "input":
@@ -323,10 +331,37 @@ def _module(p: Program, origin: str, settings: str) -> str:
 
 
 def _buffers_table(p: Program) -> list[str]:
-    lines = ["# Per-sample NHWC shape of every activation, by slot t[i]; None: a view of another slot.", "BUFFERS = ["]
+    plan = p.plan
+    lines = [
+        "# Memory plan (archdsl/codegen/plan.py).  Every activation lives in one arena of ARENA values per",
+        "# sample (times the batch size); tensors whose lifetimes do not overlap share memory.  One buffer",
+        f"# per tensor would take {plan.naive():,} values per sample.  BUFFERS gives each slot t[i], per sample:",
+        '#   ("arena", offset, shape)    an NHWC buffer at `offset` values (times the batch size) into the arena',
+        '#   ("slice", j, start, stop)   channels [start, stop) of t[j]: this tensor is written in place into',
+        "#                               its concat's buffer (so the concat copies nothing)",
+        '#   ("same", j)                 t[j] itself: this step writes over its input, which is dead after it',
+        "#   None                        a view of another slot, made in __call__ (flatten)",
+        "# The comment of a buffer says from which step to which its memory is in use (by the slots written).",
+        f"ARENA = {plan.arena}",
+        "BUFFERS = [",
+    ]
     for i, (shape, node) in enumerate(p.buffers):
-        value = "None" if node in p.views else repr(tuple(shape))
-        lines.append(f"    {value + ',':<18} # t[{i}]  {_safe(node)}")
+        kind, base = plan.kind[node], plan.base[node]
+        if kind == "buffer":
+            value = repr(("arena", plan.offset[node], tuple(shape)))
+            first, last = plan.lifetime[node]
+            when = {-1: "input", plan.end: "return"}
+            note = f"live {when.get(first, f't[{first}]')} .. {when.get(last, f't[{last}]')}"
+        elif kind == "slice":
+            start = plan.channel[node]
+            value = repr(("slice", p.slot[base], start, start + shape[-1]))
+            note = f"in {_safe(base)}"
+        elif kind == "inplace":
+            value = repr(("same", p.slot[base]))
+            note = f"written over {_safe(plan.over[node])}"
+        else:
+            value, note = "None", "a view"
+        lines.append(f"    {value + ',':<40} # t[{i}]  {_safe(node)}: {note}")
     return lines + ["]", "", ""]
 
 
@@ -347,7 +382,10 @@ def _network_class(p: Program) -> list[str]:
     outs = []
     for o in g.outputs:
         t = p.t(o)
-        outs.append(f"{t}.permute(0, 3, 1, 2).contiguous()" if len(g.shape(o)) == 3 else f"{t}.clone()")
+        # always a copy: the buffers are reused by the next call (`.contiguous()` would return the
+        # buffer itself when it is already contiguous as NCHW: 1x1 maps, single channels)
+        outs.append(f"{t}.permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)"
+                    if len(g.shape(o)) == 3 else f"{t}.clone()")
     ret = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
     lines = [
         "class Network:",
@@ -359,10 +397,21 @@ def _network_class(p: Program) -> list[str]:
         "        self._buffers = {}",
         "",
         "    def buffers(self, n):",
-        '        """The activation buffers for batch size n, allocated once and reused."""',
+        '        """The activation tensors for batch size n (see BUFFERS): views of one arena, made once."""',
         "        if n not in self._buffers:",
-        "            self._buffers[n] = [None if s is None else torch.empty((n, *s), device=self.device, dtype=DTYPE)",
-        "                                for s in BUFFERS]",
+        "            arena = torch.empty(n * ARENA, device=self.device, dtype=DTYPE)",
+        "            t = [None] * len(BUFFERS)",
+        "            for i, b in enumerate(BUFFERS):",
+        '                if b is not None and b[0] == "arena":',
+        "                    _, offset, shape = b",
+        "                    t[i] = arena[n * offset:n * (offset + math.prod(shape))].view(n, *shape)",
+        "            for i, b in enumerate(BUFFERS):",
+        '                if b is not None and b[0] == "slice":',
+        "                    _, j, start, stop = b",
+        "                    t[i] = t[j][..., start:stop]",
+        '                elif b is not None and b[0] == "same":',
+        "                    t[i] = t[b[1]]",
+        "            self._buffers[n] = t",
         "        return self._buffers[n]",
         "",
         f"    def __call__(self, {', '.join(f'x{i}' for i in range(len(inputs)))}):",

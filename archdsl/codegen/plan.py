@@ -1,0 +1,341 @@
+"""The buffer plan: where every activation of a generated program lives, and for how long.
+
+Three decisions, all made from the optimized graph before any code is emitted:
+
+1. Concat elimination.  A concat's inputs are written straight into their channel slices of
+   the concat's buffer, so the concat itself costs nothing.  Concats are visited from the last
+   to the first, so a concat that feeds a later concat becomes a slice of that one's buffer in
+   turn: DenseNet's `concat_k = concat(concat_{k-1}, new_k)` chain is one buffer per dense
+   block, every concat a prefix of it, every layer writing its `growth` channels at its own
+   offset.  An input stays a buffer of its own, and the concat copies it (`copy_channels`),
+   when it is a graph input or output, a flatten view, has a flatten user (a view of a channel
+   slice would not be a view), was already placed into another concat (a tensor joined twice),
+   or is made by an op not known to write through a strided view (`SLICE_OK`).
+
+2. In-place steps.  An elementwise step (batch norm, activation, add, mean) writes over an
+   input, and a fused convolution over its residual, when that input's buffer has no reader
+   after this step: the kernels read each element (the epilogue its residual tile) before
+   writing the same element.  The input must be the whole of its buffer (not a concat's slice,
+   not a view) and no other operand of the step may share that buffer.
+
+3. Memory planning.  Every base buffer (a tensor with memory of its own, together with the
+   concat slices and in-place results that live in it) is alive from the first step that
+   writes it to the last step that reads it — through any of its members or their flatten
+   views; graph outputs to the end, graph inputs from the start.  Base buffers are packed into
+   one arena, largest first, each at the lowest-waste offset that overlaps no base buffer
+   alive at the same time ("greedy by size", as in TensorFlow Lite's planner).  Offsets and
+   sizes are per sample; a batch of n scales every offset by n, which keeps disjoint ranges
+   disjoint.  Steps run in order on one stream, so memory is reused only after every reader of
+   its previous occupant has run.
+
+Times: a graph input is written at -1, the node at position i of `graph.order()` runs at i,
+and outputs are read at `end = len(order)` (when they are returned).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir.graph import Graph
+
+ALIGN = 64  # values: every base buffer starts at a multiple of this (times the batch size)
+ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+# Ops whose emitted step writes its result through the `out` view's strides (any channel slice
+# of a wider NHWC buffer): they may write straight into a concat's buffer.  `flatten` only
+# when it is a copy (see `flatten_is_view`); `input` never (the NCHW -> NHWC copy is the
+# caller's; it could, but a graph input is also what the user may inspect).
+SLICE_OK = frozenset({
+    "conv", "fused_conv", "fc", "fused_fc", "bn", "fused_bn", "relu", "tanh", "sigmoid", "maxpool",
+    "avgpool", "adaptive_avgpool", "global_avgpool", "lrn", "softmax", "add", "fused_add", "mean",
+    "concat", "pad_channels", "identity", "dropout", "drop_path", "flatten",
+})
+
+# Ops that may write over one of their inputs, and which input ports qualify.  Elementwise
+# kernels read element i and write element i; a fused conv reads its residual tile in the
+# epilogue of the very program that stores that tile.
+INPLACE_PORTS = {
+    "bn": (0,), "fused_bn": (0,), "relu": (0,), "tanh": (0,), "sigmoid": (0,),
+    "add": None, "fused_add": None, "mean": None,  # None: any operand
+    "fused_conv": (1,),
+}
+ELEMENTWISE = frozenset({"bn", "fused_bn", "relu", "tanh", "sigmoid", "add", "fused_add", "mean"})
+
+
+def nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A per-sample (C, H, W) shape in the generated program's NHWC order; (F,) stays."""
+    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
+
+
+def numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def flatten_is_view(g: Graph, n: str) -> bool:
+    """Whether the flatten `n` is emitted as a reshape of its input (no copy): its input is flat
+    or 1x1 already, or every user is an fc (whose weight columns are reordered instead)."""
+    src = g.args(n)[0]
+    shape = g.shape(src)
+    users = list(g.successors(n))
+    return len(shape) == 1 or shape[1] * shape[2] == 1 or (
+        bool(users) and all(g.op(u) in ("fc", "fused_fc") for u in users) and n not in g.outputs)
+
+
+@dataclass
+class Plan:
+    """Where each node's result lives.  `kind[n]`:
+
+    "buffer"   a base buffer: `offset[n]` values per sample into the arena, `size[n]` long
+    "slice"    channels [channel[n], channel[n] + C) of base `base[n]` (a concat's input)
+    "inplace"  the very tensor of base `base[n]`: written over a dead input
+    "view"     a flatten view of its input (made in the step); memory of `base[n]`
+
+    `over[n]` names the input an "inplace" node overwrites; `copies[c]` the ports of concat `c`
+    that are copied (every other input is a slice of its buffer already).
+    """
+
+    graph: Graph
+    order: list[str]
+    time: dict[str, int]
+    kind: dict[str, str] = field(default_factory=dict)
+    base: dict[str, str] = field(default_factory=dict)
+    channel: dict[str, int] = field(default_factory=dict)
+    copies: dict[str, list[int]] = field(default_factory=dict)  # concat -> ports it copies
+    over: dict[str, str] = field(default_factory=dict)  # in-place node -> the input it overwrites
+    lifetime: dict[str, tuple[int, int]] = field(default_factory=dict)  # base -> (first write, last read)
+    offset: dict[str, int] = field(default_factory=dict)  # base -> values per sample
+    size: dict[str, int] = field(default_factory=dict)  # base -> values per sample (rounded to ALIGN)
+    arena: int = 0  # values per sample
+
+    @property
+    def end(self) -> int:
+        return len(self.order)
+
+    @property
+    def bases(self) -> list[str]:
+        return [n for n in self.order if self.kind[n] == "buffer"]
+
+    def members(self, base: str) -> list[str]:
+        return [n for n in self.order if self.base[n] == base]
+
+    def node_lifetime(self, n: str) -> tuple[int, int]:
+        """(written, last read) of one node's value: its flatten views' readers count."""
+        g = self.graph
+        last = self.time[n]
+        stack = [n]
+        while stack:
+            m = stack.pop()
+            if m in g.outputs:
+                last = self.end
+            for u in g.successors(m):
+                last = max(last, self.time[u])
+                if self.kind[u] == "view":
+                    stack.append(u)
+        return self.time[n], last
+
+    def peak_live(self) -> int:
+        """The most values per sample alive at once (exact sizes): no packing of these base buffers
+        into memory can use less (the arena exceeds it by alignment and fragmentation only)."""
+        events: dict[int, int] = {}
+        for b in self.bases:
+            first, last = self.lifetime[b]
+            events[first] = events.get(first, 0) + numel(nhwc(self.graph.shape(b)))
+            events[last + 1] = events.get(last + 1, 0) - numel(nhwc(self.graph.shape(b)))
+        live = peak = 0
+        for t in sorted(events):
+            live += events[t]
+            peak = max(peak, live)
+        return peak
+
+    def naive(self) -> int:
+        """Values per sample with one buffer per tensor (no concat elimination, no reuse)."""
+        return sum(numel(nhwc(self.graph.shape(n))) for n in self.order if self.kind[n] != "view")
+
+
+def make_plan(g: Graph, inplace: bool = True) -> Plan:
+    """The plan for an (optimized) graph; see the module docstring."""
+    order = g.order()
+    time = {n: (-1 if n in g.inputs else i) for i, n in enumerate(order)}
+    p = Plan(g, order, time)
+    for n in order:
+        p.kind[n], p.base[n], p.channel[n] = "buffer", n, 0
+        if g.op(n) == "flatten" and flatten_is_view(g, n):
+            p.kind[n] = "view"
+    for n in order:  # views of views: follow to the first real tensor
+        if p.kind[n] == "view":
+            p.base[n] = p.base[g.args(n)[0]]
+    _place_concats(p)
+    if inplace:
+        _place_inplace(p)
+    _lifetimes(p)
+    _allocate(p)
+    return p
+
+
+def _sliceable(p: Plan, a: str) -> bool:
+    g = p.graph
+    return (a not in g.inputs and a not in g.outputs and p.kind[a] == "buffer" and g.op(a) in SLICE_OK
+            and not any(g.op(u) == "flatten" for u in g.successors(a)))
+
+
+def _place_concats(p: Plan) -> None:
+    g = p.graph
+    for c in reversed(p.order):
+        if g.op(c) != "concat":
+            continue
+        root, start = p.base[c], p.channel[c]
+        copies, offset = [], 0
+        for port, a in enumerate(g.args(c)):
+            if _sliceable(p, a):
+                p.kind[a], p.base[a], p.channel[a] = "slice", root, start + offset
+            else:
+                copies.append(port)
+            offset += g.shape(a)[0]
+        p.copies[c] = copies
+
+
+def _group_last_read(p: Plan, base: str) -> int:
+    return max(p.node_lifetime(m)[1] for m in p.members(base) if p.kind[m] != "view")
+
+
+def _place_inplace(p: Plan) -> None:
+    g = p.graph
+    for n in p.order:
+        op = g.op(n)
+        if op not in INPLACE_PORTS or p.kind[n] != "buffer":
+            continue
+        args = g.args(n)
+        ports = INPLACE_PORTS[op]
+        for port in (range(len(args)) if ports is None else ports):
+            if port >= len(args):
+                continue
+            x = args[port]
+            if p.kind[x] not in ("buffer", "inplace") or nhwc(g.shape(x)) != nhwc(g.shape(n)):
+                continue
+            root = p.base[x]
+            if nhwc(g.shape(root)) != nhwc(g.shape(n)):
+                continue
+            others = [y for q, y in enumerate(args) if q != port and p.base[y] == root]
+            if others and (op not in ELEMENTWISE or any(y != x for y in others)):
+                continue  # another operand shares the buffer (x twice is fine elementwise)
+            if _group_last_read(p, root) > p.time[n]:
+                continue
+            p.kind[n], p.base[n], p.over[n] = "inplace", root, x
+            for v in p.order:  # flatten views of n follow it
+                if p.kind[v] == "view" and p.base[v] == n:
+                    p.base[v] = root
+            break
+
+
+def _lifetimes(p: Plan) -> None:
+    for b in p.bases:
+        members = [m for m in p.members(b) if p.kind[m] != "view"]
+        first = min(p.time[m] for m in members)
+        last = max(p.node_lifetime(m)[1] for m in members)
+        p.lifetime[b] = (first, last)
+
+
+def _allocate(p: Plan) -> None:
+    """Greedy by size: largest base first, into the smallest gap among the buffers alive with it."""
+    g = p.graph
+    bases = p.bases
+    for b in bases:
+        p.size[b] = -(-numel(nhwc(g.shape(b))) // ALIGN) * ALIGN
+    placed: list[str] = []
+    for b in sorted(bases, key=lambda b: (-p.size[b], p.lifetime[b][0])):  # stable: ties in order
+        first, last = p.lifetime[b]
+        busy = sorted((p.offset[o], p.offset[o] + p.size[o]) for o in placed
+                      if p.lifetime[o][0] <= last and first <= p.lifetime[o][1])
+        best, best_gap, cursor = None, None, 0
+        for lo, hi in busy:
+            gap = lo - cursor
+            if gap >= p.size[b] and (best_gap is None or gap < best_gap):
+                best, best_gap = cursor, gap
+            cursor = max(cursor, hi)
+        p.offset[b] = cursor if best is None else best
+        placed.append(b)
+    p.arena = max((p.offset[b] + p.size[b] for b in bases), default=0)
+
+
+# ---- what the plan buys: numbers for the report and `archdsl compile --explain` ---------------------
+
+
+def bytes_moved_unoptimized(graph: Graph, dtype: str = "float32") -> int:
+    """Activation bytes read + written per image if every op of `graph` ran as its own kernel,
+    reading each input and writing its output (the graph inputs' NCHW -> NHWC copy excluded)."""
+    total = 0
+    for n in graph.order():
+        if graph.op(n) == "input":
+            continue
+        total += sum(numel(graph.shape(a)) for a in graph.args(n)) + numel(graph.shape(n))
+    return total * ELEMENT_BYTES[dtype]
+
+
+def bytes_moved(plan: Plan, dtype: str = "float32") -> int:
+    """Activation bytes read + written per image by the generated steps: each kernel reads its
+    operands (a fused conv its residual too) and writes its result; a flatten view and an
+    in-place concat move nothing; a concat moves only the inputs it copies."""
+    g, total = plan.graph, 0
+    for n in plan.order:
+        if g.op(n) == "input" or plan.kind[n] == "view":
+            continue
+        if g.op(n) == "concat":
+            args = g.args(n)
+            total += sum(2 * numel(g.shape(args[port])) for port in plan.copies[n])
+        else:
+            total += sum(numel(g.shape(a)) for a in g.args(n)) + numel(g.shape(n))
+    return total * ELEMENT_BYTES[dtype]
+
+
+def summary(original: Graph, plan: Plan, dtype: str = "float32", launches: int | None = None) -> dict:
+    """The plan's numbers: memory per sample, copies eliminated, bytes moved per image."""
+    size = ELEMENT_BYTES[dtype]
+    inputs = sum(len(plan.graph.args(c)) for c in plan.copies)
+    copies = sum(len(v) for v in plan.copies.values())
+    out = {
+        "dtype": dtype,
+        "arena_bytes_per_sample": plan.arena * size,
+        "naive_bytes_per_sample": plan.naive() * size,
+        "live_peak_bytes_per_sample": plan.peak_live() * size,
+        "base_buffers": len(plan.bases),
+        "tensors": sum(1 for n in plan.order if plan.kind[n] != "view"),
+        "in_place_steps": sum(1 for n in plan.order if plan.kind[n] == "inplace"),
+        "concat_inputs": inputs,
+        "concat_copies": copies,
+        "copies_eliminated": inputs - copies,
+        "bytes_moved_before": bytes_moved_unoptimized(original, dtype),
+        "bytes_moved_after": bytes_moved(plan, dtype),
+    }
+    if launches is not None:
+        out["launches"] = launches
+    return out
+
+
+def explain(compiled) -> list[str]:
+    """The lines for `archdsl compile --explain`, from a `runtime.Compiled`."""
+    program = compiled.program
+    return summary_lines(summary(compiled.graph, program.plan, program.dtype, program.launches))
+
+
+def _mb(b: int) -> str:
+    return f"{b / 2**20:,.2f} MiB"
+
+
+def summary_lines(data: dict) -> list[str]:
+    """`summary(...)` as readable lines (the report and `--explain`)."""
+    ratio = data["arena_bytes_per_sample"] / max(data["naive_bytes_per_sample"], 1)
+    moved = data["bytes_moved_after"] / max(data["bytes_moved_before"], 1)
+    return [
+        f"activation memory per sample ({data['dtype']}): {_mb(data['arena_bytes_per_sample'])} planned "
+        f"vs {_mb(data['naive_bytes_per_sample'])} naive (one buffer per tensor): {ratio:.1%}; "
+        f"at least {_mb(data['live_peak_bytes_per_sample'])} is alive at once",
+        f"buffers: {data['tensors']} tensors in {data['base_buffers']} base buffers, one arena; "
+        f"{data['in_place_steps']} steps write over a dead input",
+        f"concat elimination: {data['copies_eliminated']} of {data['concat_inputs']} concat inputs written in "
+        f"place, {data['concat_copies']} copied",
+        f"activation bytes moved per image: {_mb(data['bytes_moved_before'])} unoptimized -> "
+        f"{_mb(data['bytes_moved_after'])} generated ({moved:.1%})",
+    ]
