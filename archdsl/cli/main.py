@@ -116,8 +116,11 @@ def cmd_compile(args) -> int:
     if args.dump_after:
         print(compiled.optimized.after[args.dump_after].dump())
     if args.explain:
+        from ..codegen.plan import explain
+
         for report in compiled.optimized.reports:
             print(report.text())
+        print("\n".join(explain(compiled)))
     model = to_torch(graph)
     if args.weights:
         load_weights(model, args.weights)
