@@ -11,6 +11,7 @@ leaves a half-written output.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -32,7 +33,8 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     header, chunks, offset = {}, [], 0
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
-        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        # the raw bytes of a contiguous CPU tensor (ctypes: numpy is not a dependency)
+        data = ctypes.string_at(t.data_ptr(), t.numel() * t.element_size()) if t.numel() else b""
         header[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape),
                         "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
