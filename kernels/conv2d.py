@@ -64,13 +64,40 @@ Three paths
 
 The epilogue
 ------------
-All three paths end the same way (``_conv_epilogue_store``).  While the accumulator is still
-fp32 in registers:
+All three paths end the same way (``_conv_epilogue``, then ``_conv_store``).  While the
+accumulator is still fp32 in registers:
 
     y = acc * scale[k] + bias[k]       # conv bias, or BN folded into a scale and shift
-    y = y + residual[m, k]             # the residual add of a ResNet block
+    y = y + residual[m, k]             # the residual add of a ResNet block, or ...
     y = act(y)                         # none, relu, tanh or sigmoid
+    y = y + residual[m, k]             # ... after the activation (residual_after_act=True)
+    y = y * out_scale                  # only when out_scale != 1 (a constexpr switch)
     out[m, k] = y cast to out.dtype    # one rounding, into a (possibly channel-sliced) view
+
+The residual goes in exactly one of its two places.  After the activation and with
+out_scale = 0.5 it is a fused two-way mean join, (act(conv) + r) / 2.
+
+The prologue
+------------
+A batch norm + activation that *precedes* the convolution (pre-activation blocks) is applied
+to each block of ``A`` as it is loaded, before it enters ``tl.dot``:
+
+    x' = in_act(x * in_scale[c] + in_shift[c])    # fp32, rounded back to x.dtype
+
+so the normalised tensor never goes through memory, and the dot operands keep x's dtype
+(fp16 / bf16 still use the tensor cores; the rounding is the one the unfused program's
+store would do).  ``c`` is the global input channel.  Elements in the padding halo and
+masked tails stay exactly 0 rather than becoming in_act(in_shift[c]): the reference pads
+the *normalised* tensor with zeros.
+
+Several outputs
+---------------
+Sibling 1 x 1 convolutions of one input (the branches of an Inception block) run as one
+wide GEMM over their concatenated weights: ``out`` is then a tuple of up to 4 NHWC tensors,
+destination ``i`` receives output channels [off_i, off_i + K_i) in order, each with its own
+activation (``act`` = a tuple of codes), e.g. one branch straight into its concat's channel
+slice and another into its own buffer.  The gemm path only; unused destinations are
+disabled at compile time (``NUM_OUT``).
 
 Numerics: inputs fp32, fp16 or bf16; products accumulate in fp32.  fp32 inputs use
 IEEE fp32 products by default (``allow_tf32=False``) so that results stay within 1e-4 of
@@ -161,21 +188,44 @@ def _conv_activation(y, ACT: tl.constexpr):
 
 
 @triton.jit
-def _conv_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n,
-                    out_ptr, res_ptr, scale_ptr, bias_ptr,
-                    HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
-                    ACT: tl.constexpr, INTERPRETED: tl.constexpr):
-    """Apply the epilogue to the fp32 accumulator and store it.
+def _conv_prologue(a, mask, chans, chan_mask, in_scale_ptr, in_shift_ptr,
+                   HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
+                   INTERPRETED: tl.constexpr):
+    """in_act(a * in_scale[chans] + in_shift[chans]) on a block of x as loaded; 0 outside mask.
+
+    a:         (BLOCK_M, BLOCK_K) block of x, in x's dtype
+    mask:      its load mask (broadcastable to a): rows past M, the padding halo, tails
+    chans:     (BLOCK_K,) global input channel of each column; chan_mask: the real ones
+    Computed in fp32 and rounded back to x's dtype, like the unfused program's store, so the
+    dot operands keep their dtype.  Masked elements become exactly 0, not in_act(in_shift):
+    the unfused program pads the normalised tensor with zeros.
+    """
+    y = a.to(tl.float32)
+    if HAS_IN_SCALE:
+        y = y * tl.load(in_scale_ptr + chans, mask=chan_mask, other=0.0).to(tl.float32)[None, :]
+    if HAS_IN_SHIFT:
+        y = y + tl.load(in_shift_ptr + chans, mask=chan_mask, other=0.0).to(tl.float32)[None, :]
+    y = _conv_activation(y, IN_ACT)
+    y = tl.where(mask, y, 0.0)
+    if INTERPRETED:
+        if a.dtype == tl.bfloat16:
+            y = _conv_round_to_bf16(y)
+    return y.to(a.dtype)
+
+
+@triton.jit
+def _conv_epilogue(acc, res_rows, cols, mask_m, mask_n, res_ptr, scale_ptr, bias_ptr, out_scale,
+                   HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+                   ACT: tl.constexpr, RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr):
+    """The epilogue on the fp32 accumulator; returns the fp32 block to store.
 
     acc:       (BLOCK_M, BLOCK_N) fp32 block of conv(x, w) / x @ W^T
-    out_rows:  (BLOCK_M,) element offset of each output row (pixel) in out
     res_rows:  (BLOCK_M,) element offset of each row in residual (ignored unless HAS_RES)
-    cols:      (BLOCK_N,) output channel of each column (global over groups);
-               channels are contiguous (stride 1) in out and residual
-    Stores act(acc * scale[cols] + bias[cols] + residual) cast to out's dtype, masked to
-    mask_m x mask_n.
+    cols:      (BLOCK_N,) output channel of each column (global over groups and over several
+               destinations): indexes scale, bias and residual (channel stride 1)
+    y = acc * scale + bias, then the residual before act, or after it when RES_AFTER_ACT,
+    then y * out_scale when HAS_OUT_SCALE.
     """
-    mask = mask_m[:, None] & mask_n[None, :]
     y = acc
     if HAS_SCALE:
         scale = tl.load(scale_ptr + cols, mask=mask_n, other=0.0).to(tl.float32)
@@ -184,13 +234,61 @@ def _conv_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n,
         bias = tl.load(bias_ptr + cols, mask=mask_n, other=0.0).to(tl.float32)
         y = y + bias[None, :]
     if HAS_RES:
-        res = tl.load(res_ptr + res_rows[:, None] + cols[None, :], mask=mask, other=0.0)
-        y = y + res.to(tl.float32)
-    y = _conv_activation(y, ACT)
+        res = tl.load(res_ptr + res_rows[:, None] + cols[None, :],
+                      mask=mask_m[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+        if RES_AFTER_ACT:
+            y = _conv_activation(y, ACT) + res
+        else:
+            y = _conv_activation(y + res, ACT)
+    else:
+        y = _conv_activation(y, ACT)
+    if HAS_OUT_SCALE:
+        y = y * out_scale
+    return y
+
+
+@triton.jit
+def _conv_store(y, out_ptr, out_rows, out_cols, mask, INTERPRETED: tl.constexpr):
+    """out[out_rows, out_cols] = y (fp32) cast to out's dtype, masked; channels have stride 1."""
     if INTERPRETED:
         if out_ptr.dtype.element_ty == tl.bfloat16:
             y = _conv_round_to_bf16(y)
-    tl.store(out_ptr + out_rows[:, None] + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + out_rows[:, None] + out_cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _conv_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n,
+                    out_ptr, res_ptr, scale_ptr, bias_ptr,
+                    HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+                    ACT: tl.constexpr, INTERPRETED: tl.constexpr,
+                    out_scale, RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr):
+    """Apply the epilogue to the fp32 accumulator and store it (one destination).
+
+    acc:       (BLOCK_M, BLOCK_N) fp32 block of conv(x, w) / x @ W^T
+    out_rows:  (BLOCK_M,) element offset of each output row (pixel) in out
+    res_rows:  (BLOCK_M,) element offset of each row in residual (ignored unless HAS_RES)
+    cols:      (BLOCK_N,) output channel of each column (global over groups);
+               channels are contiguous (stride 1) in out and residual
+    Stores ``_conv_epilogue(acc)`` cast to out's dtype, masked to mask_m x mask_n.
+    """
+    y = _conv_epilogue(acc, res_rows, cols, mask_m, mask_n, res_ptr, scale_ptr, bias_ptr, out_scale,
+                       HAS_SCALE, HAS_BIAS, HAS_RES, ACT, RES_AFTER_ACT, HAS_OUT_SCALE)
+    _conv_store(y, out_ptr, out_rows, cols, mask_m[:, None] & mask_n[None, :], INTERPRETED)
+
+
+@triton.jit
+def _conv_store_split(acc, rows_m, cols, mask_m, lo, hi, out_ptr, stride_om, scale_ptr, bias_ptr, out_scale,
+                      HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                      HAS_OUT_SCALE: tl.constexpr, INTERPRETED: tl.constexpr):
+    """Columns lo <= cols < hi of the tile, through the epilogue, into channels 0 .. hi-lo-1 of out.
+
+    One destination of several (no residual): rows_m (BLOCK_M,) int64 row indices, out an
+    (M, hi - lo) matrix with row stride stride_om; scale and bias are indexed by cols.
+    """
+    mask_n = (cols >= lo) & (cols < hi)
+    y = _conv_epilogue(acc, rows_m, cols, mask_m, mask_n, out_ptr, scale_ptr, bias_ptr, out_scale,
+                       HAS_SCALE, HAS_BIAS, False, ACT, False, HAS_OUT_SCALE)
+    _conv_store(y, out_ptr, rows_m * stride_om, cols - lo, mask_m[:, None] & mask_n[None, :], INTERPRETED)
 
 
 # --------------------------------------------------------------------------------------
@@ -207,14 +305,24 @@ def _conv_gemm_kernel(
     INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SWIZZLE_M: tl.constexpr,
+    # prologue, epilogue tail, destinations 1..3
+    in_scale_ptr, in_shift_ptr, out1_ptr, out2_ptr, out3_ptr,
+    stride_o1m, stride_o2m, stride_o3m, N1, N2, N3, out_scale,
+    HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
+    RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr,
+    NUM_OUT: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr, ACT3: tl.constexpr,
 ):
-    """out = act(A @ B * scale + bias + residual).
+    """out = epilogue(prologue(A) @ B): act(... * scale + bias + residual) and its variants.
 
     A:        (M, K), row stride stride_am, column stride 1 (x of a 1x1 conv as
               (N*H*W, C) rows, or the input of a fully connected layer)
     B:        (K, N), row stride stride_bk, column stride 1 (the packed weight)
     out:      (M, N), row stride stride_om, column stride 1; residual likewise (stride_rm)
     scale, bias: (N,) vectors, read when HAS_SCALE / HAS_BIAS
+    HAS_PRE:  A's elements go through ``_conv_prologue`` (in_scale, in_shift: (K,) vectors)
+    NUM_OUT > 1 destinations (no residual): out takes columns [0, N1) with ACT, out1 (row
+    stride stride_o1m) columns [N1, N2) with ACT1, out2 [N2, N3) with ACT2, out3 [N3, N)
+    with ACT3; each is an (M, width) matrix.  With NUM_OUT == 1, N1 == N.
     K (the reduction length) is a compile-time constant, like the geometry of a conv layer.
     Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N),).  Accumulates in fp32.
     """
@@ -230,19 +338,33 @@ def _conv_gemm_kernel(
     a_ptrs = a_ptr + rows_m[:, None] * stride_am + offs_k[None, :]
     b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_n[None, :]
 
-    # -- main loop: masked loads of the K tail, dot into the fp32 accumulator ---------
+    # -- main loop: masked loads of the K tail, [prologue,] dot into the fp32 accumulator
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         mask_k = (k0 + offs_k) < K
-        a = tl.load(a_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        a_mask = mask_m[:, None] & mask_k[None, :]
+        a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+        if HAS_PRE:
+            a = _conv_prologue(a, a_mask, k0 + offs_k, mask_k, in_scale_ptr, in_shift_ptr,
+                               HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
         b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K * stride_bk
 
-    # -- epilogue on the fp32 accumulator, one cast, store ----------------------------
-    _conv_epilogue_store(acc, rows_m * stride_om, rows_m * stride_rm, offs_n, mask_m, mask_n,
-                    out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED)
+    # -- epilogue on the fp32 accumulator, one cast, store into each destination -------
+    _conv_epilogue_store(acc, rows_m * stride_om, rows_m * stride_rm, offs_n, mask_m, offs_n < N1,
+                         out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED,
+                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE)
+    if NUM_OUT > 1:
+        _conv_store_split(acc, rows_m, offs_n, mask_m, N1, N2, out1_ptr, stride_o1m, scale_ptr, bias_ptr,
+                          out_scale, HAS_SCALE, HAS_BIAS, ACT1, HAS_OUT_SCALE, INTERPRETED)
+    if NUM_OUT > 2:
+        _conv_store_split(acc, rows_m, offs_n, mask_m, N2, N3, out2_ptr, stride_o2m, scale_ptr, bias_ptr,
+                          out_scale, HAS_SCALE, HAS_BIAS, ACT2, HAS_OUT_SCALE, INTERPRETED)
+    if NUM_OUT > 3:
+        _conv_store_split(acc, rows_m, offs_n, mask_m, N3, N, out3_ptr, stride_o3m, scale_ptr, bias_ptr,
+                          out_scale, HAS_SCALE, HAS_BIAS, ACT3, HAS_OUT_SCALE, INTERPRETED)
 
 
 # --------------------------------------------------------------------------------------
@@ -265,10 +387,16 @@ def _conv_implicit_gemm_kernel(
     INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SWIZZLE_M: tl.constexpr,
+    # prologue and epilogue tail
+    in_scale_ptr, in_shift_ptr, out_scale,
+    HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
+    RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr,
 ):
     """out[n, p, q, g*KG + k] = act(sum_{r,s,c} x[n, ih, iw, g*CG + c] * w[(r*KW + s)*CG + c, g*KG + k]
                                     * scale + bias + residual)
-    with ih = p*SH - PH + r*DH, iw = q*SW - PW + s*DW (x is 0 outside 0 <= ih < H, 0 <= iw < W).
+    with ih = p*SH - PH + r*DH, iw = q*SW - PW + s*DW (x is 0 outside 0 <= ih < H, 0 <= iw < W),
+    or the variants of ``_conv_epilogue``; with HAS_PRE, x is ``_conv_prologue(x)`` (in_scale,
+    in_shift: (G*CG,) vectors), still 0 outside the image.
 
     x:        (N, H, W, G*CG) NHWC, strides (stride_xn, stride_xh, stride_xw, 1)
     w:        (KH*KW*CG, K_TOTAL) packed weight, contiguous; K_TOTAL = G*KG
@@ -313,8 +441,11 @@ def _conv_implicit_gemm_kernel(
             iw = iw0[:, None] + ((rs % KW) * DW)[None, :]
             # masked loads: rows past M, the reduction tail and the padding halo read 0
             in_bounds = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a = tl.load(x_rows[:, None] + ih * stride_xh + iw * stride_xw + c[None, :],
-                        mask=mask_m[:, None] & mask_k[None, :] & in_bounds, other=0.0)
+            a_mask = mask_m[:, None] & mask_k[None, :] & in_bounds
+            a = tl.load(x_rows[:, None] + ih * stride_xh + iw * stride_xw + c[None, :], mask=a_mask, other=0.0)
+            if HAS_PRE:  # normalise while loading; the halo stays 0
+                a = _conv_prologue(a, a_mask, g * CG + c, mask_k, in_scale_ptr, in_shift_ptr,
+                                   HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
             b = tl.load(w_cols + red[:, None] * K_TOTAL,
                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)
             # dot into the fp32 accumulator
@@ -339,6 +470,9 @@ def _conv_implicit_gemm_kernel(
                 a_mask = row_ok[:, None] & (c < CG)[None, :]
                 b_mask = (c < CG)[:, None] & mask_n[None, :]
             a = tl.load(a_rows[:, None] + c[None, :], mask=a_mask, other=0.0)
+            if HAS_PRE:  # normalise while loading; the halo stays 0
+                a = _conv_prologue(a, a_mask, g * CG + c, c < CG, in_scale_ptr, in_shift_ptr,
+                                   HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
             b = tl.load(w_cols + (rs * CG + c)[:, None] * K_TOTAL, mask=b_mask, other=0.0)
             # dot into the fp32 accumulator
             acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
@@ -348,7 +482,8 @@ def _conv_implicit_gemm_kernel(
     out_rows = n64 * stride_on + p * stride_op + q * stride_oq
     res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
     _conv_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n,
-                    out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED)
+                         out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED,
+                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE)
 
 
 # --------------------------------------------------------------------------------------
@@ -369,6 +504,10 @@ def _conv_depthwise_kernel(
     HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
     INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+    # prologue and epilogue tail
+    in_scale_ptr, in_shift_ptr, out_scale,
+    HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
+    RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr,
 ):
     """out[n, p, q, c] = act(sum_{r,s} x[n, ih, iw, c] * w[r*KW + s, c] * scale + bias + residual)
     with ih = p*SH - PH + r*DH, iw = q*SW - PW + s*DW (x is 0 outside the image).
@@ -376,7 +515,8 @@ def _conv_depthwise_kernel(
     x:   (N, H, W, C) NHWC, strides (stride_xn, stride_xh, stride_xw, 1)
     w:   (KH*KW, C) packed weight, contiguous
     out: (N, P, Q, C) NHWC, strides (stride_on, stride_op, stride_oq, 1); residual likewise
-    M = N*P*Q.  Direct convolution with fp32 FMAs, no tl.dot.
+    M = N*P*Q.  Direct convolution with fp32 FMAs, no tl.dot.  The epilogue's variants and
+    the prologue (HAS_PRE: x is ``_conv_prologue(x)``, 0 outside the image) as in the other paths.
     Grid: (cdiv(M, BLOCK_M), cdiv(C, BLOCK_C)).
     """
     pid_m = tl.program_id(0)
@@ -402,8 +542,11 @@ def _conv_depthwise_kernel(
         iw = iw0 + (rs % KW) * DW
         row_ok = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         # masked loads of the halo; one weight per channel for this tap
-        xv = tl.load((x_rows + ih * stride_xh + iw * stride_xw)[:, None] + offs_c[None, :],
-                     mask=row_ok[:, None] & mask_c[None, :], other=0.0)
+        x_mask = row_ok[:, None] & mask_c[None, :]
+        xv = tl.load((x_rows + ih * stride_xh + iw * stride_xw)[:, None] + offs_c[None, :], mask=x_mask, other=0.0)
+        if HAS_PRE:  # normalise while loading; the halo stays 0
+            xv = _conv_prologue(xv, x_mask, offs_c, mask_c, in_scale_ptr, in_shift_ptr,
+                                HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
         wv = tl.load(w_ptr + rs * C + offs_c, mask=mask_c, other=0.0)
         # multiply-accumulate in fp32
         acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
@@ -413,7 +556,8 @@ def _conv_depthwise_kernel(
     out_rows = n64 * stride_on + p * stride_op + q * stride_oq
     res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
     _conv_epilogue_store(acc, out_rows, res_rows, offs_c, mask_m, mask_c,
-                    out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED)
+                         out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED,
+                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE)
 
 
 # --------------------------------------------------------------------------------------
@@ -499,6 +643,69 @@ def _conv_check_common(x, w_packed, out, residual, scale, bias, act):
         raise ValueError(f"act must be one of ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, got {act!r}")
 
 
+def _conv_outputs(out, act):
+    """`out` and `act` as lists: the destinations and one activation code for each.
+
+    A tensor is one destination; a tuple / list of 1..4 tensors several, with act one code for
+    all of them or a tuple / list of one code per destination.  Codes are checked later.
+    """
+    if isinstance(out, torch.Tensor):
+        return [out], [act]
+    outs = list(out)
+    if not 1 <= len(outs) <= 4 or not all(isinstance(o, torch.Tensor) for o in outs):
+        raise ValueError(f"out must be a tensor or a tuple of 1 to 4 tensors, got {type(out).__name__} "
+                         f"of {len(outs)} items")
+    acts = list(act) if isinstance(act, (tuple, list)) else [act] * len(outs)
+    if len(acts) != len(outs):
+        raise ValueError(f"act has {len(acts)} codes for {len(outs)} outputs")
+    return outs, acts
+
+
+def _conv_check_several(x, w_packed, outs, acts, residual, scale, bias, gemm_geometry, path):
+    """Checks for several destinations: one wide 1x1 GEMM whose column ranges land in `outs`."""
+    if residual is not None:
+        raise ValueError("several outputs cannot take a residual: fuse the residual into a single-output conv")
+    if not gemm_geometry or path not in (None, "gemm") or _conv_rows(x) is None:
+        raise ValueError("several outputs need the gemm path: a 1x1, stride-1, unpadded, ungrouped conv "
+                         "over evenly strided rows of x")
+    for i, o in enumerate(outs):
+        if tuple(o.shape[:3]) != tuple(outs[0].shape[:3]):
+            raise ValueError(f"out[{i}] has (N, P, Q) = {tuple(o.shape[:3])} but out[0] has "
+                             f"{tuple(outs[0].shape[:3])}: several outputs share their pixels")
+        if o.shape[3] < 1:
+            raise ValueError(f"out[{i}] has no channels")
+        if (o.shape[3] > 1 and o.stride(3) != 1) or _conv_rows(o) is None:
+            raise ValueError(f"out[{i}]: channels must have stride 1 and rows (N, P, Q) be evenly strided "
+                             f"(a channel slice is fine, a spatial crop is not), got strides {o.stride()}")
+        _conv_check_common(x, w_packed, o, None, None, None, acts[i])
+    k = sum(o.shape[3] for o in outs)
+    _conv_check_vec(scale, k, "scale", x.device)
+    _conv_check_vec(bias, k, "bias", x.device)
+
+
+def _conv_check_prologue(x, in_scale, in_shift, in_act):
+    c = x.shape[-1]
+    _conv_check_vec(in_scale, c, "in_scale", x.device)
+    _conv_check_vec(in_shift, c, "in_shift", x.device)
+    if in_act not in _CONV_ACTS:
+        raise ValueError(f"in_act must be one of ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, got {in_act!r}")
+
+
+def _conv_fusion_args(in_scale, in_shift, in_act, residual_after_act, out_scale, dummy):
+    """Kernel arguments of the prologue and of the epilogue's tail, common to the three paths.
+
+    Every switch is a constexpr: the defaults (no prologue, residual before act, out_scale 1)
+    compile to today's arithmetic.  `dummy` stands in for absent vectors (never read).
+    """
+    return dict(
+        in_scale_ptr=dummy if in_scale is None else in_scale,
+        in_shift_ptr=dummy if in_shift is None else in_shift,
+        out_scale=float(out_scale),
+        HAS_PRE=in_scale is not None or in_shift is not None or in_act != ACT_NONE,
+        HAS_IN_SCALE=in_scale is not None, HAS_IN_SHIFT=in_shift is not None, IN_ACT=in_act,
+        RES_AFTER_ACT=bool(residual_after_act), HAS_OUT_SCALE=float(out_scale) != 1.0,
+    )
+
 def _conv_pair(v, name):
     if isinstance(v, int):
         return (v, v)
@@ -542,7 +749,15 @@ def _conv_rows(t):
 
 
 def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf32,
-                 block_m, block_n, block_k, swizzle_m, num_warps, num_stages):
+                 block_m, block_n, block_k, swizzle_m, num_warps, num_stages, fusion=None):
+    """out = act(a @ w_packed ...) by ``_conv_gemm_kernel``.
+
+    out: the (M, N) output matrix, or a list of 1..4 (M, N_i) matrices that take the columns
+    in order, with act a list of one code per matrix.  fusion: ``_conv_fusion_args(...)``
+    (default: no prologue, plain epilogue).
+    """
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    acts = list(act) if isinstance(act, (list, tuple)) else [act]
     m, kdim = a.shape
     n = w_packed.shape[1]
     cpu = a.device.type == "cpu"
@@ -552,17 +767,26 @@ def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf3
     bk = block_k or _conv_clamp_block(kdim, 32 if cpu else (64 if wide else 32))
     warps = num_warps or (8 if bm * bn >= 128 * 128 else 4)
     stages = num_stages or (4 if wide else 3)
-    dummy = out
+    dummy = outs[0]
+    # destination i takes columns [ends[i-1], ends[i]); missing destinations are empty
+    ends = [sum(o.shape[1] for o in outs[:i + 1]) for i in range(len(outs))] + [n] * (4 - len(outs))
+    more = outs[1:] + [dummy] * (4 - len(outs))
+    more_acts = acts[1:] + [ACT_NONE] * (4 - len(acts))
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
     _conv_gemm_kernel[grid](
-        a, w_packed, out, residual if residual is not None else dummy,
+        a, w_packed, outs[0], residual if residual is not None else dummy,
         scale if scale is not None else dummy, bias if bias is not None else dummy,
         m, n, kdim,
-        a.stride(0), w_packed.stride(0), out.stride(0),
+        a.stride(0), w_packed.stride(0), outs[0].stride(0),
         residual.stride(0) if residual is not None else 0,
-        HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=act,
+        HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=acts[0],
         INPUT_PRECISION=_conv_input_precision(a.dtype, allow_tf32), INTERPRETED=_conv_interpreted(a),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m,
+        out1_ptr=more[0], out2_ptr=more[1], out3_ptr=more[2],
+        stride_o1m=more[0].stride(0), stride_o2m=more[1].stride(0), stride_o3m=more[2].stride(0),
+        N1=ends[0], N2=ends[1], N3=ends[2],
+        NUM_OUT=len(outs), ACT1=more_acts[0], ACT2=more_acts[1], ACT3=more_acts[2],
+        **(fusion or _conv_fusion_args(None, None, ACT_NONE, False, 1.0, dummy)),
         num_warps=warps, num_stages=stages,
     )
 
@@ -570,17 +794,34 @@ def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf3
 def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), groups=1,
            scale=None, bias=None, residual=None, act=ACT_NONE,
            path=None, block_m=None, block_n=None, block_k=None, swizzle_m=8,
-           num_warps=None, num_stages=None, allow_tf32=False) -> None:
+           num_warps=None, num_stages=None, allow_tf32=False,
+           in_scale=None, in_shift=None, in_act=ACT_NONE, residual_after_act=False, out_scale=1.0) -> None:
     """out = act((conv(x, w) * scale[k] + bias[k]) + residual), written into `out`.
 
     x:        (N, H, W, C) NHWC, any strides with stride(3) == 1 (may be a channel slice)
     w_packed: pack_conv_weight(w, groups, x.dtype) of the OIHW weight w
-    out:      (N, P, Q, K) NHWC view, stride(3) == 1 (may be a channel slice: concat)
+    out:      (N, P, Q, K) NHWC view, stride(3) == 1 (may be a channel slice: concat),
+              or a tuple of destinations (below)
     residual: None or (N, P, Q, K) NHWC view, stride(3) == 1
     scale, bias: None or (K,) vectors (fp32); pad = (top, bottom, left, right); kernel = (kh, kw)
     dtypes: x/w/residual/out in float32, float16 or bfloat16; accumulation always fp32; the
     epilogue (scale, bias, residual, act) is applied to the fp32 accumulator, then cast to
     out.dtype once.
+    Fusions, all off by default (and then bit-identical to the plain conv):
+    * prologue: in_scale, in_shift (None or contiguous (C,) float vectors, indexed by x's
+      channel) and in_act.  The conv reads x' = in_act(x * in_scale[c] + in_shift[c])
+      (computed in fp32, rounded to x.dtype): F.conv2d(in_act(bn(x)), w, padding=...), whose
+      padding halo is 0 *after* the normalisation.
+    * residual_after_act=True: y = act(conv * scale + bias) + residual instead of
+      act(conv * scale + bias + residual) (no effect without a residual).
+    * out_scale: y * out_scale, last.  With the line above and 0.5: (act(conv) + r) / 2.
+    * several destinations: out = (out_0, ..., out_{D-1}), 1 <= D <= 4, NHWC views with equal
+      (N, P, Q), stride(3) == 1 and evenly strided rows (channel slices are fine), dtypes may
+      differ; their channel counts K_i sum to K and out_i receives output channels
+      [K_0 + ... + K_{i-1}, K_0 + ... + K_i).  act is one code for all or a tuple of one per
+      destination; scale / bias are (K,) over the concatenation.  The gemm path only (1x1,
+      stride 1, unpadded, ungrouped, x's rows evenly strided) and no residual: otherwise
+      ValueError.  The prologue and out_scale apply as above.
     Tuning knobs (defaults per path and device): path ("gemm", "depthwise", "implicit_flat",
     "implicit_tap"; default ``conv_path(...)``), block_m, block_n (block_c for depthwise),
     block_k, swizzle_m, num_warps, num_stages, allow_tf32 (fp32 inputs only).
@@ -589,11 +830,20 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     sh, sw = _conv_pair(stride, "stride")
     dh, dw = _conv_pair(dilation, "dilation")
     pt, pb, pl, pr = _conv_pads(pad)
-    if x.dim() != 4 or out.dim() != 4:
-        raise ValueError(f"x and out must be NHWC 4-d tensors, got {tuple(x.shape)} and {tuple(out.shape)}")
+    outs, acts = _conv_outputs(out, act)
+    out, act = outs[0], acts[0]
+    if x.dim() != 4 or any(o.dim() != 4 for o in outs):
+        raise ValueError(f"x and out must be NHWC 4-d tensors, got {tuple(x.shape)} and "
+                         f"{', '.join(str(tuple(o.shape)) for o in outs)}")
     n, h, w, c = x.shape
-    n2, p, q, k = out.shape
-    _conv_check_common(x, w_packed, out, residual, scale, bias, act)
+    n2, p, q, _ = out.shape
+    k = sum(o.shape[3] for o in outs)
+    if len(outs) == 1:
+        _conv_check_common(x, w_packed, out, residual, scale, bias, act)
+    else:
+        gemm_geometry = (kh, kw, sh, sw, pt, pb, pl, pr, groups) == (1, 1, 1, 1, 0, 0, 0, 0, 1)
+        _conv_check_several(x, w_packed, outs, acts, residual, scale, bias, gemm_geometry, path)
+    _conv_check_prologue(x, in_scale, in_shift, in_act)
     for name, t in (("x", x), ("out", out)):
         if t.shape[3] > 1 and t.stride(3) != 1:
             raise ValueError(f"{name}: channels (dim 3) must have stride 1, got strides {t.stride()}")
@@ -611,7 +861,15 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     q_want = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
     if (p, q) != (p_want, q_want):
         raise ValueError(f"out is {p}x{q} but the convolution gives {p_want}x{q_want}")
-    if out.numel() == 0:
+    if n * p * q * k == 0:
+        return
+
+    fusion = _conv_fusion_args(in_scale, in_shift, in_act, residual_after_act and residual is not None,
+                               out_scale, out)
+    if len(outs) > 1:  # checked above: the gemm path, no residual
+        _conv_launch_gemm(_conv_rows(x), w_packed, [_conv_rows(o) for o in outs], None, scale, bias, acts,
+                     allow_tf32=allow_tf32, block_m=block_m, block_n=block_n, block_k=block_k,
+                     swizzle_m=swizzle_m, num_warps=num_warps, num_stages=num_stages, fusion=fusion)
         return
 
     path = path or conv_path(x, out, kernel=(kh, kw), stride=(sh, sw), pad=(pt, pb, pl, pr),
@@ -631,7 +889,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
             raise ValueError("path='gemm' needs a 1x1, stride-1, unpadded, ungrouped conv over evenly strided rows")
         _conv_launch_gemm(a, w_packed, o, r2, scale, bias, act, allow_tf32=allow_tf32,
                      block_m=block_m, block_n=block_n, block_k=block_k, swizzle_m=swizzle_m,
-                     num_warps=num_warps, num_stages=num_stages)
+                     num_warps=num_warps, num_stages=num_stages, fusion=fusion)
         return
 
     if path == "depthwise":
@@ -648,7 +906,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
             out.stride(0), out.stride(1), out.stride(2),
             rs[0], rs[1], rs[2],
             KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, **has, INTERPRETED=_conv_interpreted(x),
-            BLOCK_M=bm, BLOCK_C=bc, num_warps=num_warps or 4, num_stages=num_stages or 2,
+            BLOCK_M=bm, BLOCK_C=bc, **fusion, num_warps=num_warps or 4, num_stages=num_stages or 2,
         )
         return
 
@@ -678,7 +936,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
         rs[0], rs[1], rs[2],
         CG=cg, KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, FLAT=flat, **has,
         INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m, **fusion,
         num_warps=warps, num_stages=stages,
     )
 

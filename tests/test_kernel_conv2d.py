@@ -505,13 +505,15 @@ def compile_for(arch, fn, dtypes, consts, warps, stages):
                        options={"num_warps": warps, "num_stages": stages})
     assert k.asm["cubin"], fn.__name__
 
-ep = dict(HAS_SCALE=True, HAS_BIAS=True, HAS_RES=True, ACT=K.ACT_SIGMOID, INTERPRETED=False)
+ep = dict(HAS_SCALE=True, HAS_BIAS=True, HAS_RES=True, ACT=K.ACT_SIGMOID, INTERPRETED=False,
+          HAS_PRE=False, HAS_IN_SCALE=False, HAS_IN_SHIFT=False, IN_ACT=0, RES_AFTER_ACT=False, HAS_OUT_SCALE=False)
+one_out = dict(NUM_OUT=1, ACT1=0, ACT2=0, ACT3=0)  # the gemm kernel's single-destination variant
 geo = dict(KH=3, KW=3, SH=2, SW=1, PH=1, PW=0, DH=1, DW=2)
 f32 = {"x": "fp32", "scale_ptr": "fp32", "bias_ptr": "fp32"}
 f16 = {"x": "fp16", "scale_ptr": "fp32", "bias_ptr": "fp32"}
 bf16 = {"x": "bf16", "scale_ptr": "fp32", "bias_ptr": "fp32"}
 for arch in (90,):
-    compile_for(arch, K._conv_gemm_kernel, f16, dict(ep, K=256, INPUT_PRECISION="tf32", BLOCK_M=128, BLOCK_N=128,
+    compile_for(arch, K._conv_gemm_kernel, f16, dict(ep, **one_out, K=256, INPUT_PRECISION="tf32", BLOCK_M=128, BLOCK_N=128,
                 BLOCK_K=64, SWIZZLE_M=8), 8, 4)
     compile_for(arch, K._conv_implicit_gemm_kernel, bf16, dict(ep, **geo, CG=64, FLAT=False, INPUT_PRECISION="tf32",
                 BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, SWIZZLE_M=8), 4, 4)
