@@ -1,0 +1,383 @@
+"""
+Bottleneck chains: a convolution and the 1 x 1 convolution after it, in one kernel
+==================================================================================
+
+ResNet's bottleneck ends ``3x3 conv -> relu -> 1x1 conv (expand) -> + residual -> relu``;
+NiN's mlpconv is ``conv -> relu -> 1x1 conv -> relu``.  When the intermediate activation
+has no other consumer, the two convolutions can run as ONE kernel that keeps the
+intermediate tile on chip: it is computed, rounded and multiplied again without ever being
+written to memory (nor read back), which saves a launch and 2 * M * C_mid elements of
+memory traffic.
+
+Depends on ``conv2d.py``
+------------------------
+This template calls device and host helpers of ``conv2d.py`` (``_conv_mma``,
+``_conv_activation``, ``_conv_round_to_bf16``, ``_conv_pair``, ``_conv_pads``,
+``_conv_pow2``, ``_conv_clamp_block``, ``_conv_input_precision``, ``_conv_interpreted``,
+``_conv_check_vec``, the ``ACT_*`` codes, ``pack_conv_weight``) without importing it: the
+code generator pastes every template into one module, in file-name order, so
+``conv2d.py`` is always defined before this file.  To use it on its own, execute
+``conv2d.py`` and then this file in one namespace (the tests do exactly that).
+
+What it computes
+----------------
+For x (N, H, W, C) NHWC, a first weight W1 packed as (R*S*C, C_mid) and a 1 x 1 weight W2
+packed as (C_mid, K) (both ``pack_conv_weight(w, 1, x.dtype)``):
+
+    mid = act1(conv(x, W1) + bias1)          # any kernel / stride / padding / dilation, groups=1
+    mid = mid rounded to x.dtype              # what the unfused program would store and re-read
+    out = act2(mid @ W2 + bias2 + residual)   # the 1 x 1, stride-1 second conv
+
+so the result is that of two ``conv2d`` calls (up to summation order), with one launch
+and no intermediate tensor.
+
+The kernel
+----------
+One program owns BLOCK_M output pixels and ALL C_mid intermediate channels (padded to the
+power of two MID >= 16, a compile-time constant; at most ``CHAIN_MAX_MID``):
+
+1. the first conv is an implicit GEMM into a (BLOCK_M, MID) fp32 accumulator, with the
+   address arithmetic of ``conv2d.py``'s ``_conv_implicit_gemm_kernel``: tap-major
+   (one filter tap and BLOCK_K channels per iteration) when C % 16 == 0, the flattened
+   (r, s, c) walk otherwise, and for a 1 x 1 / stride-1 / unpadded first conv the "plain"
+   walk (each output pixel's row of x is the A row: no halo test);
+2. epilogue 1 on the fp32 accumulator (bias1, act1), then one rounding to x.dtype;
+   the padding columns C_mid .. MID-1 are forced to exactly 0 (act1 = sigmoid would make
+   them 0.5), and W2's padding rows are masked loads of 0 besides;
+3. a loop over the output channels, BLOCK_N at a time: acc2 = mid @ W2[:, tile], then
+   epilogue 2 (bias2, residual, act2) on the fp32 accumulator and a masked store.
+
+Grid: (cdiv(N*P*Q, BLOCK_M),).  The first conv's work is done once per pixel block, not
+once per output-channel tile, so a program's whole reduction and its K / BLOCK_N second
+GEMMs run back to back; C_mid is bounded because the (BLOCK_M, MID) fp32 accumulator and
+the rounded ``mid`` tile live in registers.
+
+Numerics: fp32, fp16 or bf16 inputs, fp32 accumulation for both GEMMs, IEEE fp32 products
+for fp32 inputs unless ``allow_tf32``.  Under the interpreter (CPU tensors) the same two
+workarounds as in ``conv2d.py`` apply: ``_conv_mma`` widens blocks to fp32 before
+``tl.dot``, and fp32 -> bf16 roundings (of ``mid`` and of a bf16 output) use
+``_conv_round_to_bf16``, because the interpreter's cast truncates.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+CHAIN_MAX_MID = 256  # the largest C_mid whose (BLOCK_M, C_mid) tile the kernel keeps on chip
+
+
+# --------------------------------------------------------------------------------------
+# Device side
+# --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _chain_kernel(
+    x_ptr, w1_ptr, w2_ptr, out_ptr, res_ptr, bias1_ptr, bias2_ptr,
+    M, H, W, P, Q,
+    stride_xn, stride_xh, stride_xw,
+    stride_on, stride_op, stride_oq,
+    stride_rn, stride_rp, stride_rq,
+    C: tl.constexpr, C_MID: tl.constexpr, K: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr,
+    SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    WALK: tl.constexpr,
+    HAS_BIAS1: tl.constexpr, ACT1: tl.constexpr,
+    HAS_BIAS2: tl.constexpr, HAS_RES: tl.constexpr, ACT2: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+    MID: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """out[n, p, q, k] = act2(sum_j mid[n, p, q, j] * w2[j, k] + bias2[k] + residual[n, p, q, k])
+    mid[n, p, q, j]    = round_to_x_dtype(act1(sum_{r,s,c} x[n, ih, iw, c] * w1[(r*KW + s)*C + c, j]
+                                              + bias1[j]))
+    with ih = p*SH - PH + r*DH, iw = q*SW - PW + s*DW (x is 0 outside 0 <= ih < H, 0 <= iw < W).
+
+    x:        (N, H, W, C) NHWC, strides (stride_xn, stride_xh, stride_xw, 1)
+    w1:       (KH*KW*C, C_MID) packed first weight, contiguous
+    w2:       (C_MID, K) packed 1x1 weight, contiguous
+    out:      (N, P, Q, K) NHWC, strides (stride_on, stride_op, stride_oq, 1);
+              residual likewise (stride_rn, ...), read when HAS_RES
+    bias1 (C_MID,), bias2 (K,): read when HAS_BIAS1 / HAS_BIAS2
+    M = N*P*Q.  PH, PW are the top and left padding.  MID: C_MID padded to a power of two.
+    WALK: 0 plain (1x1, stride 1, unpadded: P, Q = H, W), 1 tap-major (C % 16 == 0), 2 flat.
+    Grid: (cdiv(M, BLOCK_M),).
+    """
+    pid_m = tl.program_id(0)
+
+    # -- rows: output pixels m = (n, p, q); columns of the first GEMM: all of C_mid ----
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    n = offs_m // (P * Q)
+    pq = offs_m % (P * Q)
+    p = pq // Q
+    q = pq % Q
+    n64 = n.to(tl.int64)
+    x_rows = x_ptr + n64 * stride_xn
+    offs_j = tl.arange(0, MID)
+    mask_j = offs_j < C_MID               # padding columns of mid: W1 and bias1 read 0 there
+    offs_k = tl.arange(0, BLOCK_K)
+    w1_cols = w1_ptr + offs_j[None, :]
+
+    # -- stage 1: the first conv, implicit GEMM into a (BLOCK_M, MID) fp32 accumulator -
+    acc1 = tl.zeros((BLOCK_M, MID), dtype=tl.float32)
+    if WALK == 2:
+        # flat: reduction over red = (r*KW + s)*C + c, BLOCK_K indices at a time (small C)
+        ih0 = p * SH - PH
+        iw0 = q * SW - PW
+        RED: tl.constexpr = KH * KW * C
+        for k0 in range(0, RED, BLOCK_K):
+            # address computation: split each reduction index into its tap and channel
+            red = k0 + offs_k
+            mask_k = red < RED
+            c = red % C
+            rs = red // C
+            ih = ih0[:, None] + ((rs // KW) * DH)[None, :]
+            iw = iw0[:, None] + ((rs % KW) * DW)[None, :]
+            # masked loads: rows past M, the reduction tail and the padding halo read 0
+            in_bounds = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a = tl.load(x_rows[:, None] + ih * stride_xh + iw * stride_xw + c[None, :],
+                        mask=mask_m[:, None] & mask_k[None, :] & in_bounds, other=0.0)
+            b = tl.load(w1_cols + red[:, None] * C_MID, mask=mask_k[:, None] & mask_j[None, :], other=0.0)
+            acc1 = _conv_mma(a, b, acc1, INPUT_PRECISION, INTERPRETED)
+    else:
+        # plain / tap-major: one filter tap (r, s) and BLOCK_K of its channels per iteration
+        if WALK == 0:
+            ih0 = p                       # 1x1, stride 1, unpadded: P = H, Q = W, no halo
+            iw0 = q
+        else:
+            ih0 = p * SH - PH
+            iw0 = q * SW - PW
+        C_BLOCKS: tl.constexpr = (C + BLOCK_K - 1) // BLOCK_K
+        for it in range(0, KH * KW * C_BLOCKS):
+            # address computation: the tap's input pixel, once per row
+            rs = it // C_BLOCKS
+            c = (it % C_BLOCKS) * BLOCK_K + offs_k
+            ih = ih0 + (rs // KW) * DH
+            iw = iw0 + (rs % KW) * DW
+            if WALK == 0:
+                row_ok = mask_m
+            else:
+                row_ok = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a_rows = x_rows + ih * stride_xh + iw * stride_xw
+            # masked loads: the padding halo (whole rows) and, if C % BLOCK_K, the channel tail
+            if C % BLOCK_K == 0:
+                a_mask = row_ok[:, None]
+                b_mask = mask_j[None, :]
+            else:
+                a_mask = row_ok[:, None] & (c < C)[None, :]
+                b_mask = (c < C)[:, None] & mask_j[None, :]
+            a = tl.load(a_rows[:, None] + c[None, :], mask=a_mask, other=0.0)
+            b = tl.load(w1_cols + (rs * C + c)[:, None] * C_MID, mask=b_mask, other=0.0)
+            acc1 = _conv_mma(a, b, acc1, INPUT_PRECISION, INTERPRETED)
+
+    # -- stage 2: epilogue 1 on the fp32 accumulator, then the one rounding to x.dtype -
+    y = acc1
+    if HAS_BIAS1:
+        y = y + tl.load(bias1_ptr + offs_j, mask=mask_j, other=0.0).to(tl.float32)[None, :]
+    y = _conv_activation(y, ACT1)
+    if MID != C_MID:
+        y = tl.where(mask_j[None, :], y, 0.0)   # act1(0) may be nonzero (sigmoid(0) = 0.5)
+    if INTERPRETED:
+        if x_ptr.dtype.element_ty == tl.bfloat16:
+            y = _conv_round_to_bf16(y)
+    mid = y.to(x_ptr.dtype.element_ty)        # (BLOCK_M, MID): stays on chip
+
+    # -- stage 3: the 1x1 conv, BLOCK_N output channels at a time, epilogue 2, store ---
+    out_rows = n64 * stride_on + p * stride_op + q * stride_oq
+    res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
+    w2_rows = w2_ptr + offs_j[:, None] * K
+    offs_n = tl.arange(0, BLOCK_N)
+    for n0 in range(0, K, BLOCK_N):
+        cols = n0 + offs_n
+        mask_n = cols < K
+        b2 = tl.load(w2_rows + cols[None, :], mask=mask_j[:, None] & mask_n[None, :], other=0.0)
+        acc2 = _conv_mma(mid, b2, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), INPUT_PRECISION, INTERPRETED)
+        _chain_epilogue_store(acc2, out_rows, res_rows, cols, mask_m, mask_n, out_ptr, res_ptr, bias2_ptr,
+                              HAS_BIAS2, HAS_RES, ACT2, INTERPRETED)
+
+
+@triton.jit
+def _chain_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n, out_ptr, res_ptr, bias_ptr,
+                          HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+                          INTERPRETED: tl.constexpr):
+    """Store act(acc + bias[cols] + residual) cast to out's dtype, masked to mask_m x mask_n.
+
+    acc: (BLOCK_M, BLOCK_N) fp32; out_rows / res_rows: (BLOCK_M,) element offsets of each
+    pixel's row in out / residual; cols: (BLOCK_N,) output channels (stride 1 in both).
+    """
+    mask = mask_m[:, None] & mask_n[None, :]
+    y = acc
+    if HAS_BIAS:
+        y = y + tl.load(bias_ptr + cols, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    if HAS_RES:
+        y = y + tl.load(res_ptr + res_rows[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    y = _conv_activation(y, ACT)
+    if INTERPRETED:
+        if out_ptr.dtype.element_ty == tl.bfloat16:
+            y = _conv_round_to_bf16(y)
+    tl.store(out_ptr + out_rows[:, None] + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------------------
+# Host side: checks, walk and block-size selection, launch
+# --------------------------------------------------------------------------------------
+
+_CHAIN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_CHAIN_WALKS = {"plain": 0, "tap": 1, "flat": 2}
+
+
+def chain_supported(c_mid: int, groups: int) -> bool:
+    """Whether ``conv2d_chain`` can fuse a first conv with c_mid output channels and `groups`."""
+    return groups == 1 and 1 <= c_mid <= CHAIN_MAX_MID
+
+
+def _chain_walk(c, kernel, stride, pad) -> str:
+    """How stage 1 walks its reduction: "plain", "tap" or "flat" (see the module docstring)."""
+    if tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and tuple(pad) == (0, 0, 0, 0):
+        return "plain"
+    return "tap" if c % 16 == 0 else "flat"
+
+
+def _chain_defaults(dtype, allow_tf32, cpu, walk, c, taps, mid, m, k):
+    """Default (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of one chain.
+
+    On a GPU the (BLOCK_M, MID) fp32 accumulator, the rounded mid tile and the second
+    accumulator all live in registers, so a program takes fewer pixels as MID grows.  IEEE
+    fp32 dots run on FMA units, whose operand layouts replicate rows across threads: their
+    tiles are smaller still.  These choices compile for sm_90 without register spills and
+    within its shared memory (tests/test_kernel_chain.py checks the corners).
+    """
+    if cpu:  # the interpreter: small blocks are faster there
+        bm, bn, bk = 32, 32, 32
+    elif dtype == torch.float32 and not allow_tf32:
+        bm, bn, bk = (64 if mid <= 64 else 32), 32, 32
+    elif dtype == torch.float32:  # tf32 tensor cores, 4-byte operands in shared memory
+        bm, bn, bk = (128 if mid <= 64 else 64), 32, 32
+    else:
+        bm, bn, bk = (128 if mid <= 64 else 64), 64, (64 if mid <= 128 else 32)
+    bm = _conv_clamp_block(m, bm)
+    bn = _conv_clamp_block(k, bn)
+    if walk == "flat":
+        bk = _conv_clamp_block(taps * c, min(bk, 16 if cpu else 32))
+    else:
+        while bk > 16 and c % bk:   # the largest power of two <= the default dividing C: no channel tail
+            bk //= 2
+    warps = 4 if cpu or bm * mid < 64 * 64 else 8
+    stages = 3 if mid <= 128 else 2
+    return bm, bn, bk, warps, stages
+
+
+def _chain_check(x, w1_packed, w2_packed, out, residual, bias1, bias2, act1, act2, kernel_hw):
+    """Raise ValueError unless the operands chain; return (c_mid, k)."""
+    if x.dim() != 4 or out.dim() != 4:
+        raise ValueError(f"x and out must be NHWC 4-d tensors, got {tuple(x.shape)} and {tuple(out.shape)}")
+    for name, t in (("x", x), ("w1_packed", w1_packed), ("w2_packed", w2_packed), ("out", out)):
+        if t.dtype not in _CHAIN_DTYPES:
+            raise ValueError(f"{name}: unsupported dtype {t.dtype} (float32, float16 or bfloat16)")
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device}, x on {x.device}")
+    for name, t in (("w1_packed", w1_packed), ("w2_packed", w2_packed)):
+        if t.dtype != x.dtype:
+            raise ValueError(f"{name} is {t.dtype} but x is {x.dtype}: pack the weights in x's dtype")
+        if t.dim() != 2 or not t.is_contiguous():
+            raise ValueError(f"{name} must be a contiguous 2-d matrix (use pack_conv_weight), "
+                             f"got shape {tuple(t.shape)}")
+    for name, t in (("x", x), ("out", out)):
+        if t.shape[3] > 1 and t.stride(3) != 1:
+            raise ValueError(f"{name}: channels (dim 3) must have stride 1, got strides {t.stride()}")
+    c, k = x.shape[3], out.shape[3]
+    kh, kw = kernel_hw
+    rows, c_mid = w1_packed.shape
+    if rows != kh * kw * c:
+        grouped = [g for g in range(2, c + 1) if c % g == 0 and rows * g == kh * kw * c]
+        hint = (f"; it looks like a grouped weight (groups={grouped[0]}): conv2d_chain fuses groups=1 "
+                f"convolutions only" if grouped else "")
+        raise ValueError(f"w1_packed has shape {tuple(w1_packed.shape)}, expected ({kh * kw * c}, C_mid) "
+                         f"= (kh*kw*C, C_mid) from pack_conv_weight(w1, 1, dtype){hint}")
+    if not chain_supported(c_mid, 1):
+        raise ValueError(f"C_mid = {c_mid} intermediate channels: conv2d_chain keeps 1..{CHAIN_MAX_MID} "
+                         f"(CHAIN_MAX_MID) on chip; run two conv2d calls instead")
+    if tuple(w2_packed.shape) != (c_mid, k):
+        raise ValueError(f"w2_packed has shape {tuple(w2_packed.shape)}, expected (C_mid, K) = {(c_mid, k)} "
+                         f"from pack_conv_weight(w2, 1, dtype) of a 1x1 weight")
+    if residual is not None:
+        if residual.shape != out.shape:
+            raise ValueError(f"residual shape {tuple(residual.shape)} != out shape {tuple(out.shape)}")
+        if residual.dtype not in _CHAIN_DTYPES or residual.device != x.device:
+            raise ValueError(f"residual: dtype {residual.dtype} on {residual.device} not supported")
+        if residual.shape[3] > 1 and residual.stride(3) != 1:
+            raise ValueError("residual: channels (dim 3) must have stride 1")
+    _conv_check_vec(bias1, c_mid, "bias1", x.device)
+    _conv_check_vec(bias2, k, "bias2", x.device)
+    for name, act in (("act1", act1), ("act2", act2)):
+        if act not in (ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID):
+            raise ValueError(f"{name} must be one of ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, got {act!r}")
+    return c_mid, k
+
+
+def conv2d_chain(x, w1_packed, w2_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1),
+                 bias1=None, act1=ACT_NONE, bias2=None, residual=None, act2=ACT_NONE,
+                 block_m=None, block_n=None, block_k=None, num_warps=None, num_stages=None,
+                 allow_tf32=False) -> None:
+    """out = act2(round(act1(conv(x, W1) + bias1)) @ W2 + bias2 + residual), in one kernel.
+
+    x:         (N, H, W, C) NHWC, any strides with stride(3) == 1 (may be a channel slice)
+    w1_packed: pack_conv_weight(w1, 1, x.dtype) of the OIHW first weight: (kh*kw*C, C_mid)
+    w2_packed: pack_conv_weight(w2, 1, x.dtype) of the (K, C_mid, 1, 1) second weight: (C_mid, K)
+    out:       (N, P, Q, K) NHWC view, stride(3) == 1 (may be a channel slice: concat)
+    residual:  None or (N, P, Q, K) NHWC view, stride(3) == 1
+    bias1:     None or (C_mid,); bias2: None or (K,) (fp32 contiguous vectors)
+    kernel, stride, pad = (top, bottom, left, right), dilation: the first conv (groups=1); the
+    second is 1x1, stride 1.  The intermediate (N, P, Q, C_mid) activation is rounded to
+    x.dtype -- exactly what two ``conv2d`` calls would store and re-read -- but never leaves
+    the chip.  Both GEMMs accumulate in fp32; both epilogues run on the fp32 accumulators;
+    out is written once, cast to out.dtype.
+    Limits: 1 <= C_mid <= CHAIN_MAX_MID (``chain_supported``); ValueError otherwise.
+    Tuning knobs: block_m (pixels per program), block_n (output channels per stage-3 step),
+    block_k (stage-1 reduction step), num_warps, num_stages, allow_tf32 (fp32 inputs only).
+    """
+    kh, kw = _conv_pair(kernel, "kernel")
+    sh, sw = _conv_pair(stride, "stride")
+    dh, dw = _conv_pair(dilation, "dilation")
+    pt, pb, pl, pr = _conv_pads(pad)
+    if min(kh, kw, sh, sw, dh, dw) < 1:
+        raise ValueError("kernel, stride and dilation must be positive")
+    c_mid, k = _chain_check(x, w1_packed, w2_packed, out, residual, bias1, bias2, act1, act2, (kh, kw))
+    n, h, w, c = x.shape
+    n2, p, q, _ = out.shape
+    if n2 != n:
+        raise ValueError(f"batch of out ({n2}) != batch of x ({n})")
+    p_want = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    q_want = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if (p, q) != (p_want, q_want):
+        raise ValueError(f"out is {p}x{q} but the first convolution gives {p_want}x{q_want}")
+    if out.numel() == 0:
+        return
+
+    # -- compile-time shape of the program --------------------------------------------
+    walk = _chain_walk(c, (kh, kw), (sh, sw), (pt, pb, pl, pr))
+    mid = max(16, _conv_pow2(c_mid))      # tl.dot needs every block dimension >= 16
+    m = n * p * q
+    bm, bn, bk, warps, stages = _chain_defaults(x.dtype, allow_tf32, x.device.type == "cpu", walk, c, kh * kw,
+                                                mid, m, k)
+    bm, bn, bk = block_m or bm, block_n or bn, block_k or bk
+    warps, stages = num_warps or warps, num_stages or stages
+
+    dummy = out
+    rs = residual.stride() if residual is not None else (0, 0, 0, 0)
+    _chain_kernel[(triton.cdiv(m, bm),)](
+        x, w1_packed, w2_packed, out, residual if residual is not None else dummy,
+        bias1 if bias1 is not None else dummy, bias2 if bias2 is not None else dummy,
+        m, h, w, p, q,
+        x.stride(0), x.stride(1), x.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        rs[0], rs[1], rs[2],
+        C=c, C_MID=c_mid, K=k, KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw,
+        WALK=_CHAIN_WALKS[walk],
+        HAS_BIAS1=bias1 is not None, ACT1=act1,
+        HAS_BIAS2=bias2 is not None, HAS_RES=residual is not None, ACT2=act2,
+        INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
+        MID=mid, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        num_warps=warps, num_stages=stages,
+    )
