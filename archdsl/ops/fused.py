@@ -1,11 +1,22 @@
 """Fused ops: made by the compiler's passes (`archdsl.passes`), never written in `.arch` files.
 
+Two more decisions are recorded on `fused_conv` nodes without changing what they compute
+(the reference runs each node as itself; only the generated program launches differently):
+
+    siblings     on the first of several 1x1 convs reading one tensor: the others, computed by
+                 its launch as one wider GEMM (horizontal fusion)
+    launched_by  on each of those others, and on a conv whose result stays on chip: the node
+                 whose launch computes this one
+    chain_from   on a 1x1 conv: the conv before it, computed in the same kernel, its
+                 intermediate tile never written to memory (bottleneck-chain fusion)
+
 A fused op is one kernel launch that does the work of several IR nodes.  It keeps the name of
 the node it grew from (the conv or fc) and records in `sources` which original nodes' weights
 it uses (role -> node name), so weights are still loaded by their reference names and folded
 at load time.
 
-    fused_conv  conv -> [bn] -> [+ residual] -> [act]      inputs: x [, residual]
+    fused_conv  [bn -> act ->] conv -> [bn] -> [+ residual] -> [act]     inputs: x [, residual]
+                or, for a mean join: conv -> [bn] -> [act] -> mean(., residual)
     fused_fc    fc -> [act]                                 inputs: x
     fused_add   add -> act                                  inputs: two or more
     fused_bn    bn -> act (pre-activation blocks, DenseNet) inputs: x
@@ -26,16 +37,44 @@ def _act(v):
     return v
 
 
+def _join(v):
+    if v not in ("add", "mean"):
+        raise ValueError
+    return v
+
+
+def _names(v):
+    if not isinstance(v, tuple) or not all(isinstance(x, str) for x in v):
+        raise ValueError
+    return v
+
+
+def _name(v):
+    if v is not None and not isinstance(v, str):
+        raise ValueError
+    return v
+
+
 ACT = Kind("one of none, relu, tanh, sigmoid", _act)
 ANY = Kind("a mapping of roles to node names", lambda v: v)
+EPS = Kind("a number or none", lambda v: v if v is None else float_kind(0.0).convert(v))
 
 _conv, _fc = OPS["conv"], OPS["fc"]
 _EPILOGUE = (
-    Param("bn_eps", Kind("a number or none", lambda v: v if v is None else float_kind(0.0).convert(v)), None,
-          "eps of the folded batch norm, or none"),
+    Param("bn_eps", EPS, None, "eps of the folded batch norm, or none"),
     Param("act", ACT, "none", "activation applied last"),
     Param("sources", ANY, {}, "the original nodes whose weights this node uses"),
 )
+_CONV_ONLY = (
+    Param("pre_bn_eps", EPS, None, "eps of a batch norm applied to the input first (role pre_bn), or none"),
+    Param("pre_act", ACT, "none", "activation applied to the input after pre_bn"),
+    Param("join", Kind("add or mean", _join), "add",
+          "add: act(conv + residual); mean: (act(conv) + residual) / 2"),
+    Param("siblings", Kind("a tuple of node names", _names), (), "1x1 convs computed by this node's launch"),
+    Param("launched_by", Kind("a node name or none", _name), None, "the node whose launch computes this one"),
+    Param("chain_from", Kind("a node name or none", _name), None, "the conv computed on chip in this launch"),
+)
+CONV_DEFAULTS = {p.name: p.default for p in _EPILOGUE + _CONV_ONLY}
 
 
 def _residual_check(op, out, ins):
@@ -46,35 +85,59 @@ def _residual_check(op, out, ins):
 
 def _epilogue_ops(a, ins, out):
     per_element = (2 if a["bn_eps"] is not None else 0) + (len(ins) - 1) + (a["act"] != "none")
-    return per_element * numel(out)
+    per_element += 1 if a.get("join") == "mean" and len(ins) == 2 else 0
+    prologue = (2 if a.get("pre_bn_eps") is not None else 0) + (a.get("pre_act", "none") != "none")
+    return per_element * numel(out) + prologue * numel(ins[0])
 
 
 def _describe(base):
     def describe(a):
-        parts = [base.describe(a)] if base.describe(a) else []
+        parts = ["bn+" + (a["pre_act"] + "+" if a["pre_act"] != "none" else "")] if a.get("pre_bn_eps") is not None \
+            else ([a["pre_act"] + "+"] if a.get("pre_act", "none") != "none" else [])
+        parts += [base.describe(a)] if base.describe(a) else []
         parts += ["+bn"] if a.get("bn_eps") is not None else []
         parts += [f"+{a['act']}"] if a.get("act", "none") != "none" else []
+        parts += ["+mean"] if a.get("join") == "mean" else []
         return " ".join(parts)
 
     return describe
 
 
+def _fused_conv_params(a, ins, out):
+    pre = 2 * ins[0][0] if a.get("pre_bn_eps") is not None else 0
+    return _conv.param_count(a, ins[:1], out) + (2 * out[0] if a["bn_eps"] is not None else 0) + pre
+
+
+def _fused_conv_buffers(a, ins, out):
+    pre = 2 * ins[0][0] + 1 if a.get("pre_bn_eps") is not None else 0
+    return (2 * out[0] + 1 if a["bn_eps"] is not None else 0) + pre
+
+
+def _fused_conv_torch(a, ins):
+    roles = {}
+    if a.get("pre_bn_eps") is not None:
+        roles["pre_bn"] = nn().BatchNorm2d(ins[0][0], a["pre_bn_eps"])
+    roles["conv"] = _conv.torch(a, ins[:1])
+    if a["bn_eps"] is not None:
+        roles["bn"] = nn().BatchNorm2d(a["out"], a["bn_eps"])
+    return modules().Fused(a["act"], pre_act=a.get("pre_act", "none"), join=a.get("join", "add"), **roles)
+
+
 register(OpSpec(
     name="fused_conv",
-    doc="conv, then (folded) batch norm, a residual add and an activation in one kernel.",
-    params=_conv.params + _EPILOGUE,
+    doc="[batch norm and activation of the input,] conv, then (folded) batch norm, a residual add "
+        "and an activation in one kernel (or the activation, then a 2-way mean with the residual).",
+    params=_conv.params + _EPILOGUE + _CONV_ONLY,
     shape=lambda a, ins: _residual_check("fused_conv", _conv.shape(a, ins[:1]), ins),
     arity=(1, 2),
     internal=True,
-    param_count=lambda a, ins, out: _conv.param_count(a, ins[:1], out) + (2 * out[0] if a["bn_eps"] is not None else 0),
-    buffer_count=lambda a, ins, out: 2 * out[0] + 1 if a["bn_eps"] is not None else 0,
+    param_count=_fused_conv_params,
+    buffer_count=_fused_conv_buffers,
     macs=lambda a, ins, out: _conv.macs(a, ins[:1], out),
     other_ops=lambda a, ins, out: _conv.other_ops(a, ins[:1], out) + _epilogue_ops(a, ins, out),
     window=lambda a, ins: _conv.window(a, ins[:1]),
     describe=_describe(_conv),
-    torch=lambda a, ins: modules().Fused(a["act"], conv=_conv.torch(a, ins[:1]),
-                                         **({"bn": nn().BatchNorm2d(a["out"], a["bn_eps"])}
-                                            if a["bn_eps"] is not None else {})),
+    torch=_fused_conv_torch,
 ))
 
 register(OpSpec(

@@ -80,25 +80,36 @@ _ACTS = {"none": lambda x: x, "relu": torch.relu, "tanh": torch.tanh, "sigmoid":
 
 
 class Fused(nn.Module):
-    """Reference semantics of a fused node: its original modules, by role (`conv`, `bn`, `fc`),
-    applied in order, then the residual, then the activation.  A fused node's state-dict keys
-    are `<node>.<role>.<param>`; `archdsl.passes.fused_state_dict` maps reference keys to them."""
+    """Reference semantics of a fused node: its original modules, by role, state-dict keys
+    `<node>.<role>.<param>` (`archdsl.passes.fused_state_dict` maps reference keys to them).
 
-    def __init__(self, act: str, **roles: nn.Module):
+    fused_conv / fused_fc / fused_bn:  x -> [pre_act(pre_bn(x))] -> conv or fc or bn -> [bn]
+    then, join "add":  act(y + residual)        join "mean":  (act(y) + residual) / 2
+    """
+
+    def __init__(self, act: str, pre_act: str = "none", join: str = "add", **roles: nn.Module):
         super().__init__()
         for role, module in roles.items():
             self.add_module(role, module)
-        self.act = act
+        self.act, self.pre_act, self.join = act, pre_act, join
 
     def forward(self, x, *residual):
-        for module in self.children():
-            x = module(x)
+        if "pre_bn" in self._modules:
+            x = self.pre_bn(x)
+        x = _ACTS[self.pre_act](x)
+        for role, module in self.named_children():
+            if role != "pre_bn":
+                x = module(x)
+        if self.join == "mean":
+            return (_ACTS[self.act](x) + sum(residual)) / (1 + len(residual))
         for r in residual:
             x = x + r
         return _ACTS[self.act](x)
 
     def extra_repr(self) -> str:
-        return f"act={self.act}"
+        extra = (f", pre_act={self.pre_act}" if self.pre_act != "none" else "") + \
+            (f", join={self.join}" if self.join != "add" else "")
+        return f"act={self.act}{extra}"
 
 
 class FusedAdd(nn.Module):

@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..ir.graph import Graph
+from .chain import fuse_conv_chain
 from .fuse import fuse_bn_act, fuse_conv_bn_act, fuse_fc_act
+from .horizontal import fuse_sibling_convs
 from .inference import strip_inference_noops
+from .prologue import fuse_bn_into_conv_input
 from .report import PassReport
 from .residual import fuse_residual_add
 
@@ -25,6 +28,9 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("fuse_fc_act", fuse_fc_act),
     ("fuse_residual_add", fuse_residual_add),
     ("fuse_bn_act", fuse_bn_act),
+    ("fuse_bn_into_conv_input", fuse_bn_into_conv_input),
+    ("fuse_sibling_convs", fuse_sibling_convs),
+    ("fuse_conv_chain", fuse_conv_chain),
 ]
 
 

@@ -10,6 +10,7 @@ accumulator.  A candidate is declined when an intermediate result is used by any
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from ..ops.fused import CONV_DEFAULTS
 from .report import PassReport
 from .rewrite import clone, redirect, sole_user
 
@@ -51,6 +52,8 @@ def _fuse(graph: Graph, base: str, fused: str, allow_bn: bool, name: str) -> tup
         sources = {base: n}
         if base == "bn":
             attrs = {k: v for k, v in attrs.items() if k != "bn_eps"}
+        if base == "conv":
+            attrs.update(CONV_DEFAULTS)
         if base != "bn":
             attrs["bn_eps"] = None
         attrs["act"] = "none"

@@ -1,12 +1,16 @@
-"""Residual fusion: `add(a, b)` (+ an activation) folds into the conv that produces an operand.
+"""Residual fusion: `add(a, b)` (+ an activation) folds into the conv that produces an operand,
+and so does a two-way `mean(a, b)` (FractalNet's join).
 
 The conv's epilogue computes act(acc * scale + bias + residual), so a residual add and the
 ReLU after it cost no kernel of their own (ResNet, ResNeXt, Wide ResNet, pre-activation).
-The operand chosen is the conv latest in execution order, so the other operand is ready when
-it runs.  Declined (and said why): a mean join (the epilogue cannot scale the residual by
-1/n), a conv that already applies an activation (it would come before the add), an operand
-used elsewhere, more than two operands.  An add that keeps its own kernel still absorbs the
-activation after it (`fused_add`).
+A mean join comes after each branch's own activation: the epilogue computes
+(act(acc * scale + bias) + residual) / 2 instead.
+The operand chosen is the first (the block's body, before its shortcut) that qualifies; the
+other operand becomes the conv's second input, so every later topological order computes it
+first.  (Keeping the shortcut's conv free lets it join its siblings: see `horizontal.py`.)  Declined (and said why): a conv that already applies an activation before an add
+(it would come before the add), an operand used elsewhere, more than two operands (the
+epilogue takes one residual: FractalNet's 3- and 4-way joins keep their kernel).  An add that
+keeps its own kernel still absorbs the activation after it (`fused_add`).
 """
 
 from __future__ import annotations
@@ -15,51 +19,43 @@ import networkx as nx
 
 from ..ir.graph import Graph
 from .report import PassReport
-from .rewrite import clone, redirect, sole_user
+from .rewrite import as_fused_conv, clone, redirect, sole_user
 
 CONVS = ("conv", "fused_conv")
 ACTS = ("relu", "tanh", "sigmoid")
 
 
-def _fusable_conv(g: Graph, conv: str, other: str, add: str) -> str | None:
-    """Why `conv` cannot take the add (None: it can)."""
+def _fusable_conv(g: Graph, conv: str, other: str, join: str) -> str | None:
+    """Why `conv` cannot take the join node `join` (None: it can)."""
     if g.op(conv) not in CONVS:
         return f"`{conv}` is a {g.op(conv)}, not a conv"
-    if sole_user(g, conv) != add:
+    if sole_user(g, conv) != join:
         return f"`{conv}` is read elsewhere too"
-    if g.op(conv) == "fused_conv" and (g.nodes[conv]["attrs"]["act"] != "none" or len(g.args(conv)) > 1):
-        return f"`{conv}` already applies an activation or a residual"
+    if g.op(conv) == "fused_conv" and len(g.args(conv)) > 1:
+        return f"`{conv}` already adds a residual"
+    if g.op(join) == "add" and g.op(conv) == "fused_conv" and g.nodes[conv]["attrs"]["act"] != "none":
+        return f"`{conv}` applies an activation before the add"
     if other == conv or nx.has_path(g, conv, other):
         return f"the other operand is computed from `{conv}`"
     return None
 
 
-def _as_fused_conv(g: Graph, conv: str) -> None:
-    d = g.nodes[conv]
-    if d["op"] == "conv":
-        d["op"] = "fused_conv"
-        d["attrs"] = {**d["attrs"], "bn_eps": None, "act": "none", "sources": {"conv": conv}}
-        d["meta"] = {**d["meta"], "fused": [conv]}
-
-
 def fuse_residual_add(graph: Graph) -> tuple[Graph, PassReport]:
     g = clone(graph)
     report = PassReport("fuse_residual_add")
-    order = {n: i for i, n in enumerate(graph.order())}
     for add in graph.order():
         if add not in g or g.op(add) not in ("add", "mean"):
             continue
-        if g.op(add) == "mean":
-            report.declined.append(f"{add}: a mean join (the conv epilogue adds its residual unscaled)")
-            continue
+        mean = g.op(add) == "mean"
         ins = g.args(add)
         act_node = sole_user(g, add)
-        act = g.op(act_node) if act_node is not None and g.op(act_node) in ACTS else None
+        # an activation after a mean would have to follow the division: it keeps its kernel
+        act = g.op(act_node) if act_node is not None and g.op(act_node) in ACTS and not mean else None
         reasons, chosen = [], None
         if len(ins) != 2:
             reasons.append(f"{len(ins)} operands (the epilogue takes one residual)")
         else:
-            for conv, other in sorted(((ins[0], ins[1]), (ins[1], ins[0])), key=lambda p: -order[p[0]]):
+            for conv, other in ((ins[0], ins[1]), (ins[1], ins[0])):
                 why = _fusable_conv(g, conv, other, add)
                 if why is None:
                     chosen = (conv, other)
@@ -76,10 +72,10 @@ def fuse_residual_add(graph: Graph) -> tuple[Graph, PassReport]:
                 report.changed.append(f"{add} + {act_node} -> fused_add")
             continue
         conv, other = chosen
-        _as_fused_conv(g, conv)
+        as_fused_conv(g, conv)
         d = g.nodes[conv]
         absorbed = [add] + ([act_node] if act else [])
-        d["attrs"] = {**d["attrs"], "act": act or "none"}
+        d["attrs"] = {**d["attrs"], "join": "mean"} if mean else {**d["attrs"], "act": act or "none"}
         d["meta"] = {**d["meta"], "fused": d["meta"]["fused"] + absorbed}
         g.remove_edge(conv, add, key=g.args(add).index(conv))
         g.add_edge(other, conv, key=1, port=1)

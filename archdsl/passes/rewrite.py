@@ -30,3 +30,16 @@ def sole_user(g: Graph, n: str) -> str | None:
     if len(edges) != 1 or n in g.outputs:
         return None
     return edges[0][1]
+
+
+def as_fused_conv(g: Graph, conv: str) -> dict:
+    """Turn a plain `conv` node into a `fused_conv` that does the same (no-op if it is one already);
+    returns its attrs, every epilogue/prologue field present."""
+    from ..ops.fused import CONV_DEFAULTS
+
+    d = g.nodes[conv]
+    if d["op"] == "conv":
+        d["op"] = "fused_conv"
+        d["attrs"] = {**d["attrs"], **CONV_DEFAULTS, "sources": {"conv": conv}}
+        d["meta"] = {**d["meta"], "fused": [conv]}
+    return d["attrs"]

@@ -1,0 +1,83 @@
+"""Bottleneck-chain fusion: a conv followed by a 1x1 conv runs as one kernel whose intermediate
+tile never leaves the chip.
+
+A ResNet bottleneck ends with 3x3 (c channels) -> 1x1 expand (4c channels); NiN's mlpconv is a
+conv followed by two 1x1 convs.  Fused, a program computes a tile of BLOCK_M pixels x all c
+intermediate channels of the first conv in registers, applies its epilogue, and multiplies it
+by the 1x1 weights tile after tile of output channels: the intermediate tensor (read and
+written once each, 2 * M * c values) disappears, and so does one launch.
+
+The cost rule (`why_not`): the intermediate must fit on chip next to the second GEMM's
+accumulator: c <= CHAIN_MAX_MID channels (kernels/conv2d_chain.py; a BLOCK_M x c fp32 tile is
+64 KiB of registers at c = 256 and BLOCK_M = 64).  The first conv must be ungrouped (a grouped
+conv's intermediate tile is assembled from every group: ResNeXt declines) and its result read
+by the 1x1 conv alone; the 1x1 conv must be stride 1, unpadded, ungrouped.  Neither may carry
+a prologue or be fused with siblings, and the first may not add a residual or join.  Chains are
+pairs: in NiN's conv -> 1x1 -> 1x1 the first two fuse and the last is declined.
+
+The decision is recorded on the nodes: the 1x1 conv gets `chain_from` (the first conv), the
+first conv `launched_by` (the 1x1 conv); both keep computing what they computed.
+"""
+
+from __future__ import annotations
+
+from ..ir.graph import Graph
+from .report import PassReport
+from .rewrite import as_fused_conv, clone, sole_user
+
+CONVS = ("conv", "fused_conv")
+CHAIN_MAX_MID = 256  # = kernels/conv2d_chain.py's CHAIN_MAX_MID (tests check they agree)
+
+
+def _fused_elsewhere(a: dict) -> bool:
+    return bool(a.get("launched_by") or a.get("siblings") or a.get("chain_from"))
+
+
+def _has_prologue(a: dict) -> bool:
+    return a.get("pre_bn_eps") is not None or a.get("pre_act", "none") != "none"
+
+
+def why_not(g: Graph, first: str, second: str) -> str | None:
+    """Why `first -> second` cannot run as one chain kernel (None: it can)."""
+    a, b = g.nodes[first]["attrs"], g.nodes[second]["attrs"]
+    if sole_user(g, first) != second:
+        return f"`{first}` is read by {len(list(g.out_edges(first)))} consumers" + \
+            (" and is an output" if first in g.outputs else "")
+    if a["groups"] > 1:
+        return f"`{first}` is grouped ({a['groups']} groups)"
+    if len(g.args(first)) > 1 or a.get("join", "add") != "add":
+        return f"`{first}` adds a residual"
+    if b.get("join") == "mean":
+        return f"`{second}` ends a mean join (the chain kernel adds its residual before the activation)"
+    if _has_prologue(a) or _has_prologue(b):
+        return "a conv of the pair has an input prologue"
+    if _fused_elsewhere(a) or _fused_elsewhere(b):
+        return "a conv of the pair is already fused with another conv"
+    mid = g.shape(first)[0]
+    if mid > CHAIN_MAX_MID:
+        return f"the intermediate has {mid} channels, more than the {CHAIN_MAX_MID} kept on chip"
+    return None
+
+
+def _is_pointwise(a: dict) -> bool:
+    return (tuple(a["kernel"]), tuple(a["stride"]), tuple(a["pad"]), a["groups"]) == \
+        ((1, 1), (1, 1), (0, 0, 0, 0), 1)
+
+
+def fuse_conv_chain(graph: Graph) -> tuple[Graph, PassReport]:
+    g = clone(graph)
+    report = PassReport("fuse_conv_chain")
+    for second in graph.order():
+        if g.op(second) not in CONVS or not _is_pointwise(g.nodes[second]["attrs"]):
+            continue
+        first = g.args(second)[0]
+        if g.op(first) not in CONVS:
+            continue
+        why = why_not(g, first, second)
+        if why is not None:
+            report.declined.append(f"{first} -> {second}: {why}")
+            continue
+        as_fused_conv(g, second)["chain_from"] = first
+        as_fused_conv(g, first)["launched_by"] = second
+        report.changed.append(f"{first} -> {second}: one kernel, the {g.shape(first)[0]}-channel intermediate on chip")
+    return g, report

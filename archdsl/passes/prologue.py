@@ -1,0 +1,68 @@
+"""Prologue fusion: a batch norm (and the activation after it) that *precedes* convolutions is
+applied by those convolutions while they load their input, so it never makes a tensor.
+
+Pre-activation ResNets (bn -> relu -> conv) and DenseNet (concat -> bn -> relu -> conv) have
+such batch norms; DenseNet's follows a concat, whose buffer keeps growing, so the normalized
+copy would cost a full read and write of the block's features per layer.  Folding the batch
+norm into the conv's *weights* is exact only without padding and without an activation in
+between; the prologue is exact always: the conv normalizes each element it loads, keeps the
+padding halo at zero (the reference pads the normalized tensor), and casts the result to the
+activation dtype, as the unfused program would have stored it.
+
+Declined (and said why): the normalized tensor is a graph output, or something other than a
+conv's main input reads it (a pooling layer, a residual operand, a concat).  When several
+convs read it, each applies the prologue itself.
+"""
+
+from __future__ import annotations
+
+from ..ir.graph import Graph
+from .report import PassReport
+from .rewrite import as_fused_conv, clone
+
+BNS = ("bn", "fused_bn")
+CONVS = ("conv", "fused_conv")
+
+
+def _why_not(g: Graph, bn: str) -> str | None:
+    if bn in g.outputs:
+        return "it is a graph output"
+    users = list(g.out_edges(bn, data="port"))
+    if not users:
+        return "nothing reads it"
+    for _, user, port in users:
+        if g.op(user) not in CONVS:
+            return f"`{user}` (a {g.op(user)}) reads it"
+        if port != 0:
+            return f"`{user}` reads it as its residual"
+        a = g.nodes[user]["attrs"]
+        if a.get("pre_bn_eps") is not None or a.get("pre_act", "none") != "none":
+            return f"`{user}` already has a prologue"
+    return None
+
+
+def fuse_bn_into_conv_input(graph: Graph) -> tuple[Graph, PassReport]:
+    g = clone(graph)
+    report = PassReport("fuse_bn_into_conv_input")
+    for bn in graph.order():
+        if g.op(bn) not in BNS or len(g.shape(bn)) != 3:
+            continue
+        why = _why_not(g, bn)
+        if why is not None:
+            report.declined.append(f"{bn}: {why}")
+            continue
+        d = g.nodes[bn]
+        (x,) = g.args(bn)
+        original = d["attrs"].get("sources", {}).get("bn", bn)
+        users = sorted({u for _, u in g.out_edges(bn)})
+        for user in users:
+            a = as_fused_conv(g, user)
+            a["pre_bn_eps"], a["pre_act"] = d["attrs"]["eps"], d["attrs"].get("act", "none")
+            a["sources"] = {"pre_bn": original, **a["sources"]}
+            u = g.nodes[user]
+            u["meta"] = {**u["meta"], "fused": d["meta"].get("fused", [bn]) + u["meta"].get("fused", [user])}
+            g.remove_edge(bn, user, key=0)
+            g.add_edge(x, user, key=0, port=0)
+        g.remove_node(bn)
+        report.changed.append(f"{bn} -> the input of {', '.join(users)}")
+    return g, report
