@@ -41,7 +41,17 @@ def test_each_launch_names_its_nodes_and_arch_line():
     call = src.split("# conv1 + bn1 + relu   [resnet50.arch:")[2].splitlines()[1].strip()
     assert call.startswith("conv2d(t[0], w['conv1.w'], t[1], kernel=(7, 7), stride=(2, 2), pad=(3, 3, 3, 3)")
     assert call.endswith("bias=w['conv1.b'], act=ACT_RELU)")
-    assert p.launches == 53 + 1 + 1 + 1  # fused convs (bn, residual add and relu inside), maxpool, gap, fc
+    # 53 fused convs (bn, residual add and relu inside), maxpool, gap, fc; less one launch for
+    # layer1.0's projection (a sibling of its conv1) and 13 for the 3x3 -> 1x1 chains of layers 1-3
+    assert p.launches == 53 + 1 + 1 + 1 - 1 - 13
+    counts = p.kernel_counts()
+    assert counts["conv2d_chain"] == 13 and counts["conv2d"] == 53 - 1 - 2 * 13
+    # a chain launch names both convs, a sibling launch every output it writes
+    chain = src.split("(one kernel: the intermediate stays on chip)")[5].splitlines()[1].strip()
+    assert chain.startswith("conv2d_chain(t[") and "w['layer2.1.conv2.w'], w['layer2.1.conv3.w']" in chain, chain
+    assert "# layer2.1.conv2 + layer2.1.bn2 + layer2.1.relu_1   [resnet50.arch:" in src
+    sib = src.split("(siblings: one GEMM, 2 outputs)")[1].splitlines()[1].strip()
+    assert sib.startswith("conv2d(t[") and "act=(ACT_RELU, ACT_NONE)" in sib
 
 
 def test_generated_module_is_standalone():

@@ -76,8 +76,6 @@ def report_markdown(data: dict) -> str:
         "",
         f"- parameters: {', '.join(f'{k}={v}' for k, v in data['params'].items()) or 'none'}; dtype {data['dtype']}",
         f"- IR nodes: {data['nodes_before']} elaborated -> {data['nodes_after']} after the passes",
-        f"- kernel launches per forward: {data['launches_per_forward']} "
-        f"(the unoptimized graph has {data['ops_before_optimization']} ops)",
         *(f"- {line}" for line in planning.summary_lines(data["memory"])),
         "",
         "| kernel | launches |",

@@ -16,7 +16,7 @@ from typing import Callable
 from .. import __version__
 from ..errors import InternalError
 from ..ir.graph import Graph
-from .plan import Plan, make_plan, nhwc
+from .plan import Plan, launcher, make_plan, nhwc
 
 DTYPES = {"float32": "torch.float32", "float16": "torch.float16", "bfloat16": "torch.bfloat16"}
 ACT_NAMES = {"none": "ACT_NONE", "relu": "ACT_RELU", "tanh": "ACT_TANH", "sigmoid": "ACT_SIGMOID"}
@@ -83,6 +83,7 @@ class Program:
     plan: Plan | None = None  # where each tensor lives (concat slices, in-place steps, the arena)
     steps: list[Step] = field(default_factory=list)
     prepare: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)  # preparation that needs every node's weights
     source: str = ""
 
     @property
@@ -122,7 +123,8 @@ def _pairs(a: dict, *keys: str) -> str:
     return ", ".join(f"{k}={tuple(a[k])!r}" for k in keys)
 
 
-def _conv(p: Program, n: str) -> Step:
+def _prepare_conv(p: Program, n: str) -> bool:
+    """Weight preparation of one conv node (BN folded in); returns whether it has a bias."""
     a = p.graph.nodes[n]["attrs"]
     src = a.get("sources", {"conv": n})
     conv, bn = src.get("conv", n), src.get("bn")
@@ -134,15 +136,85 @@ def _conv(p: Program, n: str) -> Step:
     ]
     if has_bias:
         p.prepare.append(f"{wkey(n, 'b')} = b.float()")
-    args = [p.arg(n, 0), f"{wkey(n, 'w')}", p.t(n), _pairs(a, "kernel", "stride", "pad", "dilation"),
-            f"groups={a['groups']}"]
-    if has_bias:
-        args.append(f"bias={wkey(n, 'b')}")
+    if a.get("pre_bn_eps") is not None:
+        p.prepare.append(f"{wkey(n, 'in_scale')}, {wkey(n, 'in_shift')} = "
+                         f"bn_scale_shift(state, {src['pre_bn']!r}, {a['pre_bn_eps']!r})")
+    return has_bias
+
+
+def _prologue_args(p: Program, n: str) -> list[str]:
+    a = p.graph.nodes[n]["attrs"]
+    args = []
+    if a.get("pre_bn_eps") is not None:
+        args += [f"in_scale={wkey(n, 'in_scale')}", f"in_shift={wkey(n, 'in_shift')}"]
+    if a.get("pre_act", "none") != "none":
+        args.append(f"in_act={ACT_NAMES[a['pre_act']]}")
+    return args
+
+
+def _epilogue_args(p: Program, n: str, has_bias: bool, suffix: str = "") -> list[str]:
+    a = p.graph.nodes[n]["attrs"]
+    args = [f"bias{suffix}={wkey(n, 'b')}"] if has_bias else []
     if len(p.graph.args(n)) == 2:
         args.append(f"residual={p.arg(n, 1)}")
+        if a.get("join") == "mean":  # (act(conv) + residual) / 2
+            args += ["residual_after_act=True", "out_scale=0.5"]
     if a.get("act", "none") != "none":
-        args.append(f"act={ACT_NAMES[a['act']]}")
+        args.append(f"act{suffix}={ACT_NAMES[a['act']]}")
+    return args
+
+
+def _conv(p: Program, n: str) -> Step:
+    g = p.graph
+    a = g.nodes[n]["attrs"]
+    has_bias = _prepare_conv(p, n)
+    by = a.get("launched_by")
+    if by is not None:  # computed by another node's launch (a sibling, or on chip in a chain): see there
+        return Step("", [], None)
+    geometry = [_pairs(a, "kernel", "stride", "pad", "dilation"), f"groups={a['groups']}"]
+    if a.get("siblings"):
+        return _sibling_launch(p, n, has_bias, geometry)
+    if a.get("chain_from"):
+        return _chain_launch(p, a["chain_from"], n, has_bias)
+    args = [p.arg(n, 0), wkey(n, "w"), p.t(n), *geometry, *_prologue_args(p, n), *_epilogue_args(p, n, has_bias)]
     return Step(p.comment(n), [f"conv2d({', '.join(args)})"], "conv2d")
+
+
+def _sibling_launch(p: Program, n: str, has_bias: bool, geometry: list[str]) -> Step:
+    """One GEMM for `n` and its sibling 1x1 convs: weights side by side (joined once, at load
+    time), each column range written to its own tensor with its own activation."""
+    g = p.graph
+    group = [n, *g.nodes[n]["attrs"]["siblings"]]
+    biased = {m: g.nodes[m]["attrs"]["bias"] or g.nodes[m]["attrs"]["sources"].get("bn") is not None for m in group}
+    weights = ", ".join(f"w.pop({m + '.w'!r})" for m in group)
+    p.deferred += [f"# {' + '.join(_safe(m) for m in group)}: one GEMM, weights side by side",
+                   f"{wkey(n, 'w')} = torch.cat([{weights}], dim=1)"]
+    args = [p.arg(n, 0), wkey(n, "w"), "(" + ", ".join(p.t(m) for m in group) + ")", *geometry, *_prologue_args(p, n)]
+    for m in group[1:]:  # the launcher's prologue vectors serve the whole group
+        if g.nodes[m]["attrs"].get("pre_bn_eps") is not None:
+            p.deferred.append(f"del {wkey(m, 'in_scale')}, {wkey(m, 'in_shift')}")
+    if any(biased.values()):
+        parts = [f"w.pop({m + '.b'!r})" if biased[m] else f"torch.zeros({g.shape(m)[0]})" for m in group]
+        p.deferred.append(f"{wkey(n, 'b')} = torch.cat([{', '.join(parts)}])")
+        args.append(f"bias={wkey(n, 'b')}")
+    acts = [ACT_NAMES[g.nodes[m]["attrs"]["act"]] for m in group]
+    args.append(f"act={acts[0]}" if len(set(acts)) == 1 else f"act=({', '.join(acts)})")
+    comment = "\n".join(p.comment(m) for m in group) + f"  (siblings: one GEMM, {len(group)} outputs)"
+    return Step(comment, [f"conv2d({', '.join(args)})"], "conv2d")
+
+
+def _chain_launch(p: Program, first: str, n: str, has_bias: bool) -> Step:
+    """`first` (any conv) then the 1x1 conv `n` in one kernel; the intermediate stays on chip."""
+    g = p.graph
+    a1 = g.nodes[first]["attrs"]
+    args = [p.arg(first, 0), wkey(first, "w"), wkey(n, "w"), p.t(n), _pairs(a1, "kernel", "stride", "pad", "dilation")]
+    if a1["bias"] or a1["sources"].get("bn") is not None:
+        args.append(f"bias1={wkey(first, 'b')}")
+    if a1["act"] != "none":
+        args.append(f"act1={ACT_NAMES[a1['act']]}")
+    args += _epilogue_args(p, n, has_bias, suffix="2")
+    comment = f"{p.comment(first)}\n{p.comment(n)}  (one kernel: the intermediate stays on chip)"
+    return Step(comment, [f"conv2d_chain({', '.join(args)})"], "conv2d_chain")
 
 
 def _fc(p: Program, n: str) -> Step:
@@ -359,6 +431,8 @@ def _buffers_table(p: Program) -> list[str]:
         elif kind == "inplace":
             value = repr(("same", p.slot[base]))
             note = f"written over {_safe(plan.over[node])}"
+        elif kind == "onchip":
+            value, note = "None", f"never in memory: on chip in the chain kernel of {_safe(launcher(p.graph, node))}"
         else:
             value, note = "None", "a view"
         lines.append(f"    {value + ',':<40} # t[{i}]  {_safe(node)}: {note}")
@@ -371,7 +445,7 @@ def _prepare(p: Program) -> list[str]:
         '    """Reference weights (PyTorch state-dict names) -> the tensors the kernels read, on `device`."""',
         "    w = {}",
     ]
-    lines += [f"    {line}" for line in p.prepare]
+    lines += [f"    {line}" for line in p.prepare + p.deferred]
     lines += ["    return {k: v.to(device) for k, v in w.items()}", "", ""]
     return lines
 
@@ -422,8 +496,10 @@ def _network_class(p: Program) -> list[str]:
     for i, slot in enumerate(inputs):
         lines.append(f"        t[{slot}].copy_(x{i}.permute(0, 2, 3, 1))  # input {_safe(g.inputs[i])}: NCHW -> NHWC")
     for step in p.steps:
+        if not step.comment and not step.code:
+            continue  # a node computed by another node's launch
         lines.append("")
-        lines.append(f"        {step.comment}")
+        lines += [f"        {c}" for c in step.comment.split("\n")]
         lines += [f"        {c}" for c in step.code]
     lines += ["", f"        return {ret}", "", ""]
     lines += [

@@ -13,8 +13,8 @@ Three decisions, all made from the optimized graph before any code is emitted:
    or is made by an op not known to write through a strided view (`SLICE_OK`).
 
 2. In-place steps.  An elementwise step (batch norm, activation, add, mean) writes over an
-   input, and a fused convolution over its residual, when that input's buffer has no reader
-   after this step: the kernels read each element (the epilogue its residual tile) before
+   input, and a fused convolution (or a chain kernel) over its residual, when that input's
+   buffer has no reader after this step: the kernels read each element (the epilogue its residual tile) before
    writing the same element.  The input must be the whole of its buffer (not a concat's slice,
    not a view) and no other operand of the step may share that buffer.
 
@@ -28,8 +28,12 @@ Three decisions, all made from the optimized graph before any code is emitted:
    disjoint.  Steps run in order on one stream, so memory is reused only after every reader of
    its previous occupant has run.
 
-Times: a graph input is written at -1, the node at position i of `graph.order()` runs at i,
-and outputs are read at `end = len(order)` (when they are returned).
+Times: a graph input is written at -1, the node at position i of the launch order runs at i,
+and outputs are read at `end = len(order)` (when they are returned).  The launch order is
+`graph.order()` with each group of sibling convs (horizontal fusion) moved together to where
+the first of them stood: one launch writes them all.  A conv computed on chip inside a chain
+kernel (bottleneck-chain fusion) has no memory ("onchip") and runs, reading its input, when
+the chain's second conv does.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class Plan:
     "slice"    channels [channel[n], channel[n] + C) of base `base[n]` (a concat's input)
     "inplace"  the very tensor of base `base[n]`: written over a dead input
     "view"     a flatten view of its input (made in the step); memory of `base[n]`
+    "onchip"   never in memory: the first conv of a chain kernel (its tile stays on chip)
 
     `over[n]` names the input an "inplace" node overwrites; `copies[c]` the ports of concat `c`
     that are copied (every other input is a slice of its buffer already).
@@ -154,16 +159,55 @@ class Plan:
         """Values per sample with one buffer per tensor (no concat elimination, no reuse)."""
         return sum(numel(nhwc(self.graph.shape(n))) for n in self.order if self.kind[n] != "view")
 
+    def reads(self, n: str) -> list[str]:
+        """The tensors the step of `n` reads from memory: a sibling's input is read by its
+        launcher's step, and a chain's second conv reads the first conv's input instead."""
+        g = self.graph
+        args = g.args(n)
+        if g.nodes[n]["attrs"].get("launched_by"):
+            return []
+        if g.op(n) == "fused_conv" and g.nodes[n]["attrs"].get("chain_from"):
+            return g.args(args[0])[:1] + args[1:]
+        return args
+
+
+def launcher(g: Graph, n: str) -> str:
+    """The node whose launch computes `n` (itself, unless fused horizontally or into a chain)."""
+    return g.nodes[n]["attrs"].get("launched_by") or n
+
+
+def on_chip(g: Graph, n: str) -> bool:
+    """Whether `n` is the first conv of a chain kernel (never written to memory)."""
+    by = g.nodes[n]["attrs"].get("launched_by")
+    return by is not None and g.nodes[by]["attrs"].get("chain_from") == n
+
+
+def launch_order(g: Graph) -> list[str]:
+    """`g.order()` with every sibling group moved to its first member's place, launcher first.
+    Valid: siblings read nothing but the one tensor that the first of them already reads."""
+    order, placed = [], set()
+    for n in g.order():
+        head = n if on_chip(g, n) else launcher(g, n)
+        for m in (head, *(g.nodes[head]["attrs"].get("siblings") or ())):
+            if m not in placed:
+                order.append(m)
+                placed.add(m)
+    return order
+
 
 def make_plan(g: Graph, inplace: bool = True) -> Plan:
     """The plan for an (optimized) graph; see the module docstring."""
-    order = g.order()
+    order = launch_order(g)
     time = {n: (-1 if n in g.inputs else i) for i, n in enumerate(order)}
+    for n in order:  # a node computed by another's launch is written (and reads) when that runs
+        time[n] = time[launcher(g, n)]
     p = Plan(g, order, time)
     for n in order:
         p.kind[n], p.base[n], p.channel[n] = "buffer", n, 0
         if g.op(n) == "flatten" and flatten_is_view(g, n):
             p.kind[n] = "view"
+        elif on_chip(g, n):
+            p.kind[n] = "onchip"
     for n in order:  # views of views: follow to the first real tensor
         if p.kind[n] == "view":
             p.base[n] = p.base[g.args(n)[0]]
@@ -207,7 +251,7 @@ def _place_inplace(p: Plan) -> None:
         op = g.op(n)
         if op not in INPLACE_PORTS or p.kind[n] != "buffer":
             continue
-        args = g.args(n)
+        args = p.reads(n)  # a chain kernel reads its first conv's input, not that conv's result
         ports = INPLACE_PORTS[op]
         for port in (range(len(args)) if ports is None else ports):
             if port >= len(args):
@@ -280,13 +324,13 @@ def bytes_moved(plan: Plan, dtype: str = "float32") -> int:
     in-place concat move nothing; a concat moves only the inputs it copies."""
     g, total = plan.graph, 0
     for n in plan.order:
-        if g.op(n) == "input" or plan.kind[n] == "view":
+        if g.op(n) == "input" or plan.kind[n] in ("view", "onchip"):
             continue
         if g.op(n) == "concat":
             args = g.args(n)
             total += sum(2 * numel(g.shape(args[port])) for port in plan.copies[n])
         else:
-            total += sum(numel(g.shape(a)) for a in g.args(n)) + numel(g.shape(n))
+            total += sum(numel(g.shape(a)) for a in plan.reads(n)) + numel(g.shape(n))
     return total * ELEMENT_BYTES[dtype]
 
 
@@ -301,7 +345,7 @@ def summary(original: Graph, plan: Plan, dtype: str = "float32", launches: int |
         "naive_bytes_per_sample": plan.naive() * size,
         "live_peak_bytes_per_sample": plan.peak_live() * size,
         "base_buffers": len(plan.bases),
-        "tensors": sum(1 for n in plan.order if plan.kind[n] != "view"),
+        "tensors": sum(1 for n in plan.order if plan.kind[n] not in ("view", "onchip")),
         "in_place_steps": sum(1 for n in plan.order if plan.kind[n] == "inplace"),
         "concat_inputs": inputs,
         "concat_copies": copies,
@@ -310,6 +354,7 @@ def summary(original: Graph, plan: Plan, dtype: str = "float32", launches: int |
         "bytes_moved_after": bytes_moved(plan, dtype),
     }
     if launches is not None:
+        out["launches_before"] = sum(1 for n in original if original.op(n) != "input")  # one kernel per op
         out["launches"] = launches
     return out
 
@@ -328,7 +373,9 @@ def summary_lines(data: dict) -> list[str]:
     """`summary(...)` as readable lines (the report and `--explain`)."""
     ratio = data["arena_bytes_per_sample"] / max(data["naive_bytes_per_sample"], 1)
     moved = data["bytes_moved_after"] / max(data["bytes_moved_before"], 1)
-    return [
+    launches = [f"kernel launches per forward: {data['launches_before']} unoptimized (one per op) -> "
+                f"{data['launches']} generated"] if "launches" in data else []
+    return launches + [
         f"activation memory per sample ({data['dtype']}): {_mb(data['arena_bytes_per_sample'])} planned "
         f"vs {_mb(data['naive_bytes_per_sample'])} naive (one buffer per tensor): {ratio:.1%}; "
         f"at least {_mb(data['live_peak_bytes_per_sample'])} is alive at once",
