@@ -469,7 +469,10 @@ class ConvLaunch:
 def conv_launches(graph, batch: int) -> list[ConvLaunch]:
     """The conv2d launches the code generator emits for an optimized `graph` (one per conv /
     fused_conv node, in execution order), at `batch`.  The path is `conv_path` on shape-only
-    (meta) tensors: the generated program gives every conv whole, contiguous NHWC buffers."""
+    (meta) tensors: the generated program gives every conv whole, contiguous NHWC buffers.
+    Nodes computed by another node's launch (sibling 1x1 convs, the first conv of a chain) have
+    none; a sibling group's launch is as wide as the group; chain kernels (`conv2d_chain`) are
+    not conv2d launches and keep their default blocks."""
     import torch
 
     conv_path = kernel_module("conv2d").conv_path
@@ -478,9 +481,12 @@ def conv_launches(graph, batch: int) -> list[ConvLaunch]:
         if graph.op(n) not in ("conv", "fused_conv"):
             continue
         a = graph.nodes[n]["attrs"]
+        if a.get("launched_by") or a.get("chain_from"):
+            continue
         args = graph.args(n)
         cin, h, w = graph.shape(args[0])
         cout, p, q = graph.shape(n)
+        cout += sum(graph.shape(s)[0] for s in a.get("siblings", ()))
         x_shape, out_shape = (batch, h, w, cin), (batch, p, q, cout)
         geometry = dict(kernel=tuple(a["kernel"]), stride=tuple(a["stride"]), pad=tuple(a["pad"]),
                         dilation=tuple(a["dilation"]), groups=a["groups"])

@@ -319,3 +319,15 @@ def test_network_tuning_reads_the_cache_and_tunes_misses_once_per_signature(cach
     again = tune.network_tuning(graph, 2, "float32", TuneCache(cache.path), INFO, device=DEV)
     assert again == table
     assert tune.network_tuning(graph, 3, "float32", TuneCache(cache.path), INFO, device=DEV) == {}  # another batch
+
+
+def test_conv_launches_follow_the_launch_decisions():
+    import archdsl
+    from archdsl.passes import optimize
+
+    graph = optimize(archdsl.loads("network n {\n input 8 x 6 x 6\n concat { a: conv(4, 1); b: conv(6, 1) -> relu }\n"
+                                   " c: conv(8, 3, pad=1) -> relu -> d: conv(5, 1)\n}")).graph
+    assert graph.nodes["a"]["attrs"]["siblings"] == ("b",) and graph.nodes["d"]["attrs"]["chain_from"] == "c"
+    launches = tune.conv_launches(graph, 2)
+    # b is computed by a's launch (one GEMM 4 + 6 wide); c -> d is a conv2d_chain launch, not conv2d
+    assert [(l.node, l.out_shape, l.path) for l in launches] == [("a", (2, 6, 6, 10), "gemm")]
