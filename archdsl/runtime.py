@@ -22,6 +22,7 @@ import torch
 
 from .backends.torch_backend import ArchModule
 from .codegen import Program, generate
+from .cudagraph import maybe_graph
 from .elaborate import load, loads
 from .ir.graph import Graph
 from .passes import Optimized, optimize
@@ -80,14 +81,25 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 class CompiledModel(ArchModule):
-    """A network compiled to Triton kernels; NCHW in, outputs like the reference model's."""
+    """A network compiled to Triton kernels; NCHW in, outputs like the reference model's.
 
-    def __init__(self, compiled: Compiled, device: torch.device):
+    `tuning`: a function of the batch size giving {node: conv2d keyword arguments} (see
+    `archdsl.tune.network_tuning`), asked once per batch size; `cuda_graph`: replay the whole
+    forward as a CUDA graph per input shape (`archdsl.cudagraph`), captured on the first call of
+    each shape and again whenever the weights change; `graph_backend` replaces CUDA's (tests).
+    """
+
+    def __init__(self, compiled: Compiled, device: torch.device, *, tuning=None, cuda_graph: bool = False,
+                 graph_backend=None):
         super().__init__(compiled.graph)
         object.__setattr__(self, "compiled", compiled)
         self.run_device = device
+        self.tuning = tuning
+        self.cuda_graph = cuda_graph
+        self.graph_backend = graph_backend
         self._module = import_program(compiled.program.source)
         self._network = None
+        self._call = None
         self._signature = None
         self._tensors = None
 
@@ -106,19 +118,21 @@ class CompiledModel(ArchModule):
 
     def _apply(self, fn, *args, **kwargs):
         self._tensors = None
-        self._network = None
+        self._network = self._call = None
         return super()._apply(fn, *args, **kwargs)
 
     def refresh(self) -> None:
-        """Re-prepare the kernels' weights now (done automatically when a weight changes)."""
+        """Re-prepare the kernels' weights now (done automatically when a weight changes); any
+        captured CUDA graph read the old weights' memory, so it is dropped too."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        self._network = self._module.Network(state, self.run_device)
+        self._network = self._module.Network(state, self.run_device, tuning=self.tuning)
+        self._call = maybe_graph(self._network, self.cuda_graph, backend=self.graph_backend)
         self._signature = self._weights_signature()
 
     def forward(self, *inputs: torch.Tensor):
         if self._network is None or self._signature != self._weights_signature():
             self.refresh()
-        return self._network(*(x.to(self.run_device) for x in inputs))
+        return self._call(*(x.to(self.run_device) for x in inputs))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, device={self.run_device}, launches={self.compiled.program.launches}"
@@ -126,16 +140,33 @@ class CompiledModel(ArchModule):
 
 def compile(path_or_source: str | Path, *, dtype: str = "float32", device: str | torch.device | None = None,
             network: str | None = None, input_shape: tuple[int, int, int] | None = None,
-            disable: tuple[str, ...] = (), **params: Any) -> CompiledModel:
+            disable: tuple[str, ...] = (), tune: bool = False, cuda_graph: bool | None = None,
+            **params: Any) -> CompiledModel:
     """Compile a `.arch` file (or source text) to a `CompiledModel` running generated Triton kernels.
 
     `device`: "cuda" (default when available) or "cpu" (Triton's interpreter: slow, for tests).
     `params` override network parameters; weights start as PyTorch initializes the reference
     model; load others with `archdsl.load_weights(model, source)`.
+    On a GPU, conv launches use the block sizes in the autotuning cache (`archdsl.tune`) for
+    their shapes; `tune=True` also tunes (once, then cached on disk) every shape not yet there.
+    `cuda_graph` (default: on for CUDA) replays the forward as a CUDA graph per input shape.
     """
     text = str(path_or_source)
     is_source = "\n" in text or "{" in text
     graph = loads(text, network, params, input_shape) if is_source else load(text, network, params, input_shape)
     run_device = _resolve_device(device)
     compiled = build(graph, dtype, origin="" if is_source else Path(text).name, disable=disable)
-    return CompiledModel(compiled, run_device)
+    on_gpu = run_device.type == "cuda"
+    if tune and not on_gpu:
+        raise ValueError("tune=True needs a CUDA device: block sizes are timed on the GPU they are for")
+    if cuda_graph and not on_gpu:
+        raise ValueError("cuda_graph=True needs a CUDA device")
+    tuning = _cached_tuning(compiled.optimized.graph, dtype, run_device, tune) if on_gpu else None
+    return CompiledModel(compiled, run_device, tuning=tuning, cuda_graph=on_gpu if cuda_graph is None else cuda_graph)
+
+
+def _cached_tuning(graph: Graph, dtype: str, device: torch.device, tune_missing: bool):
+    """batch -> {node: conv2d kwargs} from the autotuning cache (tuning misses if asked)."""
+    from .tune import network_tuning
+
+    return lambda batch: network_tuning(graph, batch, dtype, autotune_missing=tune_missing, device=device)

@@ -40,7 +40,7 @@ def test_each_launch_names_its_nodes_and_arch_line():
     assert "conv1: conv(" in (EXAMPLES / "resnet50.arch").read_text().splitlines()[line - 1]
     call = src.split("# conv1 + bn1 + relu   [resnet50.arch:")[2].splitlines()[1].strip()
     assert call.startswith("conv2d(t[0], w['conv1.w'], t[1], kernel=(7, 7), stride=(2, 2), pad=(3, 3, 3, 3)")
-    assert call.endswith("bias=w['conv1.b'], act=ACT_RELU)")
+    assert call.endswith("bias=w['conv1.b'], act=ACT_RELU, **tuned['conv1'])")
     # 53 fused convs (bn, residual add and relu inside), maxpool, gap, fc; less one launch for
     # layer1.0's projection (a sibling of its conv1) and 13 for the 3x3 -> 1x1 chains of layers 1-3
     assert p.launches == 53 + 1 + 1 + 1 - 1 - 13
@@ -62,7 +62,7 @@ def test_generated_module_is_standalone():
             imports |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imports.add((node.module or "").split(".")[0])
-    assert imports <= {"math", "torch", "triton", "json", "struct", "__future__"}, imports
+    assert imports <= {"collections", "math", "torch", "triton", "json", "struct", "__future__"}, imports
 
 
 HOSTILE = """

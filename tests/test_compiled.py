@@ -179,3 +179,73 @@ def test_full_size_on_gpu_no_worse_than_pytorch_at_that_precision(name, dtype):
         else:
             assert rel_err(o, e) <= 2 * rel_err(t, e) + 1e-3, (rel_err(o, e), rel_err(t, e))
     assert time.perf_counter() - start < 600
+
+
+# ---- the tuning table and CUDA graphs, wired into the compiled model --------------------------------
+
+TUNED_NET = """
+network tuned {
+    input 3 x 9 x 7
+    stem: conv(8, 3, pad=1) -> bn -> relu
+    residual { a: conv(8, 3, pad=1) -> relu -> b: conv(8, 3, pad=1) }
+    relu -> global_avgpool -> flatten -> fc(5)
+}
+"""
+
+
+def test_the_tuning_table_reaches_every_conv_launch():
+    from archdsl.runtime import CompiledModel, build
+
+    compiled = build(archdsl.loads(TUNED_NET))
+    asked = []
+
+    def tuning(batch):
+        asked.append(batch)
+        return {"stem": {"block_m": 16, "block_n": 16, "block_k": 16}, "a": {"block_m": 64}}
+
+    model = CompiledModel(compiled, torch.device(DEVICE), tuning=tuning)
+    randomize(model)
+    reference = archdsl.to_torch(model.graph).eval()
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 9, 7)
+    with torch.no_grad():
+        want = reference.double()(x.double())
+    for _ in range(2):
+        assert rel_err(model(x), want) < 1e-5
+    assert asked == [2]  # once per batch size
+    model(torch.randn(1, 3, 9, 7))
+    assert asked == [2, 1]
+    # the keyword arguments really arrive: a path that does not fit the stem's 3x3 conv is refused
+    bad = CompiledModel(compiled, torch.device(DEVICE), tuning=lambda n: {"stem": {"path": "gemm"}})
+    with pytest.raises(ValueError, match="path='gemm' needs a 1x1"):
+        bad(x)
+
+
+def test_cuda_graph_replay_in_the_compiled_model():
+    from archdsl.cudagraph import EmulatedGraphBackend
+    from archdsl.runtime import CompiledModel, build
+
+    backend = EmulatedGraphBackend()
+    model = CompiledModel(build(archdsl.loads(TUNED_NET)), torch.device(DEVICE), cuda_graph=True,
+                          graph_backend=backend)
+    randomize(model)
+    reference = archdsl.to_torch(model.graph).eval()
+    reference.load_state_dict(model.state_dict())
+    x, y = torch.randn(2, 3, 9, 7), torch.randn(2, 3, 9, 7)
+    with torch.no_grad():
+        want_x, want_y = reference.double()(x.double()), reference.double()(y.double())
+    first = model(x)
+    assert rel_err(first, want_x) < 1e-5 and rel_err(model(y), want_y) < 1e-5  # a replay with new inputs
+    assert rel_err(first, want_x) < 1e-5  # outputs are copies: the replay did not overwrite them
+    assert len(model._call) == 1
+    # new weights: the captured graph read the old ones, so it is captured again
+    randomize(model, seed=5)
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        want = reference.double()(x.double())
+    assert rel_err(model(x), want) < 1e-5
+    if DEVICE == "cpu":
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            archdsl.compile(TUNED_NET, device="cpu", cuda_graph=True)
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            archdsl.compile(TUNED_NET, device="cpu", tune=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -331,3 +332,16 @@ def test_conv_launches_follow_the_launch_decisions():
     launches = tune.conv_launches(graph, 2)
     # b is computed by a's launch (one GEMM 4 + 6 wide); c -> d is a conv2d_chain launch, not conv2d
     assert [(l.node, l.out_shape, l.path) for l in launches] == [("a", (2, 6, 6, 10), "gemm")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+def test_compile_tune_without_a_gpu_says_so_and_writes_nothing(tmp_path, capsys):
+    from archdsl.cli.main import main
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    out = tmp_path / "o"
+    assert main(["compile", str(examples / "lenet5.arch"), "-o", str(out), "--tune", "1,32"]) == 2
+    assert "--tune times kernels on a CUDA GPU and this machine has none" in capsys.readouterr().err
+    assert main(["compile", str(examples / "lenet5.arch"), "-o", str(out), "--tune", "0"]) == 2
+    assert "--tune takes batch sizes like 1,32,256, got '0'" in capsys.readouterr().err
+    assert not out.exists()

@@ -108,6 +108,7 @@ def cmd_compile(args) -> int:
 
     graph = _graph(args)
     disable = _disabled_passes(args)
+    batches = _tune_batches(args.tune) if args.tune else ()
     start = time.perf_counter()
     settings = " ".join([f"--set {s}" for s in args.set] + ([f"--input {args.input}"] if args.input else [])
                         + ([f"--dtype {args.dtype}"] if args.dtype != "float32" else []))
@@ -129,7 +130,30 @@ def cmd_compile(args) -> int:
     program = compiled.program
     print(f"wrote {out}/ (model.py, weights.safetensors, report.md): {program.launches} kernel launches per "
           f"forward, {len(graph)} -> {len(compiled.optimized.graph)} nodes; generated in {seconds * 1000:.0f} ms")
+    for batch in batches:
+        from ..tune import TuneCache, network_tuning
+
+        cache = TuneCache()
+        table = network_tuning(compiled.optimized.graph, batch, args.dtype, cache, autotune_missing=True,
+                               device="cuda")
+        print(f"tuned batch {batch}: {len(table)} conv launches have cached block sizes ({cache.path})")
     return 0
+
+
+def _tune_batches(text: str) -> tuple[int, ...]:
+    """`--tune 1,32,256`, checked before any work: batch sizes, and a GPU to time them on."""
+    import torch
+
+    try:
+        batches = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        batches = ()
+    if not batches or min(batches) < 1:
+        raise ArchError(f"--tune takes batch sizes like 1,32,256, got {text!r}", NO_LOC)
+    if not torch.cuda.is_available():
+        raise ArchError("--tune times kernels on a CUDA GPU and this machine has none", NO_LOC,
+                        hint="compile without --tune here; the compiled model uses the kernels' default blocks")
+    return batches
 
 
 def _disabled_passes(args) -> tuple[str, ...]:
@@ -323,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", metavar="P1,P2", help="run only these passes (in pipeline order)")
     p.add_argument("--explain", action="store_true", help="print what each pass fused, and why it declined")
     p.add_argument("--dump-after", metavar="PASS", help="print the graph as PASS left it")
+    p.add_argument("--tune", metavar="BATCHES", help="also autotune every conv launch for these batch sizes "
+                   "(e.g. 1,32,256) on this machine's GPU, into the cache the compiled model reads; needs CUDA")
     p.set_defaults(run=cmd_compile)
 
     p = sub.add_parser("run", help="compile, run on random input, report the error against the reference")

@@ -176,8 +176,14 @@ def _conv(p: Program, n: str) -> Step:
         return _sibling_launch(p, n, has_bias, geometry)
     if a.get("chain_from"):
         return _chain_launch(p, a["chain_from"], n, has_bias)
-    args = [p.arg(n, 0), wkey(n, "w"), p.t(n), *geometry, *_prologue_args(p, n), *_epilogue_args(p, n, has_bias)]
+    args = [p.arg(n, 0), wkey(n, "w"), p.t(n), *geometry, *_prologue_args(p, n), *_epilogue_args(p, n, has_bias),
+            _tuned(n)]
     return Step(p.comment(n), [f"conv2d({', '.join(args)})"], "conv2d")
+
+
+def _tuned(n: str) -> str:
+    """A conv2d launch's block sizes from the tuning table (empty: the kernel's defaults)."""
+    return f"**tuned[{n!r}]"
 
 
 def _sibling_launch(p: Program, n: str, has_bias: bool, geometry: list[str]) -> Step:
@@ -199,6 +205,7 @@ def _sibling_launch(p: Program, n: str, has_bias: bool, geometry: list[str]) -> 
         args.append(f"bias={wkey(n, 'b')}")
     acts = [ACT_NAMES[g.nodes[m]["attrs"]["act"]] for m in group]
     args.append(f"act={acts[0]}" if len(set(acts)) == 1 else f"act=({', '.join(acts)})")
+    args.append(_tuned(n))
     comment = "\n".join(p.comment(m) for m in group) + f"  (siblings: one GEMM, {len(group)} outputs)"
     return Step(comment, [f"conv2d({', '.join(args)})"], "conv2d")
 
@@ -385,6 +392,7 @@ def _module(p: Program, origin: str, settings: str) -> str:
         "Use:  net = load(\"weights.safetensors\", device=\"cuda\");  outputs = net(x)",
         '"""',
         "",
+        "import collections",
         "import math",
         "",
         "import torch",
@@ -463,12 +471,23 @@ def _network_class(p: Program) -> list[str]:
     ret = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
     lines = [
         "class Network:",
-        '    """The compiled network: call it with NCHW input(s) on its device."""',
+        '    """The compiled network: call it with NCHW input(s) on its device.',
         "",
-        "    def __init__(self, state, device):",
+        "    `tuning`: None, or a function of the batch size returning {node: conv2d keyword arguments}",
+        '    (block sizes found by archdsl\'s autotuner); a conv without an entry uses the defaults."""',
+        "",
+        "    def __init__(self, state, device, tuning=None):",
         "        self.device = torch.device(device)",
         "        self.w = prepare(state, self.device)",
+        "        self.tuning = tuning",
         "        self._buffers = {}",
+        "        self._tuned = {}",
+        "",
+        "    def tuned(self, n):",
+        '        """The tuning table for batch size n, asked for once."""',
+        "        if n not in self._tuned:",
+        "            self._tuned[n] = collections.defaultdict(dict, self.tuning(n) if self.tuning else {})",
+        "        return self._tuned[n]",
         "",
         "    def buffers(self, n):",
         '        """The activation tensors for batch size n (see BUFFERS): views of one arena, made once."""',
@@ -492,6 +511,7 @@ def _network_class(p: Program) -> list[str]:
         "        w = self.w",
         "        n = x0.shape[0]",
         "        t = self.buffers(n)",
+        "        tuned = self.tuned(n)",
     ]
     for i, slot in enumerate(inputs):
         lines.append(f"        t[{slot}].copy_(x{i}.permute(0, 2, 3, 1))  # input {_safe(g.inputs[i])}: NCHW -> NHWC")
