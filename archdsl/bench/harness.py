@@ -894,10 +894,11 @@ class Bound:
 class E2EContext:
     """What the end-to-end providers build from, for one dtype."""
 
-    def __init__(self, graph, state: dict, folded: tuple, dtype: str, device, graph_backend=None):
+    def __init__(self, graph, state: dict, folded: tuple, dtype: str, device, graph_backend=None, tune: bool = False):
         self.graph, self.state, self.dtype, self.device = graph, state, dtype, device
         self.folded_graph, self.folded_weights = folded
         self._graph_backend = graph_backend
+        self.tune = tune  # tune the conv launches missing from the autotuning cache (GPU)
         self._compiled = None
 
     @property
@@ -925,9 +926,14 @@ class E2EContext:
 
     def compiled_model(self):
         if self._compiled is None:
-            from ..runtime import CompiledModel, build
+            from ..runtime import CompiledModel, build, cached_tuning
 
-            model = CompiledModel(build(self.graph, self.dtype), self.device)
+            compiled = build(self.graph, self.dtype)
+            # the block sizes `archdsl.compile` would use on this GPU: the cache's (plain launches;
+            # the providers capture CUDA graphs themselves)
+            tuning = cached_tuning(compiled.optimized.graph, self.dtype, self.device, self.tune) \
+                if self.device.type == "cuda" else None
+            model = CompiledModel(compiled, self.device, tuning=tuning)
             model.load_state_dict(self.state)
             self._compiled = model
         return self._compiled
@@ -1245,7 +1251,8 @@ def run_bench(graph, config: BenchConfig, *, device: Any = "cuda", timer=None, p
         "providers": {p.name: p.label for p in E2E_PROVIDERS + LAYER_PROVIDERS
                       if p.name in config.e2e_providers + config.layer_providers},
         "graph_capture": "input copies excluded: the static inputs are filled once",
-        "tuning_end_to_end": "not applied (the runtime does not consult the tuning cache yet)",
+        "tuning_end_to_end": "the autotuning cache's block sizes per conv launch" +
+                             (" (missing shapes tuned in this run)" if config.tune else " where it has them"),
     }
     run = BenchRun(graph.name, source, dict(graph.graph["params"]), list(graph.shape(graph.inputs[0])),
                    environment(device), protocol, None, the_plan.convs, macs_per_sample=the_plan.macs_per_sample)
@@ -1327,7 +1334,7 @@ def _run_e2e(run: BenchRun, graph, config: BenchConfig, device, timer, progress:
     reference = reference.to(device=device, dtype=torch.float64)
     flops_per_sample = 2 * run.macs_per_sample
     for dtype in config.dtypes:
-        ctx = E2EContext(graph, state, folded, dtype, device, graph_backend)
+        ctx = E2EContext(graph, state, folded, dtype, device, graph_backend, tune=config.tune)
         built: dict[str, Any] = {}
         for batch in config.batches:
             xs = [x.to(device=device, dtype=getattr(torch, dtype)) for x in network_inputs(graph, batch, config.seed)]
