@@ -143,6 +143,20 @@ def _conv_tile_order(pid, num_pid_m, num_pid_n, SWIZZLE_M: tl.constexpr):
 
 
 @triton.jit
+def _conv_out_pixels(pid_m, M, P, Q, BLOCK_M: tl.constexpr):
+    """The output pixels of row tile pid_m: (mask_m, n, p, q), each of shape (BLOCK_M,).
+
+    Row m = pid_m * BLOCK_M + i of the GEMM is output pixel (n, p, q) of an (N, P, Q) output,
+    m = (n * P + p) * Q + q; mask_m marks the real ones (m < M = N*P*Q).
+    """
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    n = offs_m // (P * Q)
+    pq = offs_m % (P * Q)
+    return mask_m, n, pq // Q, pq % Q
+
+
+@triton.jit
 def _conv_mma(a, b, acc, INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr):
     """acc += a @ b, accumulated in fp32.
 
@@ -373,6 +387,68 @@ def _conv_gemm_kernel(
 
 
 @triton.jit
+def _conv_flat_block(x_rows, ih0, iw0, mask_m, red, H, W, stride_xh, stride_xw,
+                     CG: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                     RED: tl.constexpr):
+    """Where the block of A at reduction indices `red` lives in x, for the flat walk.
+
+    x_rows:    (BLOCK_M,) pointers to channel 0 (of the group) of each row's image in x
+    ih0, iw0:  (BLOCK_M,) input row / column of each output pixel's tap (0, 0); may be outside
+    mask_m:    (BLOCK_M,) the real rows (pixels)
+    red:       (BLOCK_K,) reduction indices (r*KW + s)*CG + c, RED = KH*KW*CG of them in all
+    Returns (a_ptrs, a_mask, mask_k, c): the (BLOCK_M, BLOCK_K) pointers of the block in x, its
+    load mask (rows past M, indices past RED and the padding halo read 0), the real indices
+    and the channel c of each index.  Used by ``_conv_implicit_gemm_kernel`` and by
+    conv2d_chain.py's first conv: one copy of the address arithmetic.
+    """
+    mask_k = red < RED
+    # split each reduction index into its tap and channel: the tap varies along the block
+    c = red % CG
+    rs = red // CG
+    ih = ih0[:, None] + ((rs // KW) * DH)[None, :]
+    iw = iw0[:, None] + ((rs % KW) * DW)[None, :]
+    in_bounds = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    a_mask = mask_m[:, None] & mask_k[None, :] & in_bounds
+    return x_rows[:, None] + ih * stride_xh + iw * stride_xw + c[None, :], a_mask, mask_k, c
+
+
+@triton.jit
+def _conv_tap_block(x_rows, ih0, iw0, mask_m, mask_n, it, offs_k, H, W, stride_xh, stride_xw,
+                    CG: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                    BLOCK_K: tl.constexpr, HALO: tl.constexpr):
+    """Where iteration `it` of the tap-major walk reads A and B: one tap, BLOCK_K channels.
+
+    x_rows, ih0, iw0, mask_m: as in ``_conv_flat_block``
+    mask_n:    (BLOCK_N,) the real columns of B (output channels)
+    it:        iteration index: tap rs = it // C_BLOCKS, channels from (it % C_BLOCKS) * BLOCK_K,
+               C_BLOCKS = cdiv(CG, BLOCK_K); offs_k = tl.arange(0, BLOCK_K)
+    HALO:      False when no tap can leave the image (1x1, stride 1, unpadded): no bounds test
+    Returns (a_ptrs, a_mask, red, b_mask, c): the (BLOCK_M, BLOCK_K) pointers of A's block and
+    its load mask (the padding halo masks whole rows, the channel tail exists only when
+    CG % BLOCK_K), the rows red = rs*CG + c of the packed weight with the mask of B's
+    (BLOCK_K, BLOCK_N) block, and the channel c (within the group) of each column of A.
+    """
+    C_BLOCKS: tl.constexpr = (CG + BLOCK_K - 1) // BLOCK_K
+    rs = it // C_BLOCKS
+    c = (it % C_BLOCKS) * BLOCK_K + offs_k
+    # the tap's input pixel, once per row (the whole block shares the tap)
+    ih = ih0 + (rs // KW) * DH
+    iw = iw0 + (rs % KW) * DW
+    if HALO:
+        row_ok = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    else:
+        row_ok = mask_m
+    a_rows = x_rows + ih * stride_xh + iw * stride_xw
+    if CG % BLOCK_K == 0:  # no channel tail: masks constant along the channels
+        a_mask = row_ok[:, None]
+        b_mask = mask_n[None, :]
+    else:
+        a_mask = row_ok[:, None] & (c < CG)[None, :]
+        b_mask = (c < CG)[:, None] & mask_n[None, :]
+    return a_rows[:, None] + c[None, :], a_mask, rs * CG + c, b_mask, c
+
+
+@triton.jit
 def _conv_implicit_gemm_kernel(
     x_ptr, w_ptr, out_ptr, res_ptr, scale_ptr, bias_ptr,
     M, H, W, P, Q, KG, K_TOTAL,
@@ -411,12 +487,7 @@ def _conv_implicit_gemm_kernel(
     pid_m, pid_n = _conv_tile_order(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(KG, BLOCK_N), SWIZZLE_M)
 
     # -- rows: output pixels m = (n, p, q); columns: output channels of group g --------
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_m = offs_m < M
-    n = offs_m // (P * Q)
-    pq = offs_m % (P * Q)
-    p = pq // Q
-    q = pq % Q
+    mask_m, n, p, q = _conv_out_pixels(pid_m, M, P, Q, BLOCK_M)
     ih0 = p * SH - PH                     # input row of tap r = 0
     iw0 = q * SW - PW                     # input column of tap s = 0
     x_rows = x_ptr + n.to(tl.int64) * stride_xn + g * CG
@@ -432,17 +503,11 @@ def _conv_implicit_gemm_kernel(
         # -- reduction over red = (r*KW + s)*CG + c, BLOCK_K indices at a time --------
         RED: tl.constexpr = KH * KW * CG
         for k0 in range(0, RED, BLOCK_K):
-            # address computation: split each reduction index into its tap and channel
+            # address computation, masked loads: rows past M, the reduction tail and the halo read 0
             red = k0 + offs_k
-            mask_k = red < RED
-            c = red % CG
-            rs = red // CG
-            ih = ih0[:, None] + ((rs // KW) * DH)[None, :]
-            iw = iw0[:, None] + ((rs % KW) * DW)[None, :]
-            # masked loads: rows past M, the reduction tail and the padding halo read 0
-            in_bounds = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a_mask = mask_m[:, None] & mask_k[None, :] & in_bounds
-            a = tl.load(x_rows[:, None] + ih * stride_xh + iw * stride_xw + c[None, :], mask=a_mask, other=0.0)
+            a_ptrs, a_mask, mask_k, c = _conv_flat_block(x_rows, ih0, iw0, mask_m, red, H, W,
+                                                         stride_xh, stride_xw, CG, KW, DH, DW, RED)
+            a = tl.load(a_ptrs, mask=a_mask, other=0.0)
             if HAS_PRE:  # normalise while loading; the halo stays 0
                 a = _conv_prologue(a, a_mask, g * CG + c, mask_k, in_scale_ptr, in_shift_ptr,
                                    HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
@@ -454,26 +519,14 @@ def _conv_implicit_gemm_kernel(
         # -- one filter tap (r, s) and BLOCK_K of its channels per iteration ----------
         C_BLOCKS: tl.constexpr = (CG + BLOCK_K - 1) // BLOCK_K
         for it in range(0, KH * KW * C_BLOCKS):
-            # address computation: the tap's input pixel, once per row
-            rs = it // C_BLOCKS
-            c0 = (it % C_BLOCKS) * BLOCK_K
-            ih = ih0 + (rs // KW) * DH
-            iw = iw0 + (rs % KW) * DW
-            row_ok = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a_rows = x_rows + ih * stride_xh + iw * stride_xw
-            c = c0 + offs_k
-            # masked loads: the padding halo (whole rows) and, if CG % BLOCK_K, the channel tail
-            if CG % BLOCK_K == 0:
-                a_mask = row_ok[:, None]
-                b_mask = mask_n[None, :]
-            else:
-                a_mask = row_ok[:, None] & (c < CG)[None, :]
-                b_mask = (c < CG)[:, None] & mask_n[None, :]
-            a = tl.load(a_rows[:, None] + c[None, :], mask=a_mask, other=0.0)
+            # address computation, masked loads: the padding halo (whole rows), the channel tail
+            a_ptrs, a_mask, red, b_mask, c = _conv_tap_block(x_rows, ih0, iw0, mask_m, mask_n, it, offs_k, H, W,
+                                                             stride_xh, stride_xw, CG, KW, DH, DW, BLOCK_K, True)
+            a = tl.load(a_ptrs, mask=a_mask, other=0.0)
             if HAS_PRE:  # normalise while loading; the halo stays 0
                 a = _conv_prologue(a, a_mask, g * CG + c, c < CG, in_scale_ptr, in_shift_ptr,
                                    HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
-            b = tl.load(w_cols + (rs * CG + c)[:, None] * K_TOTAL, mask=b_mask, other=0.0)
+            b = tl.load(w_cols + red[:, None] * K_TOTAL, mask=b_mask, other=0.0)
             # dot into the fp32 accumulator
             acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
 
@@ -523,12 +576,7 @@ def _conv_depthwise_kernel(
     pid_c = tl.program_id(1)
 
     # -- rows: output pixels; columns: channels ---------------------------------------
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_m = offs_m < M
-    n = offs_m // (P * Q)
-    pq = offs_m % (P * Q)
-    p = pq // Q
-    q = pq % Q
+    mask_m, n, p, q = _conv_out_pixels(pid_m, M, P, Q, BLOCK_M)
     ih0 = p * SH - PH
     iw0 = q * SW - PW
     x_rows = x_ptr + n.to(tl.int64) * stride_xn

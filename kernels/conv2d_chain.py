@@ -12,12 +12,13 @@ memory traffic.
 Depends on ``conv2d.py``
 ------------------------
 This template calls device and host helpers of ``conv2d.py`` (``_conv_mma``,
-``_conv_activation``, ``_conv_round_to_bf16``, ``_conv_pair``, ``_conv_pads``,
-``_conv_pow2``, ``_conv_clamp_block``, ``_conv_input_precision``, ``_conv_interpreted``,
-``_conv_check_vec``, the ``ACT_*`` codes, ``pack_conv_weight``) without importing it: the
-code generator pastes every template into one module, in file-name order, so
-``conv2d.py`` is always defined before this file.  To use it on its own, execute
-``conv2d.py`` and then this file in one namespace (the tests do exactly that).
+``_conv_activation``, ``_conv_round_to_bf16``, ``_conv_out_pixels``, ``_conv_flat_block``,
+``_conv_tap_block``, ``_conv_pair``, ``_conv_pads``, ``_conv_pow2``, ``_conv_clamp_block``,
+``_conv_input_precision``, ``_conv_interpreted``, ``_conv_check_vec``, the ``ACT_*`` codes,
+``pack_conv_weight``) without importing it: the code generator pastes every template into
+one module, in file-name order, so ``conv2d.py`` is always defined before this file.  To use
+it on its own, execute ``conv2d.py`` and then this file in one namespace (the tests do exactly
+that).
 
 What it computes
 ----------------
@@ -37,7 +38,8 @@ One program owns BLOCK_M output pixels and ALL C_mid intermediate channels (padd
 power of two MID >= 16, a compile-time constant; at most ``CHAIN_MAX_MID``):
 
 1. the first conv is an implicit GEMM into a (BLOCK_M, MID) fp32 accumulator, with the
-   address arithmetic of ``conv2d.py``'s ``_conv_implicit_gemm_kernel``: tap-major
+   address arithmetic of ``conv2d.py``'s ``_conv_implicit_gemm_kernel`` (its helpers
+   ``_conv_tap_block`` and ``_conv_flat_block``): tap-major
    (one filter tap and BLOCK_K channels per iteration) when C % 16 == 0, the flattened
    (r, s, c) walk otherwise, and for a 1 x 1 / stride-1 / unpadded first conv the "plain"
    walk (each output pixel's row of x is the A row: no halo test);
@@ -106,12 +108,7 @@ def _chain_kernel(
     pid_m = tl.program_id(0)
 
     # -- rows: output pixels m = (n, p, q); columns of the first GEMM: all of C_mid ----
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_m = offs_m < M
-    n = offs_m // (P * Q)
-    pq = offs_m % (P * Q)
-    p = pq // Q
-    q = pq % Q
+    mask_m, n, p, q = _conv_out_pixels(pid_m, M, P, Q, BLOCK_M)
     n64 = n.to(tl.int64)
     x_rows = x_ptr + n64 * stride_xn
     offs_j = tl.arange(0, MID)
@@ -120,55 +117,32 @@ def _chain_kernel(
     w1_cols = w1_ptr + offs_j[None, :]
 
     # -- stage 1: the first conv, implicit GEMM into a (BLOCK_M, MID) fp32 accumulator -
+    # the address arithmetic is conv2d.py's (_conv_flat_block, _conv_tap_block): masked
+    # loads read 0 for rows past M, the reduction / channel tail and the padding halo
+    if WALK == 0:
+        ih0 = p                           # 1x1, stride 1, unpadded: P = H, Q = W, no halo
+        iw0 = q
+    else:
+        ih0 = p * SH - PH                 # input row / column of tap (0, 0)
+        iw0 = q * SW - PW
     acc1 = tl.zeros((BLOCK_M, MID), dtype=tl.float32)
     if WALK == 2:
         # flat: reduction over red = (r*KW + s)*C + c, BLOCK_K indices at a time (small C)
-        ih0 = p * SH - PH
-        iw0 = q * SW - PW
-        RED: tl.constexpr = KH * KW * C
-        for k0 in range(0, RED, BLOCK_K):
-            # address computation: split each reduction index into its tap and channel
+        for k0 in range(0, KH * KW * C, BLOCK_K):
             red = k0 + offs_k
-            mask_k = red < RED
-            c = red % C
-            rs = red // C
-            ih = ih0[:, None] + ((rs // KW) * DH)[None, :]
-            iw = iw0[:, None] + ((rs % KW) * DW)[None, :]
-            # masked loads: rows past M, the reduction tail and the padding halo read 0
-            in_bounds = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a = tl.load(x_rows[:, None] + ih * stride_xh + iw * stride_xw + c[None, :],
-                        mask=mask_m[:, None] & mask_k[None, :] & in_bounds, other=0.0)
+            a_ptrs, a_mask, mask_k, _ = _conv_flat_block(x_rows, ih0, iw0, mask_m, red, H, W,
+                                                         stride_xh, stride_xw, C, KW, DH, DW, KH * KW * C)
+            a = tl.load(a_ptrs, mask=a_mask, other=0.0)
             b = tl.load(w1_cols + red[:, None] * C_MID, mask=mask_k[:, None] & mask_j[None, :], other=0.0)
             acc1 = _conv_mma(a, b, acc1, INPUT_PRECISION, INTERPRETED)
     else:
         # plain / tap-major: one filter tap (r, s) and BLOCK_K of its channels per iteration
-        if WALK == 0:
-            ih0 = p                       # 1x1, stride 1, unpadded: P = H, Q = W, no halo
-            iw0 = q
-        else:
-            ih0 = p * SH - PH
-            iw0 = q * SW - PW
         C_BLOCKS: tl.constexpr = (C + BLOCK_K - 1) // BLOCK_K
         for it in range(0, KH * KW * C_BLOCKS):
-            # address computation: the tap's input pixel, once per row
-            rs = it // C_BLOCKS
-            c = (it % C_BLOCKS) * BLOCK_K + offs_k
-            ih = ih0 + (rs // KW) * DH
-            iw = iw0 + (rs % KW) * DW
-            if WALK == 0:
-                row_ok = mask_m
-            else:
-                row_ok = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a_rows = x_rows + ih * stride_xh + iw * stride_xw
-            # masked loads: the padding halo (whole rows) and, if C % BLOCK_K, the channel tail
-            if C % BLOCK_K == 0:
-                a_mask = row_ok[:, None]
-                b_mask = mask_j[None, :]
-            else:
-                a_mask = row_ok[:, None] & (c < C)[None, :]
-                b_mask = (c < C)[:, None] & mask_j[None, :]
-            a = tl.load(a_rows[:, None] + c[None, :], mask=a_mask, other=0.0)
-            b = tl.load(w1_cols + (rs * C + c)[:, None] * C_MID, mask=b_mask, other=0.0)
+            a_ptrs, a_mask, red, b_mask, _ = _conv_tap_block(x_rows, ih0, iw0, mask_m, mask_j, it, offs_k, H, W,
+                                                             stride_xh, stride_xw, C, KW, DH, DW, BLOCK_K, WALK == 1)
+            a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+            b = tl.load(w1_cols + red[:, None] * C_MID, mask=b_mask, other=0.0)
             acc1 = _conv_mma(a, b, acc1, INPUT_PRECISION, INTERPRETED)
 
     # -- stage 2: epilogue 1 on the fp32 accumulator, then the one rounding to x.dtype -

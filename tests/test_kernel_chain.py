@@ -17,31 +17,14 @@ import ast
 import random
 import re
 import sys
-import types
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-KERNELS = ROOT / "kernels"
+from kernel_build import KERNELS, check_poison, load_templates, run_compile_check
 
-
-def load_templates(*names, module_name="archdsl_kernel_chain"):
-    """The templates `names` executed in order in one fresh module, as in a generated program.
-
-    Each file is compiled under its own path so that Triton (inspect) finds the kernels' source.
-    """
-    mod = types.ModuleType(module_name)
-    sys.modules[module_name] = mod
-    for name in names:
-        path = KERNELS / name
-        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), mod.__dict__)
-    return mod
-
-
-K = load_templates("conv2d.py", "conv2d_chain.py")
+K = load_templates("conv2d.py", "conv2d_chain.py", module_name="archdsl_kernel_chain")
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -61,14 +44,6 @@ def sliced(shape, dtype, extra_before=0, extra_after=0):
     buf = torch.full((*lead, extra_before + c + extra_after), float("nan"), dtype=dtype, device=DEV)
     return buf[..., extra_before:extra_before + c], buf
 
-
-def check_poison(view, buf, before, after):
-    """The view was written everywhere; the channels around it were not touched."""
-    assert not torch.isnan(view).any(), "an output element was not written"
-    if before:
-        assert torch.isnan(buf[..., :before]).all(), "a channel left of the output slice was written"
-    if after:
-        assert torch.isnan(buf[..., buf.shape[-1] - after:]).all(), "a channel right of the output slice was written"
 
 
 def chain_ref(x, w1, w2, b1, b2, res, act1, act2, *, stride, pad, dilation, mid_dtype):
@@ -455,16 +430,8 @@ def test_gpu_full_size_chains(chain, dtype):
 # Without a GPU: the kernel also compiles for real GPUs, within an H100's shared memory
 # --------------------------------------------------------------------------------------
 
-_COMPILE_SCRIPT = r'''
-import sys, types
-from pathlib import Path
+_COMPILE_VARIANTS = r'''
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-K = types.ModuleType("chain_template"); sys.modules["chain_template"] = K
-for path in sys.argv[1:]:   # conv2d.py, then conv2d_chain.py: one namespace, as in a generated program
-    exec(compile(Path(path).read_text(), path, "exec"), K.__dict__)
 
 SMEM = 232448               # the most shared memory one block may use on sm_90 (227 KiB)
 GEOS = {"plain": dict(C=384, KH=1, KW=1, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1),
@@ -481,43 +448,20 @@ def compile_default(dtype, allow_tf32, walk, c_mid):
     consts = dict(geo, WALK=K._CHAIN_WALKS[walk], C_MID=c_mid, K=256, MID=mid, HAS_BIAS1=True, ACT1=K.ACT_SIGMOID,
                   HAS_BIAS2=True, HAS_RES=True, ACT2=K.ACT_RELU, INTERPRETED=False,
                   INPUT_PRECISION=K._conv_input_precision(dtype, allow_tf32), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
-    fn = K._chain_kernel
-    sig, attrs = {}, {}     # pointers and strides get the divisibility hint Triton's launcher gives aligned values
-    for i, name in enumerate(fn.arg_names):
-        if name in consts:
-            sig[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            sig[name] = "*" + ("fp32" if name.startswith("bias") else PTR[dtype])
-            attrs[(i,)] = [["tt.divisibility", 16]]
-        else:
-            sig[name] = "i32"
-            if name.startswith("stride"):
-                attrs[(i,)] = [["tt.divisibility", 16]]
-    k = triton.compile(ASTSource(fn, sig, consts, attrs=attrs), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": warps, "num_stages": stages})
-    assert k.asm["cubin"]
+    k = compile_for(K._chain_kernel, {"x": PTR[dtype], "bias1_ptr": "fp32", "bias2_ptr": "fp32"}, consts,
+                    warps, stages)
     assert k.metadata.shared <= SMEM, (dtype, allow_tf32, walk, c_mid, k.metadata.shared)
 
 for dtype, tf32 in ((torch.float32, False), (torch.float32, True), (torch.float16, False), (torch.bfloat16, False)):
     for walk, c_mid in (("tap", 40), ("tap", 256), ("flat", 96), ("flat", 64), ("plain", 192)):
         compile_default(dtype, tf32, walk, c_mid)
-print("compiled")
 '''
 
 
 def test_chain_kernel_compiles_for_gpus(tmp_path):
     """sm_90 builds with conv2d_chain's defaults (fp32, tf32, fp16, bf16; every walk; C_mid up to
     CHAIN_MAX_MID) succeed, fit in shared memory and, where ptxas reports it, spill no registers."""
-    import os
-    import subprocess
-    pytest.importorskip("triton.backends.nvidia")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path)
-    env["TRITON_DUMP_PTXAS_LOG"] = "1"  # ptxas -v: registers and spills per kernel, on stdout
-    script = tmp_path / "compile_chain.py"
-    script.write_text(_COMPILE_SCRIPT)
-    r = subprocess.run([sys.executable, str(script), str(KERNELS / "conv2d.py"), str(KERNELS / "conv2d_chain.py")],
-                       env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "compiled" in r.stdout, r.stderr[-3000:]
+    r = run_compile_check(tmp_path, ["conv2d.py", "conv2d_chain.py"], _COMPILE_VARIANTS,
+                          env={"TRITON_DUMP_PTXAS_LOG": "1"})  # ptxas -v: registers and spills per kernel, on stdout
     spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", r.stdout)]
     assert not any(spills), f"register spills (bytes) per build: {spills}"

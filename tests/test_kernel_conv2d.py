@@ -12,18 +12,15 @@ Without CUDA the kernels run in Triton's interpreter (conftest.py sets TRITON_IN
 so the shapes are small: spatial 5-13, a few channels, a seeded sample of configurations.
 """
 
-import importlib.util
 import random
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("archdsl_kernel_conv2d", ROOT / "kernels" / "conv2d.py")
-K = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(K)
+from kernel_build import check_poison, load_templates, run_compile_check
+
+K = load_templates("conv2d.py", module_name="archdsl_kernel_conv2d")
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -51,14 +48,6 @@ def sliced(shape, dtype, extra_before=0, extra_after=0, spatial_crop=False, fill
     buf = torch.full((*lead, extra_before + c + extra_after), fill, dtype=dtype, device=DEV)
     return buf[..., extra_before:extra_before + c], buf
 
-
-def check_poison(view, buf, before, after):
-    """The view was written everywhere; the channels around it were not touched."""
-    assert not torch.isnan(view).any(), "an output element was not written"
-    if before:
-        assert torch.isnan(buf[..., :before]).all(), "a channel left of the output slice was written"
-    if after:
-        assert torch.isnan(buf[..., buf.shape[-1] - after:]).all(), "a channel right of the output slice was written"
 
 
 def epilogue_ref(y, scale, bias, res, act):
@@ -480,31 +469,7 @@ def test_gpu_linear_classifier(dtype):
 # the compiler rejects: loop-carried types, layouts, dot shapes)
 # --------------------------------------------------------------------------------------
 
-_COMPILE_SCRIPT = r'''
-import importlib.util, sys
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-spec = importlib.util.spec_from_file_location("conv2d_template", sys.argv[1])
-K = importlib.util.module_from_spec(spec); spec.loader.exec_module(K)
-
-def compile_for(arch, fn, dtypes, consts, warps, stages):
-    # pointers and strides get the divisibility-by-16 hint Triton's launcher gives aligned values
-    sig, attrs = {}, {}
-    for i, name in enumerate(fn.arg_names):
-        if name in consts:
-            sig[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            sig[name] = "*" + dtypes.get(name, dtypes["x"])
-            attrs[(i,)] = [["tt.divisibility", 16]]
-        else:
-            sig[name] = "i32"
-            if name.startswith("stride") or name in ("N", "KG", "K_TOTAL", "C"):
-                attrs[(i,)] = [["tt.divisibility", 16]]
-    k = triton.compile(ASTSource(fn, sig, consts, attrs=attrs), target=GPUTarget("cuda", arch, 32),
-                       options={"num_warps": warps, "num_stages": stages})
-    assert k.asm["cubin"], fn.__name__
-
+_COMPILE_VARIANTS = r'''
 ep = dict(HAS_SCALE=True, HAS_BIAS=True, HAS_RES=True, ACT=K.ACT_SIGMOID, INTERPRETED=False,
           HAS_PRE=False, HAS_IN_SCALE=False, HAS_IN_SHIFT=False, IN_ACT=0, RES_AFTER_ACT=False, HAS_OUT_SCALE=False)
 one_out = dict(NUM_OUT=1, ACT1=0, ACT2=0, ACT3=0)  # the gemm kernel's single-destination variant
@@ -512,28 +477,16 @@ geo = dict(KH=3, KW=3, SH=2, SW=1, PH=1, PW=0, DH=1, DW=2)
 f32 = {"x": "fp32", "scale_ptr": "fp32", "bias_ptr": "fp32"}
 f16 = {"x": "fp16", "scale_ptr": "fp32", "bias_ptr": "fp32"}
 bf16 = {"x": "bf16", "scale_ptr": "fp32", "bias_ptr": "fp32"}
-for arch in (90,):
-    compile_for(arch, K._conv_gemm_kernel, f16, dict(ep, **one_out, K=256, INPUT_PRECISION="tf32", BLOCK_M=128, BLOCK_N=128,
-                BLOCK_K=64, SWIZZLE_M=8), 8, 4)
-    compile_for(arch, K._conv_implicit_gemm_kernel, bf16, dict(ep, **geo, CG=64, FLAT=False, INPUT_PRECISION="tf32",
-                BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, SWIZZLE_M=8), 4, 4)
-    compile_for(arch, K._conv_implicit_gemm_kernel, f32, dict(ep, **geo, CG=3, FLAT=True, INPUT_PRECISION="ieee",
-                BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, SWIZZLE_M=8), 4, 3)
-    compile_for(arch, K._conv_depthwise_kernel, f16, dict(ep, **geo, BLOCK_M=64, BLOCK_C=64), 4, 2)
-print("compiled")
+compile_for(K._conv_gemm_kernel, f16, dict(ep, **one_out, K=256, INPUT_PRECISION="tf32", BLOCK_M=128, BLOCK_N=128,
+            BLOCK_K=64, SWIZZLE_M=8), 8, 4)
+compile_for(K._conv_implicit_gemm_kernel, bf16, dict(ep, **geo, CG=64, FLAT=False, INPUT_PRECISION="tf32",
+            BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, SWIZZLE_M=8), 4, 4)
+compile_for(K._conv_implicit_gemm_kernel, f32, dict(ep, **geo, CG=3, FLAT=True, INPUT_PRECISION="ieee",
+            BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, SWIZZLE_M=8), 4, 3)
+compile_for(K._conv_depthwise_kernel, f16, dict(ep, **geo, BLOCK_M=64, BLOCK_C=64), 4, 2)
 '''
 
 
 def test_kernels_compile_for_gpus(tmp_path):
     """sm_90 (H100 / H200) builds of every path (fp32 / fp16 / bf16, the full epilogue) succeed."""
-    import os
-    import subprocess
-    import sys
-    pytest.importorskip("triton.backends.nvidia")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path)
-    script = tmp_path / "compile_conv2d.py"
-    script.write_text(_COMPILE_SCRIPT)
-    r = subprocess.run([sys.executable, str(script), str(ROOT / "kernels" / "conv2d.py")], env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "compiled" in r.stdout, r.stderr[-3000:]
+    run_compile_check(tmp_path, ["conv2d.py"], _COMPILE_VARIANTS)

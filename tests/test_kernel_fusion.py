@@ -14,17 +14,13 @@ small floor; outputs are poisoned with NaN, and channel slices sit in NaN-filled
 whose other channels must stay NaN (no stray write) and must not leak in (no stray read).
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("archdsl_kernel_conv2d_fusion", ROOT / "kernels" / "conv2d.py")
-K = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(K)
+from kernel_build import check_poison, load_templates, run_compile_check
+
+K = load_templates("conv2d.py", module_name="archdsl_kernel_conv2d_fusion")
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -44,11 +40,6 @@ def sliced(shape, dtype, before=0, after=0):
     buf = torch.full((*lead, before + c + after), NAN, dtype=dtype, device=DEV)
     return buf[..., before:before + c], buf
 
-
-def check_poison(view, buf, before, after):
-    assert not torch.isnan(view).any(), "an output element was not written"
-    assert torch.isnan(buf[..., :before]).all(), "a channel left of the output slice was written"
-    assert torch.isnan(buf[..., buf.shape[-1] - after:]).all(), "a channel right of the output slice was written"
 
 
 def bound_for(dtype, lp, ref):
@@ -404,32 +395,7 @@ def test_prologue_misuse_raises():
 # Without a GPU: the fused variants also compile for real GPUs (sm_90)
 # --------------------------------------------------------------------------------------
 
-_COMPILE_SCRIPT = r'''
-import importlib.util, sys
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-spec = importlib.util.spec_from_file_location("conv2d_template", sys.argv[1])
-K = importlib.util.module_from_spec(spec); spec.loader.exec_module(K)
-
-def compile_for(fn, dtypes, consts, warps, stages):
-    sig, attrs = {}, {}
-    for i, name in enumerate(fn.arg_names):
-        if name in consts:
-            sig[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            sig[name] = "*" + dtypes.get(name, dtypes["x"])
-            attrs[(i,)] = [["tt.divisibility", 16]]
-        elif name == "out_scale":
-            sig[name] = "fp32"
-        else:
-            sig[name] = "i32"
-            if name.startswith("stride") or name in ("N", "KG", "K_TOTAL", "C"):
-                attrs[(i,)] = [["tt.divisibility", 16]]
-    k = triton.compile(ASTSource(fn, sig, consts, attrs=attrs), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": warps, "num_stages": stages})
-    assert k.asm["cubin"], fn.__name__
-
+_COMPILE_VARIANTS = r'''
 vecs = {"scale_ptr": "fp32", "bias_ptr": "fp32", "in_scale_ptr": "fp32", "in_shift_ptr": "fp32"}
 ep = dict(HAS_SCALE=True, HAS_BIAS=True, ACT=K.ACT_RELU, INTERPRETED=False, HAS_PRE=True, HAS_IN_SCALE=True,
           HAS_IN_SHIFT=True, IN_ACT=K.ACT_RELU, HAS_OUT_SCALE=True)
@@ -446,20 +412,9 @@ compile_for(K._conv_implicit_gemm_kernel, dict(vecs, x="fp32"),
                  BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, SWIZZLE_M=8), 4, 3)
 compile_for(K._conv_depthwise_kernel, dict(vecs, x="fp16"),
             dict(ep, HAS_RES=True, RES_AFTER_ACT=True, **geo, BLOCK_M=64, BLOCK_C=64), 4, 2)
-print("compiled")
 '''
 
 
 def test_fused_kernels_compile_for_gpus(tmp_path):
     """sm_90 builds with the prologue, the residual after act, out_scale and three destinations."""
-    import os
-    import subprocess
-    import sys
-    pytest.importorskip("triton.backends.nvidia")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path)
-    script = tmp_path / "compile_conv2d_fused.py"
-    script.write_text(_COMPILE_SCRIPT)
-    r = subprocess.run([sys.executable, str(script), str(ROOT / "kernels" / "conv2d.py")], env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "compiled" in r.stdout, r.stderr[-3000:]
+    run_compile_check(tmp_path, ["conv2d.py"], _COMPILE_VARIANTS)
