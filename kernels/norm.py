@@ -9,25 +9,13 @@ Blocking: a program owns BLOCK_R rows. LRN tiles channels too (its window is loc
 neighbouring channels are re-read from cache, shifted); softmax sweeps each row's channels in
 BLOCK_C chunks (one chunk when C <= BLOCK_C). Arithmetic is fp32; the result is rounded once, to
 out's dtype, on the store.
+
+Uses elementwise.py's `_ew_row_offsets` (generated programs hold every template in one module,
+elementwise.py before norm.py; the tests load the two together).
 """
 
 import triton
 import triton.language as tl
-
-
-# --------------------------------------------------------------------------------------------
-# Device helpers
-# --------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _norm_row_offsets(r, H, W, s_n, s_h, s_w):
-    """Element offsets (int64) of rows r = (n*H + h)*W + w of a tensor with strides s_n, s_h, s_w."""
-    w = r % W
-    nh = r // W
-    h = nh % H
-    n = nh // H
-    return n.to(tl.int64) * s_n + h * s_h + w * s_w
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,7 +45,7 @@ def _norm_lrn_kernel(
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     r_mask = r < R
-    x_rows = x_ptr + _norm_row_offsets(r, H, W, sx_n, sx_h, sx_w)[:, None]
+    x_rows = x_ptr + _ew_row_offsets(r, H, W, sx_n, sx_h, sx_w)[:, None]
 
     # -- sum of squares over the channel window (zero outside [0, C))
     sq = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
@@ -72,7 +60,7 @@ def _norm_lrn_kernel(
     x = tl.load(x_rows + c[None, :], mask=mask, other=0.0).to(tl.float32)
     d = k + alpha_over_size * sq
     y = x / tl.exp2(beta * tl.log2(d))
-    o_rows = out_ptr + _norm_row_offsets(r, H, W, so_n, so_h, so_w)[:, None]
+    o_rows = out_ptr + _ew_row_offsets(r, H, W, so_n, so_h, so_w)[:, None]
     tl.store(o_rows + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -94,8 +82,8 @@ def _norm_softmax_kernel(
     # -- BLOCK_R rows; running max and normalizer per row
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     r_mask = r < R
-    x_rows = x_ptr + _norm_row_offsets(r, H, W, sx_n, sx_h, sx_w)[:, None]
-    o_rows = out_ptr + _norm_row_offsets(r, H, W, so_n, so_h, so_w)[:, None]
+    x_rows = x_ptr + _ew_row_offsets(r, H, W, sx_n, sx_h, sx_w)[:, None]
+    o_rows = out_ptr + _ew_row_offsets(r, H, W, so_n, so_h, so_w)[:, None]
     m = tl.full((BLOCK_R,), float("-inf"), tl.float32)
     l = tl.zeros((BLOCK_R,), tl.float32)
 

@@ -25,21 +25,12 @@ from archdsl.bench.harness import (BenchConfig, ConvShape, FakeTimer, Peaks, Pro
 from archdsl.cli import main
 from archdsl.cudagraph import EmulatedGraphBackend, GraphCaptureError, GraphedCallable, maybe_graph
 from archdsl.passes import optimize
+from snippets import BASIC_BLOCK
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 HAS_CUDA = torch.cuda.is_available()
 
-TINY = """
-block basic(c, stride = 1) {
-    residual {
-        conv1: conv(c, 3, stride=stride, pad=1, bias=false) -> bn1: bn -> relu
-        conv2: conv(c, 3, pad=1, bias=false) -> bn2: bn
-    } shortcut if stride != 1 or in.c != c {
-        downsample: (conv(c, 1, stride=stride, bias=false) -> bn)
-    }
-    relu
-}
-network tiny(classes = 10) {
+TINY = BASIC_BLOCK + """network tiny(classes = 10) {
     input 3 x 8 x 8
     stem: conv(8, 3, pad=1, bias=false) -> bn -> relu
     layer1: basic(8) * 2

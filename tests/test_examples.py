@@ -26,6 +26,7 @@ from torch import nn
 import archdsl
 from archdsl.analysis import collapse
 from archdsl.cli import main
+from arith import replay
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NAMES = ("lenet5", "vgg16", "googlenet", "resnet50", "densenet121")
@@ -79,36 +80,10 @@ def conv_out(size: int, k: int, s: int = 1, p: int = 0) -> int:
 # ---- PyTorch as the reference for shapes ---------------------------------------------------------
 
 
-def torch_replay(g) -> int:
-    """Run every conv/pool/fc node through torch.nn.functional on meta tensors; compare shapes."""
-    checked = 0
-    for n, d in g.walk():
-        op, a = d["op"], d["attrs"]
-        if op not in ("conv", "maxpool", "avgpool", "fc"):
-            continue
-        (src,) = g.args(n)
-        x = torch.empty(1, *g.shape(src), device="meta")
-        if op == "conv":
-            top, bottom, left, right = a["pad"]
-            w = torch.empty(a["out"], x.shape[1] // a["groups"], *a["kernel"], device="meta")
-            y = F.conv2d(F.pad(x, (left, right, top, bottom)), w, stride=a["stride"],
-                         dilation=a["dilation"], groups=a["groups"])
-        elif op == "maxpool":
-            y = F.max_pool2d(x, a["kernel"], a["stride"], a["pad"], a["dilation"], ceil_mode=a["ceil_mode"])
-        elif op == "avgpool":
-            y = F.avg_pool2d(x, a["kernel"], a["stride"], a["pad"], ceil_mode=a["ceil_mode"],
-                             count_include_pad=a["count_include_pad"])
-        else:
-            y = F.linear(x, torch.empty(a["out"], x.shape[1], device="meta"))
-        assert tuple(y.shape[1:]) == d["shape"], n
-        checked += 1
-    return checked
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_every_conv_and_pool_has_pytorchs_shape(name):
     g, _ = load(name)
-    assert torch_replay(g) > 5
+    assert replay(g) > 5
 
 
 RELUS = {  # where the nonlinearities are, counted from each paper's description
@@ -142,7 +117,7 @@ def test_reduced_sizes_elaborate_with_pytorchs_shapes(name):
     params, shape = REDUCED[name]
     g, s = load(name, shape, **params)
     assert s.input == shape
-    assert torch_replay(g) > 5
+    assert replay(g) > 5
     assert s.params < load(name)[1].params
 
 

@@ -6,18 +6,9 @@ import pytest
 import archdsl
 from archdsl.errors import InternalError
 from archdsl.ir import Graph
+from snippets import BASIC_BLOCK
 
-SMALL = """
-block basic(c, stride = 1) {
-    residual {
-        conv1: conv(c, 3, stride=stride, pad=1, bias=false) -> bn1: bn -> relu
-        conv2: conv(c, 3, pad=1, bias=false) -> bn2: bn
-    } shortcut if stride != 1 or in.c != c {
-        downsample: (conv(c, 1, stride=stride, bias=false) -> bn)
-    }
-    relu
-}
-network small(width = 8) {
+SMALL = BASIC_BLOCK + """network small(width = 8) {
     input 3 x 16 x 16
     conv1: conv(width, 3, pad=1) -> relu
     layer1: (basic(width) -> basic(2 * width, stride=2))

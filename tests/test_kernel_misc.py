@@ -22,33 +22,23 @@ this backend actually does.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from kernel_build import load_templates
 
-KERNELS = Path(__file__).resolve().parents[1] / "kernels"
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICE = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 SHORT = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def _load(name):
-    """A template as a module of its own (the code generator pastes them into one module)."""
-    spec = importlib.util.spec_from_file_location(f"archdsl_kernel_template_{name}", KERNELS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pool = _load("pool2d")
-norm = _load("norm")
-ew = _load("elementwise")
+pool = load_templates("pool2d.py", module_name="archdsl_kernel_template_pool2d")
+norm = load_templates("elementwise.py", "norm.py", module_name="archdsl_kernel_template_norm")  # uses _ew_ helpers
+ew = load_templates("elementwise.py", module_name="archdsl_kernel_template_elementwise")
 
 TORCH_ACT = {ew.ACT_NONE: lambda t: t, ew.ACT_RELU: torch.relu, ew.ACT_TANH: torch.tanh,
              ew.ACT_SIGMOID: torch.sigmoid}

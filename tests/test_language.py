@@ -20,30 +20,8 @@ import pytest
 import archdsl
 from archdsl import ArchError, Limits, analyze
 from archdsl.cli import main as cli_main
-
-
-# ---- arithmetic helpers: parameter counts as PyTorch counts them -------------------------------
-
-def conv_p(cin, cout, k, groups=1, bias=True):
-    kh, kw = (k, k) if isinstance(k, int) else k
-    return kh * kw * (cin // groups) * cout + (cout if bias else 0)
-
-
-def fc_p(fin, fout, bias=True):
-    return fin * fout + (fout if bias else 0)
-
-
-def bn_p(c):
-    return 2 * c  # weight and bias; running stats are buffers
-
-
-def out_size(size, k, stride=1, pad=0, ceil=False):
-    """PyTorch's conv/pool output size (ceil mode: the last window must start inside the input)."""
-    span = size + 2 * pad - k
-    if not ceil:
-        return span // stride + 1
-    n = -(-span // stride) + 1
-    return n - 1 if (n - 1) * stride >= size + pad else n
+from arith import bn_p, conv_p, fc_p, out_size
+from snippets import BASIC_BLOCK
 
 
 def of_op(g, op, prefix=""):
@@ -127,17 +105,7 @@ def test_sequences_arrow_lines_and_semicolons_build_the_same_graph():
     assert arrow.outputs == ["maxpool"] and arrow.shape("maxpool") == (4, 4, 4)
 
 
-BASIC = """
-block basic(c, stride = 1) {
-    residual {
-        conv1: conv(c, 3, stride=stride, pad=1, bias=false) -> bn1: bn -> relu
-        conv2: conv(c, 3, pad=1, bias=false) -> bn2: bn
-    } shortcut if stride != 1 or in.c != c {
-        downsample: (conv(c, 1, stride=stride, bias=false) -> bn)
-    }
-    relu
-}
-"""
+BASIC = BASIC_BLOCK
 
 
 def test_labels_give_hierarchical_names():

@@ -118,6 +118,20 @@ def rand_conv(rng):
     return shape, cout, rand_pair(rng, 1, 6), kw
 
 
+def valid_convs(rng, count):
+    """`count` random convolutions that elaborate: (shape, cout, kernel, kw, body, graph)."""
+    found = 0
+    while found < count:
+        shape, cout, kernel, kw = rand_conv(rng)
+        body = call("conv", cout, kernel, **kw)
+        try:
+            g = build(shape, body)
+        except ArchError:
+            continue
+        found += 1
+        yield shape, cout, kernel, kw, body, g
+
+
 def torch_conv(shape, cout, kernel, kw, weight=torch.zeros):
     """F.pad (per-side padding, which Conv2d does not have) + F.conv2d on a batch of one."""
     cin, h, w = shape
@@ -376,18 +390,10 @@ def test_ops_without_state(body, module):
 
 def test_conv_and_fc_macs_formula():
     rng = random.Random(9)
-    checked = 0
-    while checked < 150:
-        shape, cout, kernel, kw = rand_conv(rng)
-        body = call("conv", cout, kernel, **kw)
-        try:
-            g = build(shape, body)
-        except ArchError:
-            continue
+    for shape, cout, kernel, kw, body, g in valid_convs(rng, 150):
         r = row(analyze(g), "conv")
         cin, (kh, kwd), (p, q) = shape[0], pair(kernel), r.shape[1:]
         assert r.macs == kh * kwd * (cin // kw["groups"]) * cout * p * q, body
-        checked += 1
     for _ in range(50):
         shape = (rng.randint(1, 8), rng.randint(1, 5), rng.randint(1, 5))
         out = rng.randint(1, 30)
@@ -398,18 +404,10 @@ def test_conv_and_fc_macs_formula():
 def test_macs_match_torch_flop_counter():
     flop_counter = pytest.importorskip("torch.utils.flop_counter")
     rng = random.Random(10)
-    checked = 0
-    while checked < 12:
-        shape, cout, kernel, kw = rand_conv(rng)
-        body = call("conv", cout, kernel, **kw)
-        try:
-            g = build(shape, body)
-        except ArchError:
-            continue
+    for shape, cout, kernel, kw, body, g in valid_convs(rng, 12):
         with flop_counter.FlopCounterMode(display=False) as counter:
             torch_conv(shape, cout, kernel, kw)
         assert counter.get_total_flops() == 2 * analyze(g).macs, body
-        checked += 1
     for shape, out in [((3, 4, 5), 10), ((16, 1, 1), 7), ((1, 2, 2), 1)]:
         g = build(shape, f"flatten -> fc({out})")
         x = torch.randn(1, *shape)

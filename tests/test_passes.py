@@ -320,3 +320,13 @@ def test_every_rule_runs_in_the_generated_program():
         want = reference(x)
     got = model(x.float())
     assert ((got.double().cpu() - want).norm() / want.norm()).item() < 1e-5
+
+
+def test_the_chain_cost_rule_and_the_chain_kernel_agree_on_the_on_chip_limit():
+    from kernel_build import load_templates
+
+    from archdsl.passes import chain
+
+    kernels = load_templates("conv2d.py", "conv2d_chain.py", module_name="chain_limit_check")
+    assert chain.CHAIN_MAX_MID == kernels.CHAIN_MAX_MID
+    assert kernels.chain_supported(chain.CHAIN_MAX_MID, 1) and not kernels.chain_supported(chain.CHAIN_MAX_MID + 1, 1)

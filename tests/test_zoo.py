@@ -36,33 +36,11 @@ import archdsl
 from archdsl import ArchError
 from archdsl.ops import OPS
 
+from arith import bn_p, conv_p, fc_p, out_size, replay
 from smaller import smaller
 from test_examples import aux_params, densenet_arithmetic, googlenet_main_params, state_dict_of
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-# ---- arithmetic helpers: parameters as PyTorch counts them ------------------------------------
-
-def conv_p(cin, cout, k, groups=1, bias=True):
-    return k * k * (cin // groups) * cout + (cout if bias else 0)
-
-
-def fc_p(fin, fout, bias=True):
-    return fin * fout + (fout if bias else 0)
-
-
-def bn_p(c):
-    return 2 * c  # weight and bias; the running statistics are buffers
-
-
-def out_size(size, k, stride=1, pad=0, ceil=False):
-    """PyTorch's conv/pool output size (ceil mode: the last window must start inside the input)."""
-    span = size + 2 * pad - k
-    if not ceil:
-        return span // stride + 1
-    n = -(-span // stride) + 1
-    return n - 1 if (n - 1) * stride >= size + pad else n
 
 
 # ---- each family's count, from its layer widths ---------------------------------------------------
@@ -389,42 +367,7 @@ def header(file: str) -> str:
     return " ".join(line.lstrip("#").strip() for line in head.splitlines())
 
 
-# ---- PyTorch as the reference for shapes ----------------------------------------------------------
-
-def replay(g) -> int:
-    """Every conv / pool / fc / lrn / pad_channels node through torch.nn.functional, on meta
-    tensors of its input's shape: the output shapes must be ours."""
-    checked = 0
-    for n, d in g.walk():
-        op, a = d["op"], d["attrs"]
-        if op not in ("conv", "maxpool", "avgpool", "adaptive_avgpool", "global_avgpool", "fc", "lrn", "pad_channels"):
-            continue
-        (src,) = g.args(n)
-        x = torch.empty(1, *g.shape(src), device="meta")
-        if op == "conv":
-            top, bottom, left, right = a["pad"]
-            w = torch.empty(a["out"], x.shape[1] // a["groups"], *a["kernel"], device="meta")
-            y = F.conv2d(F.pad(x, (left, right, top, bottom)), w, stride=a["stride"], dilation=a["dilation"],
-                         groups=a["groups"])
-        elif op == "maxpool":
-            y = F.max_pool2d(x, a["kernel"], a["stride"], a["pad"], a["dilation"], ceil_mode=a["ceil_mode"])
-        elif op == "avgpool":
-            y = F.avg_pool2d(x, a["kernel"], a["stride"], a["pad"], ceil_mode=a["ceil_mode"],
-                             count_include_pad=a["count_include_pad"])
-        elif op == "adaptive_avgpool":
-            y = F.adaptive_avg_pool2d(x, a["size"])
-        elif op == "global_avgpool":
-            y = F.adaptive_avg_pool2d(x, 1)
-        elif op == "lrn":
-            y = F.local_response_norm(x, a["size"], a["alpha"], a["beta"], a["k"])
-        elif op == "pad_channels":
-            y = F.pad(x, (0, 0, 0, 0, 0, a["out"] - x.shape[1]))
-        else:
-            y = F.linear(x, torch.empty(a["out"], x.shape[1], device="meta"))
-        assert tuple(y.shape[1:]) == d["shape"], n
-        checked += 1
-    return checked
-
+# ---- PyTorch as the reference for shapes and state-dict keys ----------------------------------------
 
 def implied_counts(g) -> tuple[int, int]:
     """Parameters and buffers of the state dict our node names imply (conv/fc weight and bias, BN)."""

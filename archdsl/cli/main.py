@@ -130,10 +130,11 @@ def cmd_compile(args) -> int:
     program = compiled.program
     print(f"wrote {out}/ (model.py, weights.safetensors, report.md): {program.launches} kernel launches per "
           f"forward, {len(graph)} -> {len(compiled.optimized.graph)} nodes; generated in {seconds * 1000:.0f} ms")
-    for batch in batches:
+    if batches:
         from ..tune import TuneCache, network_tuning
 
         cache = TuneCache()
+    for batch in batches:
         table = network_tuning(compiled.optimized.graph, batch, args.dtype, cache, autotune_missing=True,
                                device="cuda")
         print(f"tuned batch {batch}: {len(table)} conv launches have cached block sizes ({cache.path})")

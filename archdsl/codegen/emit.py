@@ -123,12 +123,17 @@ def _pairs(a: dict, *keys: str) -> str:
     return ", ".join(f"{k}={tuple(a[k])!r}" for k in keys)
 
 
+def _has_bias(a: dict) -> bool:
+    """Whether a conv's prepared weights include a bias: its own, or its folded batch norm's shift."""
+    return a["bias"] or a.get("sources", {}).get("bn") is not None
+
+
 def _prepare_conv(p: Program, n: str) -> bool:
     """Weight preparation of one conv node (BN folded in); returns whether it has a bias."""
     a = p.graph.nodes[n]["attrs"]
     src = a.get("sources", {"conv": n})
     conv, bn = src.get("conv", n), src.get("bn")
-    has_bias = a["bias"] or bn is not None
+    has_bias = _has_bias(a)
     p.prepare += [
         p.comment(n),
         f"wt, b = fold_bn(state, {conv!r}, {bn!r}, {a.get('bn_eps')!r})",
@@ -191,7 +196,7 @@ def _sibling_launch(p: Program, n: str, has_bias: bool, geometry: list[str]) -> 
     time), each column range written to its own tensor with its own activation."""
     g = p.graph
     group = [n, *g.nodes[n]["attrs"]["siblings"]]
-    biased = {m: g.nodes[m]["attrs"]["bias"] or g.nodes[m]["attrs"]["sources"].get("bn") is not None for m in group}
+    biased = {m: _has_bias(g.nodes[m]["attrs"]) for m in group}
     weights = ", ".join(f"w.pop({m + '.w'!r})" for m in group)
     p.deferred += [f"# {' + '.join(_safe(m) for m in group)}: one GEMM, weights side by side",
                    f"{wkey(n, 'w')} = torch.cat([{weights}], dim=1)"]
@@ -215,7 +220,7 @@ def _chain_launch(p: Program, first: str, n: str, has_bias: bool) -> Step:
     g = p.graph
     a1 = g.nodes[first]["attrs"]
     args = [p.arg(first, 0), wkey(first, "w"), wkey(n, "w"), p.t(n), _pairs(a1, "kernel", "stride", "pad", "dilation")]
-    if a1["bias"] or a1["sources"].get("bn") is not None:
+    if _has_bias(a1):
         args.append(f"bias1={wkey(first, 'b')}")
     if a1["act"] != "none":
         args.append(f"act1={ACT_NAMES[a1['act']]}")

@@ -92,8 +92,9 @@ def _epilogue_ops(a, ins, out):
 
 def _describe(base):
     def describe(a):
-        parts = ["bn+" + (a["pre_act"] + "+" if a["pre_act"] != "none" else "")] if a.get("pre_bn_eps") is not None \
-            else ([a["pre_act"] + "+"] if a.get("pre_act", "none") != "none" else [])
+        prologue = ["bn"] if a.get("pre_bn_eps") is not None else []
+        prologue += [a["pre_act"]] if a.get("pre_act", "none") != "none" else []
+        parts = ["+".join(prologue) + "+"] if prologue else []  # applied to the input: "bn+relu+"
         parts += [base.describe(a)] if base.describe(a) else []
         parts += ["+bn"] if a.get("bn_eps") is not None else []
         parts += [f"+{a['act']}"] if a.get("act", "none") != "none" else []

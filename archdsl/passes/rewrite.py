@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from ..ops.fused import CONV_DEFAULTS
 
 
 def clone(g: Graph) -> Graph:
@@ -35,8 +36,6 @@ def sole_user(g: Graph, n: str) -> str | None:
 def as_fused_conv(g: Graph, conv: str) -> dict:
     """Turn a plain `conv` node into a `fused_conv` that does the same (no-op if it is one already);
     returns its attrs, every epilogue/prologue field present."""
-    from ..ops.fused import CONV_DEFAULTS
-
     d = g.nodes[conv]
     if d["op"] == "conv":
         d["op"] = "fused_conv"
