@@ -185,10 +185,14 @@ def _conv_round_to_bf16(y):
 def _conv_activation(y, ACT: tl.constexpr):
     """act(y) on an fp32 block; ACT is one of ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID.
 
+    NaN propagates through every activation, as in PyTorch.
+
     (Literals below: a kernel may read only constexpr globals, and the ACT_* codes are ints.)
     """
     if ACT == 1:  # ACT_RELU
-        y = tl.maximum(y, 0.0)
+        # not tl.maximum: on a GPU it lowers to max.f32, which turns NaN into 0; PyTorch's relu
+        # propagates NaN, and so does this select (NaN < 0 is false).
+        y = tl.where(y < 0.0, 0.0, y)
     elif ACT == 2:  # ACT_TANH
         # tanh(|y|) = (1 - e^{-2|y|}) / (1 + e^{-2|y|}): e^{-2|y|} <= 1 never overflows.
         t = tl.exp(-2.0 * tl.abs(y))

@@ -99,14 +99,16 @@ def _pool_adaptive_avg_kernel(
     H, W, P, Q, C,
     sx_n, sx_h, sx_w,
     so_n, so_h, so_w,
-    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+    MAX_WINDOW: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """out[n, i, j, c] = mean of x[n, h, w, c] over PyTorch's adaptive window
     h in [floor(i*H/P), ceil((i+1)*H/P)), w in [floor(j*W/Q), ceil((j+1)*W/Q)).
 
     x: (N, H, W, C), out: (N, P, Q, C), unit channel stride. Grid: (N * P * Q, cdiv(C, BLOCK_C)).
     The window's positions are flattened and reduced BLOCK_HW at a time into a
-    [BLOCK_HW, BLOCK_C] fp32 accumulator, summed over positions at the end. P = Q = 1 is global
+    [BLOCK_HW, BLOCK_C] fp32 accumulator, summed over positions at the end. MAX_WINDOW, the
+    largest window's position count, bounds the loop: a constexpr, because Triton 3.6's
+    interpreter cannot loop up to a bound computed in the kernel (this window's `count`). P = Q = 1 is global
     average pooling (the window is the whole image).
     """
     # -- which output pixel (n, i, j) and channel block
@@ -128,7 +130,7 @@ def _pool_adaptive_avg_kernel(
 
     # -- reduce the flattened window in chunks of BLOCK_HW positions
     acc = tl.zeros((BLOCK_HW, BLOCK_C), tl.float32)
-    for k0 in range(0, count, BLOCK_HW):
+    for k0 in range(0, MAX_WINDOW, BLOCK_HW):
         k = k0 + tl.arange(0, BLOCK_HW)
         h = hs + k // win_w
         w = ws + k % win_w
@@ -207,7 +209,7 @@ def adaptive_avg_pool2d(x, out):
     grid = (n * p * q, triton.cdiv(c, block_c))
     _pool_adaptive_avg_kernel[grid](
         x, out, h, w, p, q, c, *x.stride()[:3], *out.stride()[:3],
-        BLOCK_HW=block_hw, BLOCK_C=block_c)
+        MAX_WINDOW=win_h * win_w, BLOCK_HW=block_hw, BLOCK_C=block_c)
 
 
 def global_avg_pool(x, out):
