@@ -1,7 +1,8 @@
 """Every user mistake is a precise, located error (DESIGN.md, "Errors").
 
-Each test writes a small program, runs `archdsl check` on it through `archdsl.cli.main` and
-checks what the user sees on stderr:
+Each mistake is a row of a case table (a small program, where the error must point, fragments of
+its message and hint, its notes); one test runs `archdsl check` on each through `archdsl.cli.main`
+and checks what the user sees on stderr:
 
     FILE:LINE:COL: error: MESSAGE        <- exact position of the offending token
      LINE | the source line               <- quoted
@@ -124,514 +125,271 @@ def assert_cli_error(run: Run, *fragments: str, hint: str | None = None) -> None
         assert run.hint is not None and hint in run.hint, run.err
 
 
-# ---- syntax ---------------------------------------------------------------------------------
+# ---- the mistakes, as data ---------------------------------------------------------------------
+# Each case is a program, the token the error points at (`at`, its `nth` occurrence; or an explicit
+# (line, col) where the position is not a token, such as the end of the file), fragments of the
+# message, of the hint, the caret's width and the notes (each at a token, with fragments of its
+# message).  One test below runs them all; the few mistakes that need files, options or checks of
+# their own follow the table as ordinary tests.
 
 
-def test_unclosed_brace_is_reported_at_end_of_file_with_the_opener(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            conv(8, 3) -> relu
-        """
-    run = check(tmp_path, capsys, src)
-    # the end of the file: just after the last character of the last line
-    last = textwrap.dedent(src).lstrip("\n").rstrip("\n").split("\n")
-    assert_error(run, len(last), len(last[-1]) + 1, "end of file", "never closed", hint="`}`")
-    assert (run.path, *at(src, "{"), "the `{` opened here") in run.notes()
+def net(*body: str, shape: str = "3x32x32", head: str = "network n", before: str = "") -> str:
+    """A program: `before` (blocks), then `head { input SHAPE; body... }`, one statement a line."""
+    return before + head + " {\n    input " + shape + "\n" + "".join(f"    {s}\n" for s in body) + "}\n"
 
 
-def test_unclosed_paren_at_end_of_file_points_at_the_paren(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            let a = max(1, 2
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, 3, len("    let a = max(1, 2") + 1, "end of file", hint="`)`")
-    assert (run.path, *at(src, "("), "the `(` opened here") in run.notes()
+@dataclass(frozen=True)
+class Note:
+    at: str  # the token the note points at
+    says: tuple[str, ...] = ()  # fragments of its message (the whole message when `exact`)
+    nth: int = 0
+    line_only: bool = False  # only the line is checked (the note names a node on that line)
+    exact: bool = False
 
 
-def test_stray_token(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            conv(8, 3) ) -> relu
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    line, col = at(src, ") )")
-    assert_error(run, line, col + 2, "unexpected `)`", hint="expected", width=1)
-    assert "`}`" in run.hint  # the likely fix comes first and is spelt as the user writes it
+@dataclass(frozen=True)
+class Case:
+    id: str
+    source: str
+    at: str | tuple[int, int]  # the offending token, or (line, col)
+    says: tuple[str, ...]  # fragments of the message
+    hint: str | tuple[str, ...] | None = None  # fragment(s) of the hint line
+    width: int | None = None  # the caret run `^~~`
+    nth: int = 0  # which occurrence of `at`
+    notes: tuple[Note, ...] | None = None  # None: not checked; otherwise exactly these, in order
+    options: tuple[str, ...] = ()
+    not_said: tuple[str, ...] = ()  # must not be in the message
+    no_terminals: bool = False  # a syntax error: no grammar terminal name anywhere on stderr
 
 
-def test_single_quoted_string(tmp_path, capsys):
-    src = """
-        import 'blocks.arch'
-        network n {
-            input 3x32x32
-            relu
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, 1, 8, "unexpected character", "'", hint='double quotes: "..."')
+TWO_NETS = net("relu", head="network small") + net("relu", shape="3x224x224", head="network large")
+RESIDUAL_BAD_SHORTCUT = """\
+block basic(c, stride = 1) {
+    residual {
+        conv(c, 3, stride=stride, pad=1) -> bn -> relu
+        conv(c, 3, pad=1) -> bn
+    } shortcut {
+        conv(c, 1) -> bn
+    }
+}
+"""
 
-
-def test_unterminated_string(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            assert true, "oops
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, '"oops'), "unexpected character", hint="same line")
-
-
-@pytest.mark.parametrize("body, token", [
-    ("conv(8, 3) -> -> relu", "-> relu"),
-    ("conv(8, 3,, 2)", ", 2"),
-    ("conv 8", "8"),
-    ("conv(8, 3 -> relu", "->"),
-    ("let = 3", "="),
-    ("for in range(3) { relu }", "range"),
-    ("concat { relu } )", ")"),
-    ("let a = 1 === 2", "= 2"),
-    ("residual { relu } shortcut if { relu }", "{ relu }\n"),
-    ("let a = [1, 2,, 3]", ", 3"),
-])
-def test_syntax_errors_name_the_token_and_readable_expectations(tmp_path, capsys, body, token):
-    src = "network n {\n    input 3x32x32\n    " + body + "\n}\n"
-    run = check(tmp_path, capsys, src)
-    line, col = at(src, token)
-    assert_error(run, line, col, "unexpected", hint="expected")
-    assert not INTERNAL.search(run.err.replace(run.path, "")), run.err
-
-
-def test_missing_token_at_end_of_line(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            conv(8, 3) ->
-        }
-        """
-    run = check(tmp_path, capsys, src)
+SYNTAX = [
+    Case("unclosed-brace-at-end-of-file", net("conv(8, 3) -> relu")[:-2],
+         (3, len("    conv(8, 3) -> relu") + 1),  # just after the last character of the last line
+         ("end of file", "never closed"), hint="`}`", notes=(Note("{", ("the `{` opened here",), exact=True),)),
+    Case("unclosed-paren-at-end-of-file", net("let a = max(1, 2")[:-2], (3, len("    let a = max(1, 2") + 1),
+         ("end of file",), hint="`)`", notes=(Note("(", ("the `(` opened here",), exact=True),)),
+    # the likely fix comes first in the hint and is spelt as the user writes it
+    Case("stray-token", net("conv(8, 3) ) -> relu"), ") ->", ("unexpected `)`",), hint=("expected", "`}`"), width=1),
+    Case("single-quoted-string", "import 'blocks.arch'\n" + net("relu"), (1, 8), ("unexpected character", "'"),
+         hint='double quotes: "..."'),
+    Case("unterminated-string", net('assert true, "oops'), '"oops', ("unexpected character",), hint="same line"),
+    *[Case(f"syntax-{i}", net(body), token, ("unexpected",), hint="expected", no_terminals=True)
+      for i, (body, token) in enumerate([
+          ("conv(8, 3) -> -> relu", "-> relu"),
+          ("conv(8, 3,, 2)", ", 2"),
+          ("conv 8", "8"),
+          ("conv(8, 3 -> relu", "->"),
+          ("let = 3", "="),
+          ("for in range(3) { relu }", "range"),
+          ("concat { relu } )", ")"),
+          ("let a = 1 === 2", "= 2"),
+          ("residual { relu } shortcut if { relu }", "{ relu }\n"),
+          ("let a = [1, 2,, 3]", ", 3"),
+      ])],
     # points just past the `->`, where an op was expected
-    assert_error(run, 3, len("    conv(8, 3) ->") + 1, "unexpected end of line", hint="`(`")
-    assert "a new line" not in run.message
+    Case("missing-token-at-end-of-line", net("conv(8, 3) ->"), (3, len("    conv(8, 3) ->") + 1),
+         ("unexpected end of line",), hint="`(`", not_said=("a new line",)),
+    # habits from other languages
+    Case("else-if", net("if 1 > 0 { relu } else if 2 > 1 { relu }"), "if 2", ("unexpected",), hint="`elif`"),
+    Case("assignment-without-let", net("a = 3"), "=", ("unexpected",), hint="`let name = value`"),
+    Case("and-and", net("let a = 1 && 2"), "&", ("unexpected",), hint="`and`"),
+    Case("or-or", net("let a = 1 || 2"), "|", ("unexpected",), hint="`or`"),
+    # past Python's int <-> str digit limit
+    Case("integer-literal-too-long", net(f"conv({'9' * 5000}, 1)"), (3, 10), ("integer literal", "too large")),
+    Case("huge-integer-value", net("conv(" + "9" * 400 + ", 1)"), (3, 10), ("too large", "2**53")),
+    Case("duplicate-parameter", net("b(8, 3, 8)", before="block b(c, k, c) { conv(c, k) }\n"), "c)",
+         ("parameter `c`", "twice"), notes=(Note("c,", ("first declared here",), exact=True),)),
+    Case("form-feed-does-not-shift-the-quoted-line", "network n {\n    input 3x32x32\f\n    conv(8, 3) -> maxpol\n}\n",
+         (3, 19), ("`maxpol`",), hint="`maxpool`"),
+]
+
+UNKNOWN_NAMES = [
+    Case("unknown-op", net("conv(64, 3) -> maxpol(2)"), "maxpol", ("unknown op or block `maxpol`",),
+         hint="did you mean `maxpool`", width=6),
+    Case("unknown-block", net("botleneck(16)", before="block bottleneck(c) { conv(c, 1) }\n"), "botleneck",
+         ("`botleneck`",), hint="`bottleneck`", width=9),
+    Case("unknown-function", net("conv(mx(8, 16), 3)"), "mx(", ("unknown function `mx`",), hint="`max`"),
+    Case("undefined-variable", net("conv(widht, 3)", head="network n(width = 16)"), "widht",
+         ("undefined name `widht`",), hint="`width`", width=5),
+    Case("block-cannot-see-the-callers-variables",
+         net("b", head="network n(width = 16)", before="block b() { conv(width, 3) }\n"), "width,",
+         ("undefined name `width`",)),
+    Case("undefined-tensor", net("a: conv(8, 3)", "@x -> relu"), "@x", ("no tensor named `x`",), hint="label",
+         width=2),
+    Case("undefined-tensor-attribute", net("stem: conv(8, 3)", "conv(stme.c * 2, 1)"), "stme",
+         ("no tensor named `stme`",), hint="`stem`"),
+    Case("output-of-unknown-tensor", net("global_avgpool -> flatten -> fc(10) as logits", "output logit"), "logit\n",
+         ("no tensor named `logit`",), hint="`logits`", width=5),
+]
+
+ARGUMENTS = [
+    Case("non-integer-groups", net("conv(64, 3, groups=1.5)", shape="4x32x32"), "1.5", ("`groups`", "integer", "1.5"),
+         hint="whole number", width=3),
+    *[Case(f"wrong-type-or-range-{i}", net(call, shape="4x32x32"), token, fragments)
+      for i, (call, token, fragments) in enumerate([
+          ("conv(8, 3, bias=1)", "1)", ("`bias`", "true or false")),
+          ('maxpool("two")', '"two"', ("`kernel`", '"two"')),
+          ("conv(8, 3, pad=(1, 2, 3))", "(1, 2, 3)", ("`pad`", "(1, 2, 3)")),
+          ("dropout(1.5)", "1.5", ("`p`", "[0.0, 1.0)")),
+          ("conv(0, 3)", "0,", ("`out`", "≥ 1")),
+      ])],
+    Case("missing-argument", net("conv(64)"), "conv", ("`conv`", "missing the argument `kernel`"),
+         hint="usage: conv(out, kernel", width=len("conv(64)")),
+    Case("missing-block-argument", net("stage(16)", before="block stage(c, k) { conv(c, k) }\n"), "stage(16)",
+         ("`stage`", "missing the argument `k`"), hint="stage(c, k)"),
+    Case("unknown-argument", net("conv(64, 3, strid=2)"), "strid", ("no argument `strid`",), hint="`stride`", width=5),
+    Case("duplicate-argument", net("conv(64, 3, stride=2, stride=1)"), "stride", ("`stride`", "twice"), width=6, nth=1,
+         notes=(Note("stride", ("first given here",), line_only=True),)),
+    Case("duplicate-argument-positional-and-keyword", net("conv(64, 3, out=32)"), "out", ("`out`", "twice")),
+    Case("positional-after-keyword", net("conv(64, kernel=3, 2)"), "2)",
+         ("positional argument follows a keyword argument",)),
+    Case("too-many-positional-arguments", net("relu(2)"), "2)", ("`relu` takes 0 positional arguments, got 1",),
+         hint="usage: relu()"),
+]
+
+LIMITS = [
+    Case("recursion-without-base-case",
+         net("forever(8)", before="block forever(c) {\n    conv(c, 1) -> forever(c)\n}\n"), "forever(c)",
+         ("deeper than 64", "recursion"), hint="base case", nth=1),
+    Case("repetition-past-the-limit", net("relu * 100000"), "100000", ("100000", "limit"), width=6),
+    Case("size-past-sane-limits", net("huge: conv(10000000, 1)"), "conv", ("`huge`", "10000000×32×32", "sane limits")),
+    Case("range-past-the-limit", net("for i in range(1000000) { relu }"), "range", ("range(1000000)", "limit")),
+    *[Case(f"power-{expr}", net(f"conv({expr}, 3)"), expr, (fragment,), width=len(expr)) for expr, fragment in [
+        ("2 ** 100", "exponent too large"),
+        ("0 ** -1", "division by zero"),
+        ("(-8) ** 0.5", "complex"),
+        ("10.0 ** 400", "overflow"),
+    ]],
+]
+
+ARITHMETIC = [
+    Case("division-by-zero", net("conv(64 / k, 1)", head="network n(k = 0)"), "k,", ("division by zero",),
+         hint="`k` evaluates to 0", width=1),
+    *[Case(f"by-zero-{expr}", net(f"conv({expr}, 1)"), divisor, ("division by zero",), width=len(divisor))
+      for expr, divisor in [("7 // (2 - 2)", "2 - 2"), ("7 % 0", "0")]],
+    # in.c = 3, so in.c / 2 = 1.5 (exact division)
+    Case("non-integer-channel-count", net("half", before="block half() {\n    conv(in.c / 2, 1)\n}\n"), "in.c",
+         ("`out`", "integer", "1.5"), hint="`//`", width=len("in.c / 2")),
+    Case("condition-must-be-boolean", net("if 1 { relu }"), "1 {", ("condition", "true or false", "integer"),
+         hint="n > 0", width=1),
+    Case("for-over-a-number", net("for i in 3 { relu }"), "3 {", ("`for` needs a list",), hint="range(n)"),
+    Case("type-error-in-arithmetic", net('conv("8" + 1, 3)'), '"8"', ("`+`", "string", "integer")),
+    Case("failed-assertion", net('assert width % 16 == 0, "width must be a multiple of 16"', "conv(width, 3)",
+                                 head="network n(width = 24)"), "assert", ("assertion failed", "multiple of 16")),
+]
+
+SHAPES = [
+    Case("pool-window-larger-than-input", net("pool: maxpool(5)", shape="8x3x3"), "maxpool",
+         ("`pool`", f"would be {(3 - (5 - 1) - 1) // 5 + 1}", "8×3×3")),  # PyTorch's rule: 0
+    Case("add-of-mismatched-shapes-names-both-inputs",
+         net("add {", "    conv(8, 3, pad=1)", "    conv(16, 3, pad=1)", "}"), "add",
+         ("add of branch 1 and branch 2", "8×32×32", "16×32×32"), hint="channel counts",
+         notes=(Note("conv(8", ("branch 1", "8×32×32")), Note("conv(16", ("branch 2", "16×32×32")))),
+    Case("mean-of-named-tensors-points-at-their-definitions",
+         net("a: conv(8, 3, pad=1)", "@in -> b: conv(8, 3, stride=2, pad=1)", "mean {", "    @a", "    @b", "}"),
+         "mean", ("mean", "8×32×32", "8×16×16"), hint="spatial sizes differ",
+         notes=(Note("conv(8, 3, pad", ("`a`",)), Note("conv(8, 3, stride", ("`b`",)))),
+    # main path: floor((32 + 2 - 2 - 1)/2) + 1 = 16; the shortcut keeps 32
+    Case("residual-with-wrong-shortcut", net("basic(16, stride=2)", shape="16x32x32", before=RESIDUAL_BAD_SHORTCUT),
+         "residual", ("residual path", "shortcut", "16×16×16", "16×32×32"), hint="stride",
+         notes=(Note("conv(c, 3, pad", ("the residual path ends at `basic.bn_1`",), line_only=True),
+                Note("conv(c, 1)", ("the shortcut ends at `basic.bn_2`",), line_only=True))),
+    Case("residual-identity-shortcut-needs-projection", net("residual {", "    conv(8, 3, pad=1)", "}"), "residual",
+         ("identity shortcut", "8×32×32", "3×32×32"), hint="1×1 conv",
+         notes=(Note("conv", line_only=True), Note("input", line_only=True))),
+    Case("concat-with-mismatched-spatial-size", net("concat {", "    conv(8, 3, pad=1)", "    conv(8, 3)", "}"),
+         "concat", ("concat", "spatial", "8×32×32", "8×30×30"), hint="H×W",
+         notes=(Note("conv(8, 3, pad", line_only=True), Note("conv(8, 3)", line_only=True))),
+    *[Case(f"channels-not-divisible-by-groups-{shape}", net(f"g: conv({out}, 3, groups=2)", shape=shape), "conv",
+           ("`g`", "groups=2", which, "not divisible by 2"), hint="multiples of `groups`")
+      for shape, out, which in [("3x32x32", 64, "input channels (3)"), ("4x32x32", 63, "output channels (63)")]],
+    Case("fc-without-flatten", net("global_avgpool -> fc(10)"), "fc", ("fc needs a flat input", "3×1×1"),
+         hint="`flatten ->`"),
+    Case("conv-after-flatten", net("flatten -> conv(8, 3)"), "conv", ("feature map", str(3 * 32 * 32)),
+         hint="before `flatten`"),
+    Case("join-with-one-branch", net("concat { relu }"), "concat", ("1 branch", "two or more"),
+         hint="one statement per branch"),
+]
+
+DEFINITIONS = [
+    Case("duplicate-label", net("c1: conv(8, 3)", "c1: conv(8, 3)"), "conv", ("`c1`", "already used"), hint="unique",
+         nth=1, notes=(Note("conv"),)),
+    Case("duplicate-definition", net("stem", before="block stem() { relu }\nblock stem() { conv(8, 3) }\n"), "stem",
+         ("`stem` is defined twice",), hint="rename", nth=1, notes=(Note("stem"),)),
+    Case("input-inside-a-block", net("b", before="block b() {\n    input 3x32x32\n    relu\n}\n"), "input",
+         ("`input`", "top level of a network")),
+    Case("output-inside-a-block", net("b", before="block b() {\n    relu as r\n    output r\n}\n"), "output",
+         ("`output`", "top level of a network")),
+    Case("network-parameter-without-default", net("global_avgpool -> flatten -> fc(classes)", head="network n(classes)"),
+         "classes", ("`classes` has no value",), hint="--set classes=", width=7),
+    Case("network-without-input", "network n {\n    let a = 1\n}\n", "n {", ("network `n` has no input",),
+         hint="input 3 x 224 x 224"),
+    Case("layer-before-input", "network n {\n    relu\n    input 3x32x32\n}\n", "relu", ("no input tensor",),
+         hint="input"),
+    Case("several-networks-error-is-located", TWO_NETS, "large", ("several networks",), hint="--network"),
+    Case("network-called-as-a-block", net("relu", head="network inner") + net("inner", head="network outer"), "inner",
+         ("`inner` is a network, not a block",), hint="`block`", nth=1, options=("--network", "outer")),
+    # i = 0 gives `layer-1`
+    Case("label-template-producing-invalid-name", net("for i in range(2) {", "    layer{i - 1}: relu", "}"), "layer",
+         ("`layer-1` is not a valid label",), hint="letters, digits and underscores"),
+    Case("label-template-with-a-float", net("layer{1.5}: relu"), "1.5", ("label", "1.5")),
+    Case("tensor-reference-in-the-middle-of-a-chain", net("relu as r", "conv(8, 3) -> @r"), "@r",
+         ("`@r` can only start a chain",), hint="own line"),
+]
+
+CASES = SYNTAX + UNKNOWN_NAMES + ARGUMENTS + LIMITS + ARITHMETIC + SHAPES + DEFINITIONS
+assert len({c.id for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("body, token, hint", [
-    ("if 1 > 0 { relu } else if 2 > 1 { relu }", "if 2", "`elif`"),
-    ("a = 3", "=", "`let name = value`"),
-    ("let a = 1 && 2", "&", "`and`"),
-    ("let a = 1 || 2", "|", "`or`"),
-])
-def test_syntax_hints_for_habits_from_other_languages(tmp_path, capsys, body, token, hint):
-    src = "network n {\n    input 3x32x32\n    " + body + "\n}\n"
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, token), "unexpected", hint=hint)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_mistake_is_located_quoted_and_explained(tmp_path, capsys, case):
+    run = check(tmp_path, capsys, case.source, *case.options)
+    line, col = case.at if isinstance(case.at, tuple) else at(case.source, case.at, case.nth)
+    hints = (case.hint,) if isinstance(case.hint, str) or case.hint is None else case.hint
+    assert_error(run, line, col, *case.says, hint=hints[0], width=case.width)
+    for fragment in hints[1:]:
+        assert fragment in run.hint, run.err
+    for fragment in case.not_said:
+        assert fragment not in run.message, run.err
+    if case.no_terminals:
+        assert not INTERNAL.search(run.err.replace(run.path, "")), run.err
+    if case.notes is not None:
+        notes = run.notes()
+        assert len(notes) == len(case.notes), run.err
+        for (file, got_line, got_col, message), note in zip(notes, case.notes):
+            want_line, want_col = at(case.source, note.at, note.nth)
+            assert file == run.path and got_line == want_line, run.err
+            assert note.line_only or got_col == want_col, run.err
+            if note.exact:
+                assert (message,) == note.says, run.err
+            for fragment in note.says:
+                assert fragment in message, run.err
 
 
-def test_integer_literal_too_long_to_convert(tmp_path, capsys):
-    digits = "9" * 5000  # past Python's int <-> str digit limit
-    src = f"network n {{\n    input 3x32x32\n    conv({digits}, 1)\n}}\n"
-    run = check(tmp_path, capsys, src)
-    assert_error(run, 3, 10, "integer literal", "too large")
-
-
-def test_huge_integer_value(tmp_path, capsys):
-    src = "network n {\n    input 3x32x32\n    conv(" + "9" * 400 + ", 1)\n}\n"
-    run = check(tmp_path, capsys, src)
-    assert_error(run, 3, 10, "too large", "2**53")
+# ---- mistakes that need checks of their own ------------------------------------------------------
 
 
 def test_huge_float_where_an_integer_is_needed(tmp_path, capsys):
-    src = """
-        network n {
-            input 1e300 x 8 x 8
-            relu
-        }
-        """
+    src = net("relu", shape="1e300 x 8 x 8")
     run = check(tmp_path, capsys, src)  # not a 301-digit integer in the message
     assert_error(run, *at(src, "1e300"), "input dimension", "1e+300", "too large", width=5)
     assert len(run.lines[0]) < 200
 
 
-def test_duplicate_parameter(tmp_path, capsys):
-    src = """
-        block b(c, k, c) { conv(c, k) }
-        network n {
-            input 3x32x32
-            b(8, 3, 8)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "c)"), "parameter `c`", "twice")
-    assert (run.path, *at(src, "c,"), "first declared here") in run.notes()
-
-
-def test_form_feed_does_not_shift_the_quoted_line(tmp_path, capsys):
-    src = "network n {\n    input 3x32x32\f\n    conv(8, 3) -> maxpol\n}\n"
-    run = check(tmp_path, capsys, src)
-    assert_error(run, 3, 19, "`maxpol`", hint="`maxpool`")
-
-
-# ---- unknown names --------------------------------------------------------------------------
-
-
-def test_unknown_op_did_you_mean(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            conv(64, 3) -> maxpol(2)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "maxpol"), "unknown op or block `maxpol`", hint="did you mean `maxpool`", width=6)
-
-
-def test_unknown_block_did_you_mean(tmp_path, capsys):
-    src = """
-        block bottleneck(c) { conv(c, 1) }
-        network n {
-            input 3x32x32
-            botleneck(16)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "botleneck"), "`botleneck`", hint="`bottleneck`", width=9)
-
-
-def test_unknown_function(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            conv(mx(8, 16), 3)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "mx("), "unknown function `mx`", hint="`max`")
-
-
-def test_undefined_variable(tmp_path, capsys):
-    src = """
-        network n(width = 16) {
-            input 3x32x32
-            conv(widht, 3)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "widht"), "undefined name `widht`", hint="`width`", width=5)
-
-
-def test_block_cannot_see_the_callers_variables(tmp_path, capsys):
-    src = """
-        block b() { conv(width, 3) }
-        network n(width = 16) {
-            input 3x32x32
-            b
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "width,"), "undefined name `width`")
-
-
-def test_undefined_tensor(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            a: conv(8, 3)
-            @x -> relu
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "@x"), "no tensor named `x`", hint="label", width=2)
-
-
-def test_undefined_tensor_attribute(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            stem: conv(8, 3)
-            conv(stme.c * 2, 1)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "stme"), "no tensor named `stme`", hint="`stem`")
-
-
-def test_output_of_unknown_tensor(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            global_avgpool -> flatten -> fc(10) as logits
-            output logit
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "logit\n"), "no tensor named `logit`", hint="`logits`", width=5)
-
-
-# ---- arguments --------------------------------------------------------------------------------
-
-
-def test_argument_of_wrong_type_non_integer_groups(tmp_path, capsys):
-    src = """
-        network n {
-            input 4x32x32
-            conv(64, 3, groups=1.5)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "1.5"), "`groups`", "integer", "1.5", hint="whole number", width=3)
-
-
-@pytest.mark.parametrize("call, token, fragments", [
-    ("conv(8, 3, bias=1)", "1)", ("`bias`", "true or false")),
-    ('maxpool("two")', '"two"', ("`kernel`", '"two"')),
-    ("conv(8, 3, pad=(1, 2, 3))", "(1, 2, 3)", ("`pad`", "(1, 2, 3)")),
-    ("dropout(1.5)", "1.5", ("`p`", "[0.0, 1.0)")),
-    ("conv(0, 3)", "0,", ("`out`", "≥ 1")),
-])
-def test_argument_of_wrong_type_or_range(tmp_path, capsys, call, token, fragments):
-    src = "network n {\n    input 4x32x32\n    " + call + "\n}\n"
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, token), *fragments)
-
-
-def test_missing_argument(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            conv(64)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "conv"), "`conv`", "missing the argument `kernel`", hint="usage: conv(out, kernel",
-                 width=len("conv(64)"))
-
-
-def test_missing_block_argument(tmp_path, capsys):
-    src = """
-        block stage(c, k) { conv(c, k) }
-        network n {
-            input 3x32x32
-            stage(16)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "stage(16)"), "`stage`", "missing the argument `k`", hint="stage(c, k)")
-
-
-def test_unknown_argument_did_you_mean(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            conv(64, 3, strid=2)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "strid"), "no argument `strid`", hint="`stride`", width=5)
-
-
-def test_duplicate_argument(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            conv(64, 3, stride=2, stride=1)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "stride", 1), "`stride`", "twice", width=6)
-    notes = run.notes()
-    assert len(notes) == 1 and notes[0][1] == 3 and "first given here" in notes[0][3]
-
-
-def test_duplicate_argument_positional_and_keyword(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            conv(64, 3, out=32)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "out"), "`out`", "twice")
-
-
-def test_positional_after_keyword(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            conv(64, kernel=3, 2)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "2)"), "positional argument follows a keyword argument")
-
-
-def test_too_many_positional_arguments(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            relu(2)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "2)"), "`relu` takes 0 positional arguments, got 1", hint="usage: relu()")
-
-
-# ---- limits -----------------------------------------------------------------------------------
-
-
-def test_recursion_without_base_case(tmp_path, capsys):
-    src = """
-        block forever(c) {
-            conv(c, 1) -> forever(c)
-        }
-        network n {
-            input 3x32x32
-            forever(8)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "forever(c)", 1), "deeper than 64", "recursion", hint="base case")
-
-
-def test_repetition_past_the_limit(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            relu * 100000
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "100000"), "100000", "limit", width=6)
-
-
-def test_size_past_sane_limits(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            huge: conv(10000000, 1)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "conv"), "`huge`", "10000000×32×32", "sane limits")
-
-
-def test_range_past_the_limit(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            for i in range(1000000) { relu }
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "range"), "range(1000000)", "limit")
-
-
-@pytest.mark.parametrize("expr, fragment", [
-    ("2 ** 100", "exponent too large"),
-    ("0 ** -1", "division by zero"),
-    ("(-8) ** 0.5", "complex"),
-    ("10.0 ** 400", "overflow"),
-])
-def test_power_errors(tmp_path, capsys, expr, fragment):
-    src = "network n {\n    input 3x32x32\n    conv(" + expr + ", 3)\n}\n"
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, expr), fragment, width=len(expr))
-
-
-# ---- arithmetic -------------------------------------------------------------------------------
-
-
-def test_division_by_zero(tmp_path, capsys):
-    src = """
-        network n(k = 0) {
-            input 3x32x32
-            conv(64 / k, 1)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "k,"), "division by zero", hint="`k` evaluates to 0", width=1)
-
-
-@pytest.mark.parametrize("expr, divisor", [("7 // (2 - 2)", "2 - 2"), ("7 % 0", "0")])
-def test_floor_division_and_modulo_by_zero(tmp_path, capsys, expr, divisor):
-    src = "network n {\n    input 3x32x32\n    conv(" + expr + ", 1)\n}\n"
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, divisor), "division by zero", width=len(divisor))
-
-
-def test_non_integer_channel_count(tmp_path, capsys):
-    src = """
-        block half() {
-            conv(in.c / 2, 1)
-        }
-        network n {
-            input 3x32x32
-            half
-        }
-        """
-    run = check(tmp_path, capsys, src)  # in.c = 3, so in.c / 2 = 1.5 (exact division)
-    assert_error(run, *at(src, "in.c"), "`out`", "integer", "1.5", hint="`//`", width=len("in.c / 2"))
-
-
-def test_condition_must_be_boolean(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            if 1 { relu }
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "1 {"), "condition", "true or false", "integer", hint="n > 0", width=1)
-
-
-def test_for_over_a_number(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            for i in 3 { relu }
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "3 {"), "`for` needs a list", hint="range(n)")
-
-
-def test_type_error_in_arithmetic(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            conv("8" + 1, 3)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, '"8"'), "`+`", "string", "integer")
-
-
-def test_failed_assertion(tmp_path, capsys):
-    src = """
-        network n(width = 24) {
-            input 3x32x32
-            assert width % 16 == 0, "width must be a multiple of 16"
-            conv(width, 3)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "assert"), "assertion failed", "multiple of 16")
-
-
-# ---- shapes -----------------------------------------------------------------------------------
-
-
 def test_non_positive_output_size_names_layer_and_formula(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x3x3
-            c1: conv(8, 7)
-        }
-        """
+    src = net("c1: conv(8, 7)", shape="3x3x3")
     run = check(tmp_path, capsys, src)
     out = (3 + 2 * 0 - (7 - 1) - 1) // 1 + 1  # PyTorch's rule: -3
     assert out == -3
@@ -639,175 +397,20 @@ def test_non_positive_output_size_names_layer_and_formula(tmp_path, capsys):
                  "3×3×3", hint="smaller than the kernel")
 
 
-def test_pool_window_larger_than_input(tmp_path, capsys):
-    src = """
-        network n {
-            input 8x3x3
-            pool: maxpool(5)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    out = (3 - (5 - 1) - 1) // 5 + 1  # 0
-    assert_error(run, *at(src, "maxpool"), "`pool`", f"would be {out}", "8×3×3")
-
-
-def test_add_of_mismatched_shapes_names_both_inputs(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            add {
-                conv(8, 3, pad=1)
-                conv(16, 3, pad=1)
-            }
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "add"), "add of branch 1 and branch 2", "8×32×32", "16×32×32", hint="channel counts")
-    notes = run.notes()
-    assert [(n[1], n[2]) for n in notes] == [at(src, "conv(8"), at(src, "conv(16")]
-    assert "branch 1" in notes[0][3] and "8×32×32" in notes[0][3]
-    assert "branch 2" in notes[1][3] and "16×32×32" in notes[1][3]
-
-
-def test_mean_of_named_tensors_points_at_their_definitions(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            a: conv(8, 3, pad=1)
-            @in -> b: conv(8, 3, stride=2, pad=1)
-            mean {
-                @a
-                @b
-            }
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "mean"), "mean", "8×32×32", "8×16×16", hint="spatial sizes differ")
-    notes = run.notes()
-    assert [(n[1], n[2]) for n in notes] == [at(src, "conv(8, 3, pad"), at(src, "conv(8, 3, stride")]
-    assert "`a`" in notes[0][3] and "`b`" in notes[1][3]
-
-
-def test_residual_with_wrong_shortcut(tmp_path, capsys):
-    src = """
-        block basic(c, stride = 1) {
-            residual {
-                conv(c, 3, stride=stride, pad=1) -> bn -> relu
-                conv(c, 3, pad=1) -> bn
-            } shortcut {
-                conv(c, 1) -> bn
-            }
-        }
-        network n {
-            input 16x32x32
-            basic(16, stride=2)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    # main path: floor((32 + 2 - 2 - 1)/2) + 1 = 16; the shortcut keeps 32
-    assert_error(run, *at(src, "residual"), "residual path", "shortcut", "16×16×16", "16×32×32",
-                 hint="stride")
-    notes = run.notes()
-    assert len(notes) == 2
-    assert (notes[0][1], notes[1][1]) == (at(src, "conv(c, 3, pad")[0], at(src, "conv(c, 1)")[0])
-    assert "the residual path ends at `basic.bn_1`" in notes[0][3]
-    assert "the shortcut ends at `basic.bn_2`" in notes[1][3]
-
-
-def test_residual_identity_shortcut_needs_projection(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            residual {
-                conv(8, 3, pad=1)
-            }
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "residual"), "identity shortcut", "8×32×32", "3×32×32", hint="1×1 conv")
-    assert [n[1] for n in run.notes()] == [at(src, "conv")[0], at(src, "input")[0]]
-
-
-def test_concat_with_mismatched_spatial_size(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            concat {
-                conv(8, 3, pad=1)
-                conv(8, 3)
-            }
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "concat"), "concat", "spatial", "8×32×32", "8×30×30", hint="H×W")
-    assert [n[1] for n in run.notes()] == [at(src, "conv(8, 3, pad")[0], at(src, "conv(8, 3)")[0]]
-
-
-@pytest.mark.parametrize("shape, out, which", [("3x32x32", 64, "input channels (3)"),
-                                               ("4x32x32", 63, "output channels (63)")])
-def test_channels_not_divisible_by_groups(tmp_path, capsys, shape, out, which):
-    src = f"network n {{\n    input {shape}\n    g: conv({out}, 3, groups=2)\n}}\n"
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "conv"), "`g`", "groups=2", which, "not divisible by 2", hint="multiples of `groups`")
-
-
-def test_fc_without_flatten(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            global_avgpool -> fc(10)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "fc"), "fc needs a flat input", "3×1×1", hint="`flatten ->`")
-
-
-def test_conv_after_flatten(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            flatten -> conv(8, 3)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "conv"), "feature map", str(3 * 32 * 32), hint="before `flatten`")
-
-
-def test_join_with_one_branch(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            concat { relu }
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "concat"), "1 branch", "two or more", hint="one statement per branch")
-
-
-# ---- files and definitions --------------------------------------------------------------------
-
-
 def test_missing_import_file(tmp_path, capsys):
-    src = """
-        import "blocks/resnet.arch"
-        network n {
-            input 3x32x32
-            relu
-        }
-        """
-    run = check(tmp_path, capsys, src)
+    run = check(tmp_path, capsys, 'import "blocks/resnet.arch"\n' + net("relu"))
     assert_error(run, 1, 1, '"blocks/resnet.arch"', "no such file", hint="relative to the importing file")
     assert str(tmp_path / "blocks" / "resnet.arch") in run.message
 
 
 def test_import_of_a_directory(tmp_path, capsys):
     (tmp_path / "lib").mkdir()
-    run = check(tmp_path, capsys, 'import "lib"\nnetwork n {\n    input 3x32x32\n    relu\n}\n')
+    run = check(tmp_path, capsys, 'import "lib"\n' + net("relu"))
     assert_error(run, 1, 1, 'cannot import "lib"', "directory")
 
 
 def test_circular_import(tmp_path, capsys):
-    write(tmp_path, 'import "b.arch"\nnetwork n {\n    input 3x32x32\n    relu\n}\n', "a.arch")
+    write(tmp_path, 'import "b.arch"\n' + net("relu"), "a.arch")
     write(tmp_path, '# helpers\nimport "a.arch"\nblock helper() { relu }\n', "b.arch")
     rc = cli_main(["check", str(tmp_path / "a.arch")])
     out, err = capsys.readouterr()
@@ -818,43 +421,16 @@ def test_circular_import(tmp_path, capsys):
 
 def test_error_in_an_imported_file_is_located_there(tmp_path, capsys):
     write(tmp_path, "block stem(c) {\n    conv(c, 3) -> relu -> maxpol(2)\n}\n", "blocks.arch")
-    path, _ = write(tmp_path, 'import "blocks.arch"\nnetwork n {\n    input 3x32x32\n    stem(8)\n}\n')
+    path, _ = write(tmp_path, 'import "blocks.arch"\n' + net("stem(8)"))
     rc = cli_main(["check", str(path)])
     out, err = capsys.readouterr()
     lib = str(tmp_path / "blocks.arch")
     assert_error(Run(rc, out, err, lib, ""), 2, 27, "`maxpol`", hint="`maxpool`", file=lib)
 
 
-def test_duplicate_label(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            c1: conv(8, 3)
-            c1: conv(8, 3)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "conv", 1), "`c1`", "already used", hint="unique")
-    assert [(n[1], n[2]) for n in run.notes()] == [at(src, "conv")]
-
-
-def test_duplicate_definition(tmp_path, capsys):
-    src = """
-        block stem() { relu }
-        block stem() { conv(8, 3) }
-        network n {
-            input 3x32x32
-            stem
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "stem", 1), "`stem` is defined twice", hint="rename")
-    assert [(n[1], n[2]) for n in run.notes()] == [at(src, "stem")]
-
-
 def test_duplicate_definition_across_files(tmp_path, capsys):
     write(tmp_path, "block stem() { relu }\n", "blocks.arch")
-    src = 'import "blocks.arch"\nblock stem() { relu }\nnetwork n {\n    input 3x32x32\n    stem\n}\n'
+    src = 'import "blocks.arch"\nblock stem() { relu }\n' + net("stem")
     run = check(tmp_path, capsys, src)
     assert run.rc == 2 and "`stem` is defined twice" in run.err
     locs = {(run.path, 2, 7), (str(tmp_path / "blocks.arch"), 1, 7)}
@@ -862,110 +438,22 @@ def test_duplicate_definition_across_files(tmp_path, capsys):
     assert {(header[1], int(header[2]), int(header[3])), run.notes()[0][:3]} == locs
 
 
-def test_input_inside_a_block(tmp_path, capsys):
-    src = """
-        block b() {
-            input 3x32x32
-            relu
-        }
-        network n {
-            input 3x32x32
-            b
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "input"), "`input`", "top level of a network")
-
-
-def test_output_inside_a_block(tmp_path, capsys):
-    src = """
-        block b() {
-            relu as r
-            output r
-        }
-        network n {
-            input 3x32x32
-            b
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "output"), "`output`", "top level of a network")
-
-
-def test_network_parameter_without_default(tmp_path, capsys):
-    src = """
-        network n(classes) {
-            input 3x32x32
-            global_avgpool -> flatten -> fc(classes)
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "classes"), "`classes` has no value", hint="--set classes=", width=7)
-
-
 def test_network_parameter_without_default_is_fine_when_set(tmp_path, capsys):
-    src = "network n(classes) {\n    input 3x32x32\n    global_avgpool -> flatten -> fc(classes)\n}\n"
-    run = check(tmp_path, capsys, src, "--set", "classes=10")
+    run = check(tmp_path, capsys, net("global_avgpool -> flatten -> fc(classes)", head="network n(classes)"),
+                "--set", "classes=10")
     assert run.rc == 0, run.err
 
 
-def test_network_without_input(tmp_path, capsys):
-    src = """
-        network n {
-            let a = 1
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "n {"), "network `n` has no input", hint="input 3 x 224 x 224")
-
-
-def test_layer_before_input(tmp_path, capsys):
-    src = """
-        network n {
-            relu
-            input 3x32x32
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "relu"), "no input tensor", hint="input")
-
-
 def test_several_networks_without_choice(tmp_path, capsys):
-    src = """
-        network small {
-            input 3x32x32
-            relu
-        }
-        network large {
-            input 3x224x224
-            relu
-        }
-        """
-    run = check(tmp_path, capsys, src)
+    run = check(tmp_path, capsys, TWO_NETS)
     assert run.rc == 2
     assert "several networks" in run.lines[0] and "small" in run.lines[0] and "large" in run.lines[0]
     assert "--network" in run.hint
-    assert check(tmp_path, capsys, src, "--network", "large").rc == 0
-
-
-def test_several_networks_error_is_located(tmp_path, capsys):
-    src = """
-        network small {
-            input 3x32x32
-            relu
-        }
-        network large {
-            input 3x224x224
-            relu
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "large"), "several networks", hint="--network")
+    assert check(tmp_path, capsys, TWO_NETS, "--network", "large").rc == 0
 
 
 def test_unknown_network_name(tmp_path, capsys):
-    src = "network resnet {\n    input 3x32x32\n    relu\n}\n"
-    run = check(tmp_path, capsys, src, "--network", "resnte")
+    run = check(tmp_path, capsys, net("relu", head="network resnet"), "--network", "resnte")
     assert run.rc == 2 and "no network named `resnte`" in run.err and "`resnet`" in run.hint
 
 
@@ -974,86 +462,29 @@ def test_file_without_network(tmp_path, capsys):
     assert run.rc == 2 and "defines no network" in run.lines[0] and "network name" in run.hint
 
 
-def test_network_called_as_a_block(tmp_path, capsys):
-    src = """
-        network inner {
-            input 3x32x32
-            relu
-        }
-        network outer {
-            input 3x32x32
-            inner
-        }
-        """
-    run = check(tmp_path, capsys, src, "--network", "outer")
-    assert_error(run, *at(src, "inner", 1), "`inner` is a network, not a block", hint="`block`")
-
-
-def test_label_template_producing_invalid_name(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            for i in range(2) {
-                layer{i - 1}: relu
-            }
-        }
-        """
-    run = check(tmp_path, capsys, src)  # i = 0 gives `layer-1`
-    assert_error(run, *at(src, "layer"), "`layer-1` is not a valid label", hint="letters, digits and underscores")
-
-
-def test_label_template_with_a_float(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            layer{1.5}: relu
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "1.5"), "label", "1.5")
-
-
-def test_tensor_reference_in_the_middle_of_a_chain(tmp_path, capsys):
-    src = """
-        network n {
-            input 3x32x32
-            relu as r
-            conv(8, 3) -> @r
-        }
-        """
-    run = check(tmp_path, capsys, src)
-    assert_error(run, *at(src, "@r"), "`@r` can only start a chain", hint="own line")
-
-
 # ---- command line -----------------------------------------------------------------------------
 
-NET = "network n(width = 16) {\n    input 3x32x32\n    conv(width, 3)\n}\n"
+NET = net("conv(width, 3)", head="network n(width = 16)")
+
+# (options, fragments of the error line, hint)
+CLI_CASES = [
+    (("--set", "widht=8"), ("no parameter `widht`",), "`width`"),
+    (("--set", "width"), ("width", "NAME=VALUE"), None),
+    (("--set", "=8"), ("=8", "NAME=VALUE"), None),
+    (("--set", "2w=8"), ("2w=8", "NAME=VALUE"), None),
+    (("--set", "width=abc"), ("width=abc", "number, true or false"), None),
+    (("--input", "3x32"), ("3x32", "CxHxW"), None),
+    (("--input", "0x32x32"), ("0x32x32", "positive"), None),
+    (("--input", "axbxc"), ("axbxc", "CxHxW"), None),
+    (("--input=-3x32x32",), ("-3x32x32", "CxHxW"), None),
+    *[(("--set", f"width={value}"), ("--set", value), None) for value in ("nan", "inf", "1e400")],
+]
 
 
-def test_set_of_unknown_parameter(tmp_path, capsys):
-    run = check(tmp_path, capsys, NET, "--set", "widht=8")
-    assert_cli_error(run, "no parameter `widht`", hint="`width`")
-
-
-@pytest.mark.parametrize("option, fragment", [
-    (("--set", "width"), "NAME=VALUE"),
-    (("--set", "=8"), "NAME=VALUE"),
-    (("--set", "2w=8"), "NAME=VALUE"),
-    (("--set", "width=abc"), "number, true or false"),
-    (("--input", "3x32"), "CxHxW"),
-    (("--input", "0x32x32"), "positive"),
-    (("--input", "axbxc"), "CxHxW"),
-    (("--input=-3x32x32",), "CxHxW"),
-])
-def test_malformed_set_and_input(tmp_path, capsys, option, fragment):
-    run = check(tmp_path, capsys, NET, *option)
-    assert_cli_error(run, option[-1].split("=", 1)[-1] if len(option) == 1 else option[1], fragment)
-
-
-@pytest.mark.parametrize("value", ["nan", "inf", "1e400"])
-def test_set_of_non_finite_number_is_a_command_line_error(tmp_path, capsys, value):
-    run = check(tmp_path, capsys, NET, "--set", f"width={value}")
-    assert_cli_error(run, "--set", value)
+@pytest.mark.parametrize("options, fragments, hint", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
+def test_command_line_mistake(tmp_path, capsys, options, fragments, hint):
+    run = check(tmp_path, capsys, NET, *options)
+    assert_cli_error(run, *fragments, hint=hint)
 
 
 def test_set_and_input_that_work(tmp_path, capsys):
