@@ -54,6 +54,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .ops.registry import act_codes, family
+
 CACHE_FILE = "tune.json"
 FORMAT = 1
 
@@ -439,9 +441,6 @@ def lookup_conv2d(cache: TuneCache, info: DeviceInfo, x_shape, out_shape, dtype,
 
 # ---- a whole network ----------------------------------------------------------------------------
 
-ACT_CODES = {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3}  # kernels/conv2d.py's ACT_*
-
-
 @dataclass(frozen=True)
 class ConvLaunch:
     """One conv2d launch of a generated program, at one batch size (NHWC shapes)."""
@@ -478,7 +477,7 @@ def conv_launches(graph, batch: int) -> list[ConvLaunch]:
     conv_path = kernel_module("conv2d").conv_path
     out = []
     for n in graph.order():
-        if graph.op(n) not in ("conv", "fused_conv"):
+        if graph.op(n) not in family("conv"):
             continue
         a = graph.nodes[n]["attrs"]
         if a.get("launched_by") or a.get("chain_from"):
@@ -494,7 +493,7 @@ def conv_launches(graph, batch: int) -> list[ConvLaunch]:
         residual = len(args) == 2
         path = conv_path(*meta, residual=meta[1] if residual else None, **geometry)
         out.append(ConvLaunch(n, x_shape, out_shape, **geometry, residual=residual,
-                              act=ACT_CODES[a.get("act", "none")], path=path))
+                              act=act_codes()[a.get("act", "none")], path=path))
     return out
 
 

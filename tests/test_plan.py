@@ -19,6 +19,7 @@ import torch
 import archdsl
 from archdsl.cli import main as cli_main
 from archdsl.codegen import plan as planning
+from archdsl.ops import OPS
 from archdsl.runtime import build, import_program
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -98,7 +99,7 @@ def check_invariants(plan) -> None:
             assert lo == 0 and shape == base_shape, n
         mem[n] = (b, lo, lo + shape[-1])
         if plan.kind[n] == "slice":
-            assert g.op(n) in planning.SLICE_OK and n not in g.inputs and n not in g.outputs, n
+            assert OPS[g.op(n)].strided_out and n not in g.inputs and n not in g.outputs, n
     for b in plan.bases:
         assert plan.offset[b] % planning.ALIGN == 0 and plan.size[b] >= numel(planning.nhwc(g.shape(b)))
         assert plan.offset[b] + plan.size[b] <= plan.arena
@@ -132,7 +133,7 @@ def check_invariants(plan) -> None:
             reads = launch_reads(g, second)
             assert plan.kind[second] == "inplace" and first in reads, (a, b)
             assert life[first][1] == life[second][0] and mem[a] == mem[b], (a, b)
-            assert g.op(second) in planning.INPLACE_PORTS
+            assert OPS[g.op(second)].inplace_ports
             # no other operand of that step may live in the memory it overwrites (a convolution reads
             # its input's neighbourhood; an elementwise step may read the very same tensor twice)
             ports = [q for q, y in enumerate(reads) if y == first]
@@ -143,8 +144,8 @@ def check_invariants(plan) -> None:
                     plan.offset[mem[y][0]] + plan.size[mem[y][0]] <= plan.offset[mem[first][0]]
                     or plan.offset[mem[first][0]] + plan.size[mem[first][0]] <= plan.offset[mem[y][0]])
                 assert not same, (second, y)
-            if g.op(second) not in planning.ELEMENTWISE:
-                assert len(ports) == 1 and ports[0] in planning.INPLACE_PORTS[g.op(second)], second
+            if OPS[g.op(second)].fusion != "elementwise":
+                assert len(ports) == 1 and ports[0] in OPS[g.op(second)].inplace_ports, second
 
 
 @pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)

@@ -37,6 +37,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Sequence
 
+from ..ops.registry import act_codes, family
+
 # ---- configuration ----------------------------------------------------------------------------------
 
 DEFAULT_BATCHES = (1, 32, 256)
@@ -510,7 +512,7 @@ def distinct_convs(graph) -> list[ConvLayer]:
     variants: dict[ConvShape, dict[tuple, int]] = {}
     for n in graph.order():
         op = graph.op(n)
-        if op not in ("conv", "fused_conv"):
+        if op not in family("conv"):
             continue
         a = graph.nodes[n]["attrs"]
         args = graph.args(n)
@@ -1015,8 +1017,6 @@ class LayerCase:
     provider (NCHW channels-last tensors whose NHWC views are archdsl's operands), and the float64
     references of conv + bias and of the fused epilogue."""
 
-    ACT_CODES = {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
-
     def __init__(self, layer: ConvLayer, batch: int, dtype: str, device, seed: int = 0, tuner=None):
         import torch
         import torch.nn.functional as F
@@ -1045,8 +1045,9 @@ class LayerCase:
         self.ref_plain = F.conv2d(x64, self.w.double(), self.bias32.double() if self.bias32 is not None else None,
                                   s.stride, pad, s.dilation, s.groups)
         fused = self.ref_plain + self.residual.double() if self.residual is not None else self.ref_plain
-        acts = {"none": lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
-        self.ref_fused = acts[layer.act](fused)
+        from ..ops.torch_modules import apply_activation
+
+        self.ref_fused = apply_activation(layer.act, fused)
 
     def nhwc(self, t):
         return t.permute(0, 2, 3, 1)  # a channels-last NCHW tensor's NHWC view: contiguous, same memory
@@ -1084,7 +1085,7 @@ def _layer_archdsl(fused: bool, tuned: bool = False):
                       bias=case.bias32)
         if fused or tuned:
             kwargs.update(residual=case.nhwc(case.residual) if case.residual is not None else None,
-                          act=case.ACT_CODES[case.layer.act])
+                          act=act_codes()[case.layer.act])
         x = case.nhwc(case.x)
         config = {}
         if tuned:

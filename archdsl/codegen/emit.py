@@ -16,10 +16,10 @@ from typing import Callable
 from .. import __version__
 from ..errors import InternalError
 from ..ir.graph import Graph
+from ..ops.registry import act_constant, activations
 from .plan import Plan, launcher, make_plan, nhwc
 
 DTYPES = {"float32": "torch.float32", "float16": "torch.float16", "bfloat16": "torch.bfloat16"}
-ACT_NAMES = {"none": "ACT_NONE", "relu": "ACT_RELU", "tanh": "ACT_TANH", "sigmoid": "ACT_SIGMOID"}
 
 
 # ---- kernel templates ------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def _prologue_args(p: Program, n: str) -> list[str]:
     if a.get("pre_bn_eps") is not None:
         args += [f"in_scale={wkey(n, 'in_scale')}", f"in_shift={wkey(n, 'in_shift')}"]
     if a.get("pre_act", "none") != "none":
-        args.append(f"in_act={ACT_NAMES[a['pre_act']]}")
+        args.append(f"in_act={act_constant(a['pre_act'])}")
     return args
 
 
@@ -165,7 +165,7 @@ def _epilogue_args(p: Program, n: str, has_bias: bool, suffix: str = "") -> list
         if a.get("join") == "mean":  # (act(conv) + residual) / 2
             args += ["residual_after_act=True", "out_scale=0.5"]
     if a.get("act", "none") != "none":
-        args.append(f"act{suffix}={ACT_NAMES[a['act']]}")
+        args.append(f"act{suffix}={act_constant(a['act'])}")
     return args
 
 
@@ -208,7 +208,7 @@ def _sibling_launch(p: Program, n: str, has_bias: bool, geometry: list[str]) -> 
         parts = [f"w.pop({m + '.b'!r})" if biased[m] else f"torch.zeros({g.shape(m)[0]})" for m in group]
         p.deferred.append(f"{wkey(n, 'b')} = torch.cat([{', '.join(parts)}])")
         args.append(f"bias={wkey(n, 'b')}")
-    acts = [ACT_NAMES[g.nodes[m]["attrs"]["act"]] for m in group]
+    acts = [act_constant(g.nodes[m]["attrs"]["act"]) for m in group]
     args.append(f"act={acts[0]}" if len(set(acts)) == 1 else f"act=({', '.join(acts)})")
     args.append(_tuned(n))
     comment = "\n".join(p.comment(m) for m in group) + f"  (siblings: one GEMM, {len(group)} outputs)"
@@ -223,7 +223,7 @@ def _chain_launch(p: Program, first: str, n: str, has_bias: bool) -> Step:
     if _has_bias(a1):
         args.append(f"bias1={wkey(first, 'b')}")
     if a1["act"] != "none":
-        args.append(f"act1={ACT_NAMES[a1['act']]}")
+        args.append(f"act1={act_constant(a1['act'])}")
     args += _epilogue_args(p, n, has_bias, suffix="2")
     comment = f"{p.comment(first)}\n{p.comment(n)}  (one kernel: the intermediate stays on chip)"
     return Step(comment, [f"conv2d_chain({', '.join(args)})"], "conv2d_chain")
@@ -244,7 +244,7 @@ def _fc(p: Program, n: str) -> Step:
         p.prepare.append(f"{wkey(n, 'b')} = state[{fc + '.bias'!r}].float()")
         args.append(f"bias={wkey(n, 'b')}")
     if a.get("act", "none") != "none":
-        args.append(f"act={ACT_NAMES[a['act']]}")
+        args.append(f"act={act_constant(a['act'])}")
     return Step(p.comment(n), [f"linear({', '.join(args)})"], "linear")
 
 
@@ -253,7 +253,7 @@ def _bn(p: Program, n: str) -> Step:
     p.prepare += [p.comment(n), f"{wkey(n, 'scale')}, {wkey(n, 'shift')} = bn_scale_shift(state, {n!r}, {a['eps']!r})"]
     x, out = _as_map(p, p.arg(n, 0), n), _as_map(p, p.t(n), n)
     act = a.get("act", "none")
-    tail = f", act={ACT_NAMES[act]}" if act != "none" else ""
+    tail = f", act={act_constant(act)}" if act != "none" else ""
     bn = a.get("sources", {}).get("bn", n)
     p.prepare[-1] = p.prepare[-1].replace(f"bn_scale_shift(state, {n!r},", f"bn_scale_shift(state, {bn!r},")
     return Step(p.comment(n), [f"scale_shift({x}, {out}, scale={wkey(n, 'scale')}, shift={wkey(n, 'shift')}{tail})"],
@@ -268,7 +268,7 @@ def _as_map(p: Program, t: str, n: str) -> str:
 def _act(act: str) -> Callable[[Program, str], Step]:
     def rule(p: Program, n: str) -> Step:
         x, out = _as_map(p, p.arg(n, 0), n), _as_map(p, p.t(n), n)
-        return Step(p.comment(n), [f"scale_shift({x}, {out}, act={ACT_NAMES[act]})"], "scale_shift")
+        return Step(p.comment(n), [f"scale_shift({x}, {out}, act={act_constant(act)})"], "scale_shift")
 
     return rule
 
@@ -286,7 +286,7 @@ def _join(kernel: str) -> Callable[[Program, str], Step]:
     def rule(p: Program, n: str) -> Step:
         ins = ", ".join(p.t(a) for a in p.graph.args(n))
         act = p.graph.nodes[n]["attrs"].get("act", "none")
-        tail = f", act={ACT_NAMES[act]}" if act != "none" else ""
+        tail = f", act={act_constant(act)}" if act != "none" else ""
         return Step(p.comment(n), [f"{kernel}([{ins}], {p.t(n)}{tail})"], kernel)
 
     return rule
@@ -331,9 +331,6 @@ RULES: dict[str, Callable[[Program, str], Step]] = {
     "fused_fc": _fc,
     "bn": _bn,
     "fused_bn": _bn,
-    "relu": _act("relu"),
-    "tanh": _act("tanh"),
-    "sigmoid": _act("sigmoid"),
     "maxpool": _pool("max_pool2d", "kernel", "stride", "pad", "dilation"),
     "avgpool": _pool("avg_pool2d", "kernel", "stride", "pad",
                      extra=lambda a: f"count_include_pad={a['count_include_pad']!r}"),
@@ -350,6 +347,8 @@ RULES: dict[str, Callable[[Program, str], Step]] = {
     "identity": _identity,
     "dropout": _identity,
     "drop_path": _identity,
+    # every activation (an op with an `act_code`): the scale-shift kernel with only its activation
+    **{act: _act(act) for act in activations()},
 }
 
 

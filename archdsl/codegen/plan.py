@@ -10,7 +10,7 @@ Three decisions, all made from the optimized graph before any code is emitted:
    offset.  An input stays a buffer of its own, and the concat copies it (`copy_channels`),
    when it is a graph input or output, a flatten view, has a flatten user (a view of a channel
    slice would not be a view), was already placed into another concat (a tensor joined twice),
-   or is made by an op not known to write through a strided view (`SLICE_OK`).
+   or is made by an op not known to write through a strided view (`OpSpec.strided_out`).
 
 2. In-place steps.  An elementwise step (batch norm, activation, add, mean) writes over an
    input, and a fused convolution (or a chain kernel) over its residual, when that input's
@@ -41,29 +41,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir.graph import Graph
+from ..ops.registry import ANY_PORT, OPS, family
 
 ALIGN = 64  # values: every base buffer starts at a multiple of this (times the batch size)
 ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
-# Ops whose emitted step writes its result through the `out` view's strides (any channel slice
-# of a wider NHWC buffer): they may write straight into a concat's buffer.  `flatten` only
-# when it is a copy (see `flatten_is_view`); `input` never (the NCHW -> NHWC copy is the
-# caller's; it could, but a graph input is also what the user may inspect).
-SLICE_OK = frozenset({
-    "conv", "fused_conv", "fc", "fused_fc", "bn", "fused_bn", "relu", "tanh", "sigmoid", "maxpool",
-    "avgpool", "adaptive_avgpool", "global_avgpool", "lrn", "softmax", "add", "fused_add", "mean",
-    "concat", "pad_channels", "identity", "dropout", "drop_path", "flatten",
-})
-
-# Ops that may write over one of their inputs, and which input ports qualify.  Elementwise
-# kernels read element i and write element i; a fused conv reads its residual tile in the
-# epilogue of the very program that stores that tile.
-INPLACE_PORTS = {
-    "bn": (0,), "fused_bn": (0,), "relu": (0,), "tanh": (0,), "sigmoid": (0,),
-    "add": None, "fused_add": None, "mean": None,  # None: any operand
-    "fused_conv": (1,),
-}
-ELEMENTWISE = frozenset({"bn", "fused_bn", "relu", "tanh", "sigmoid", "add", "fused_add", "mean"})
+# Which ops write through a strided view (may write straight into a concat's channel slice:
+# `OpSpec.strided_out`) and which may overwrite an input (`OpSpec.inplace_ports`) are facts of
+# the op registry.  `flatten` writes a slice only when it is a copy (see `flatten_is_view`).
 
 
 def nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -85,7 +70,7 @@ def flatten_is_view(g: Graph, n: str) -> bool:
     shape = g.shape(src)
     users = list(g.successors(n))
     return len(shape) == 1 or shape[1] * shape[2] == 1 or (
-        bool(users) and all(g.op(u) in ("fc", "fused_fc") for u in users) and n not in g.outputs)
+        bool(users) and all(g.op(u) in family("fc") for u in users) and n not in g.outputs)
 
 
 @dataclass
@@ -221,7 +206,7 @@ def make_plan(g: Graph, inplace: bool = True) -> Plan:
 
 def _sliceable(p: Plan, a: str) -> bool:
     g = p.graph
-    return (a not in g.inputs and a not in g.outputs and p.kind[a] == "buffer" and g.op(a) in SLICE_OK
+    return (a not in g.inputs and a not in g.outputs and p.kind[a] == "buffer" and OPS[g.op(a)].strided_out
             and not any(g.op(u) == "flatten" for u in g.successors(a)))
 
 
@@ -248,12 +233,12 @@ def _group_last_read(p: Plan, base: str) -> int:
 def _place_inplace(p: Plan) -> None:
     g = p.graph
     for n in p.order:
-        op = g.op(n)
-        if op not in INPLACE_PORTS or p.kind[n] != "buffer":
+        spec = OPS[g.op(n)]
+        if not spec.inplace_ports or p.kind[n] != "buffer":
             continue
         args = p.reads(n)  # a chain kernel reads its first conv's input, not that conv's result
-        ports = INPLACE_PORTS[op]
-        for port in (range(len(args)) if ports is None else ports):
+        ports = spec.inplace_ports
+        for port in (range(len(args)) if ports == ANY_PORT else ports):
             if port >= len(args):
                 continue
             x = args[port]
@@ -263,7 +248,7 @@ def _place_inplace(p: Plan) -> None:
             if nhwc(g.shape(root)) != nhwc(g.shape(n)):
                 continue
             others = [y for q, y in enumerate(args) if q != port and p.base[y] == root]
-            if others and (op not in ELEMENTWISE or any(y != x for y in others)):
+            if others and (spec.fusion != "elementwise" or any(y != x for y in others)):
                 continue  # another operand shares the buffer (x twice is fine elementwise)
             if _group_last_read(p, root) > p.time[n]:
                 continue

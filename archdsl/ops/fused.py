@@ -26,13 +26,11 @@ from __future__ import annotations
 
 from ..errors import ArchError
 from . import linear
-from .registry import OPS, Kind, OpSpec, Param, fmt_shape, float_kind, modules, nn, numel, register
-
-ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
-
+from .registry import (ANY_PORT, OPS, Kind, OpSpec, Param, act_codes, activations, fmt_shape, float_kind, modules, nn,
+                       numel, register)
 
 def _act(v):
-    if v not in ACTIVATIONS:
+    if v not in act_codes():  # "none" or an op that declares an `act_code`
         raise ValueError
     return v
 
@@ -55,7 +53,7 @@ def _name(v):
     return v
 
 
-ACT = Kind("one of none, relu, tanh, sigmoid", _act)
+ACT = Kind("none or an activation (" + ", ".join(activations()) + ")", _act)
 ANY = Kind("a mapping of roles to node names", lambda v: v)
 EPS = Kind("a number or none", lambda v: v if v is None else float_kind(0.0).convert(v))
 
@@ -139,6 +137,8 @@ register(OpSpec(
     window=lambda a, ins: _conv.window(a, ins[:1]),
     describe=_describe(_conv),
     torch=_fused_conv_torch,
+    family="conv", fusion="out_fusable", strided_out=True,
+    inplace_ports=(1,),  # the epilogue reads its residual tile before the same program stores it
 ))
 
 register(OpSpec(
@@ -152,6 +152,7 @@ register(OpSpec(
     other_ops=lambda a, ins, out: _fc.other_ops(a, ins, out) + _epilogue_ops(a, ins, out),
     describe=_describe(_fc),
     torch=lambda a, ins: modules().Fused(a["act"], fc=_fc.torch(a, ins)),
+    family="fc", fusion="out_fusable", strided_out=True,
 ))
 
 
@@ -167,6 +168,7 @@ register(OpSpec(
     other_ops=lambda a, ins, out: _add.other_ops(a, ins, out) + numel(out),
     describe=lambda a: f"+{a['act']}",
     torch=lambda a, ins: modules().FusedAdd(a["act"]),
+    family="add", fusion="elementwise", inplace_ports=ANY_PORT, strided_out=True,
 ))
 
 
@@ -183,4 +185,5 @@ register(OpSpec(
     other_ops=lambda a, ins, out: _bn.other_ops(a, ins, out) + numel(out),
     describe=lambda a: f"+{a['act']}",
     torch=lambda a, ins: modules().Fused(a["act"], bn=_bn.torch(a, ins)),
+    family="bn", fusion="elementwise", inplace_ports=(0,), strided_out=True,
 ))

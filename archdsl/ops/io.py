@@ -9,4 +9,5 @@ register(OpSpec(
     params=(Param("c", int_kind(1)), Param("h", int_kind(1)), Param("w", int_kind(1))),
     shape=lambda a, ins: (a["c"], a["h"], a["w"]),
     arity=0,
+    fusion="opaque",  # never strided: the NCHW -> NHWC copy is the caller's, the tensor the user may inspect
 ))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ArchError
-from .registry import OpSpec, fmt_shape, modules, numel, register
+from .registry import ANY_PORT, OpSpec, fmt_shape, modules, numel, register
 
 
 class JoinMismatch(ArchError):
@@ -48,6 +48,7 @@ register(OpSpec(
     params=(), arity=None, shape=_same_shapes("add"),
     other_ops=lambda a, ins, out: (len(ins) - 1) * numel(out),
     torch=lambda a, ins: modules().Add(),
+    fusion="elementwise", inplace_ports=ANY_PORT, strided_out=True,
 ))
 
 register(OpSpec(
@@ -56,10 +57,12 @@ register(OpSpec(
     params=(), arity=None, shape=_same_shapes("mean"),
     other_ops=lambda a, ins, out: len(ins) * numel(out),
     torch=lambda a, ins: modules().Mean(),
+    fusion="elementwise", inplace_ports=ANY_PORT, strided_out=True,
 ))
 
 register(OpSpec(
     name="concat", doc="Concatenation along channels (features); shapes must agree elsewhere.",
     params=(), arity=None, shape=_concat_shape,
     torch=lambda a, ins: modules().Concat(),
+    fusion="injective", strided_out=True,
 ))

@@ -63,6 +63,7 @@ register(OpSpec(
     describe=_conv_describe,
     torch=lambda a, ins: modules().Conv2d(ins[0][0], a["out"], a["kernel"], a["stride"], a["pad"], a["dilation"],
                                             a["groups"], a["bias"]),
+    fusion="out_fusable", strided_out=True,
 ))
 
 
@@ -82,4 +83,5 @@ register(OpSpec(
     macs=lambda a, ins, out: ins[0][0] * a["out"],
     other_ops=lambda a, ins, out: a["out"] if a["bias"] else 0,
     torch=lambda a, ins: nn().Linear(ins[0][0], a["out"], a["bias"]),
+    fusion="out_fusable", strided_out=True,
 ))

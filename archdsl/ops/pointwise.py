@@ -15,6 +15,7 @@ register(OpSpec(
     params=(), shape=_same, activation="inplace",
     other_ops=lambda a, ins, out: numel(out),
     torch=lambda a, ins: nn().ReLU(),
+    fusion="elementwise", act_code=1, inplace_ports=(0,), strided_out=True,
 ))
 
 register(OpSpec(
@@ -22,6 +23,7 @@ register(OpSpec(
     params=(), shape=_same,
     other_ops=lambda a, ins, out: numel(out),
     torch=lambda a, ins: nn().Tanh(),
+    fusion="elementwise", act_code=2, inplace_ports=(0,), strided_out=True,
 ))
 
 register(OpSpec(
@@ -29,6 +31,7 @@ register(OpSpec(
     params=(), shape=_same,
     other_ops=lambda a, ins, out: numel(out),
     torch=lambda a, ins: nn().Sigmoid(),
+    fusion="elementwise", act_code=3, inplace_ports=(0,), strided_out=True,
 ))
 
 
@@ -48,12 +51,14 @@ register(OpSpec(
     shape=_pad_channels_shape,
     describe=lambda a: f"→{a['out']}",
     torch=lambda a, ins: modules().PadChannels(a["out"]),
+    fusion="injective", strided_out=True,
 ))
 
 register(OpSpec(
     name="identity", doc="Returns its input unchanged (a view).",
     params=(), shape=_same, activation="view",
     torch=lambda a, ins: nn().Identity(),
+    fusion="injective", inference_noop=True, strided_out=True,
 ))
 
 register(OpSpec(
@@ -62,6 +67,7 @@ register(OpSpec(
     shape=_same, activation="inplace",
     describe=lambda a: f"p={a['p']:g}",
     torch=lambda a, ins: nn().Dropout(a["p"]),
+    fusion="elementwise", inference_noop=True, strided_out=True,
 ))
 
 register(OpSpec(
@@ -72,6 +78,7 @@ register(OpSpec(
     shape=_same, activation="inplace",
     describe=lambda a: f"p={a['p']:g}",
     torch=lambda a, ins: modules().DropPath(a["p"]),
+    fusion="elementwise", inference_noop=True, strided_out=True,
 ))
 
 
@@ -92,6 +99,7 @@ register(OpSpec(
     other_ops=lambda a, ins, out: 2 * numel(out),
     torch=lambda a, ins: (nn().BatchNorm2d if len(ins[0]) == 3 else nn().BatchNorm1d)(
         ins[0][0], a["eps"], a["momentum"], a["affine"]),
+    fusion="elementwise", inplace_ports=(0,), strided_out=True,
 ))
 
 
@@ -111,6 +119,7 @@ register(OpSpec(
     other_ops=lambda a, ins, out: numel(out) * (a["size"] + 2),
     describe=lambda a: f"n={a['size']}",
     torch=lambda a, ins: nn().LocalResponseNorm(a["size"], a["alpha"], a["beta"], a["k"]),
+    fusion="reduction", strided_out=True,
 ))
 
 register(OpSpec(
@@ -118,6 +127,7 @@ register(OpSpec(
     params=(), shape=_same,
     other_ops=lambda a, ins, out: 3 * numel(out),
     torch=lambda a, ins: nn().Softmax(dim=1),
+    fusion="reduction", strided_out=True,
 ))
 
 
@@ -130,4 +140,5 @@ register(OpSpec(
     params=(), shape=_flatten_shape, activation="view",
     window=lambda a, ins: Window(ins[0][1], ins[0][2], ins[0][1], ins[0][2]) if len(ins[0]) == 3 else Window(1, 1, 1, 1),
     torch=lambda a, ins: nn().Flatten(1),
+    fusion="injective", strided_out=True,  # when it is a copy (codegen/plan.py `flatten_is_view`)
 ))

@@ -60,6 +60,7 @@ register(OpSpec(
     describe=_describe,
     normalize=_stride_defaults_to_kernel,
     torch=lambda a, ins: nn().MaxPool2d(a["kernel"], a["stride"], a["pad"], a["dilation"], ceil_mode=a["ceil_mode"]),
+    fusion="reduction", strided_out=True,
 ))
 
 register(OpSpec(
@@ -72,6 +73,7 @@ register(OpSpec(
     describe=_describe,
     normalize=_stride_defaults_to_kernel,
     torch=lambda a, ins: nn().AvgPool2d(a["kernel"], a["stride"], a["pad"], a["ceil_mode"], a["count_include_pad"]),
+    fusion="reduction", strided_out=True,
 ))
 
 
@@ -88,6 +90,7 @@ register(OpSpec(
     other_ops=lambda a, ins, out: numel(ins[0]),
     window=lambda a, ins: Window(ins[0][1], ins[0][2], ins[0][1], ins[0][2]),
     torch=lambda a, ins: nn().AdaptiveAvgPool2d(1),
+    fusion="reduction", strided_out=True,
 ))
 
 
@@ -128,4 +131,5 @@ register(OpSpec(
     window=_adaptive_window,
     describe=lambda a: f"→{a['size'][0]}×{a['size'][1]}",
     torch=lambda a, ins: nn().AdaptiveAvgPool2d(a["size"]),
+    fusion="reduction", strided_out=True,
 ))

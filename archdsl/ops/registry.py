@@ -2,8 +2,11 @@
 
 An `OpSpec` holds the op's argument schema, shape rule, cost rules (params, buffers, MACs,
 other operations), how its output counts as activation memory, and its receptive-field window.
-Later stages (torch reference, Triton lowering, fusion) add their entries to the same spec.
-Stages look ops up here instead of writing `if op == "conv"` chains.
+Later stages read their facts from the same spec: the torch reference (`torch`), the passes
+(`family`, `fusion`, `act_code`, `inference_noop`) and the code generator's buffer planner
+(`inplace_ports`, `strided_out`).  Stages look ops up here instead of writing `if op == "conv"`
+chains, and op groups (the conv ops, the activations, ...) are derived from these fields by the
+functions at the end of this module, so a new op joins a group by declaring its facts.
 
 Shapes are per sample, the batch being symbolic: `(C, H, W)` for feature maps, `(F,)` for flat
 vectors.  Rules raise `ArchError` without a location; the elaborator adds the node and place.
@@ -11,7 +14,7 @@ vectors.  Rules raise `ArchError` without a location; the elaborator adds the no
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import ArchError
@@ -145,6 +148,15 @@ class Window:
 
 POINTWISE = Window(1, 1, 1, 1)
 
+# How an op fuses, after TVM's operator patterns (relay/op/op_attr_types.h):
+#   elementwise  out[i] = f(in[i]) per element (activations, bn, add): fuses anywhere
+#   injective    each output element is one input element, moved (flatten, concat, padding)
+#   reduction    an output element reduces a window of inputs (pooling, softmax, lrn)
+#   out_fusable  a complex op whose output takes elementwise work in its epilogue (conv, fc)
+#   opaque       fuses with nothing
+FUSION_KINDS = ("elementwise", "injective", "reduction", "out_fusable", "opaque")
+ANY_PORT = "any"  # `inplace_ports`: any operand may be overwritten (n-ary elementwise joins)
+
 
 def no_cost(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
     return 0
@@ -177,10 +189,26 @@ class OpSpec:
     describe: Callable[[Attrs], str] = lambda attrs: ""
     normalize: Callable[[Attrs], Attrs] = lambda attrs: attrs  # fill defaults that depend on others
     torch: Callable[[Attrs, list[Shape]], Any] | None = None  # the reference nn.Module (see `nn()`)
-    extra: dict[str, Any] = field(default_factory=dict)  # hooks added by later stages
+    # -- facts for the passes and the code generator (every one has a default: a new op that
+    #    declares none of them is correct, merely never fused or written in place)
+    family: str = ""  # the op a fused op grows from ("fused_conv" -> "conv"); "" = its own name
+    fusion: str = "opaque"  # how it fuses, in TVM's sense: one of FUSION_KINDS
+    act_code: int | None = None  # an activation kernels apply in an epilogue: its ACT_* code
+    inference_noop: bool = False  # an identity at inference (removed by strip_inference_noops)
+    inplace_ports: tuple[int, ...] | str = ()  # inputs its kernel may overwrite; ANY_PORT: any operand
+    strided_out: bool = False  # its kernel writes through a strided view (a channel slice of a concat)
+
+    def __post_init__(self):
+        if self.fusion not in FUSION_KINDS:
+            raise ValueError(f"op {self.name!r}: fusion {self.fusion!r} is not one of {FUSION_KINDS}")
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
+
+    @property
+    def base(self) -> str:
+        """The op family this op belongs to: `conv` for conv and fused_conv."""
+        return self.family or self.name
 
 
 OPS: dict[str, OpSpec] = {}
@@ -244,3 +272,40 @@ def window_formula(size: int, k: int, s: int, pad_lo: int, pad_hi: int, dilation
     dil = f"{dilation}·" if dilation != 1 else ""
     pad = f"{pad_lo}+{pad_hi}" if pad_lo != pad_hi else f"2·{pad_lo}"
     return f"{rounding}(({size} + {pad} - {dil}({k}-1) - 1) / {s}) + 1"
+
+
+# ---- op groups, derived from the specs' facts (computed when asked: ops register at import) -----
+
+
+def family(base: str) -> frozenset[str]:
+    """Every op of one family: `family("conv")` is {"conv", "fused_conv"}."""
+    return frozenset(name for name, spec in OPS.items() if spec.base == base)
+
+
+def activations() -> tuple[str, ...]:
+    """The activations the kernels can apply in an epilogue, by ACT_* code."""
+    return tuple(sorted((n for n, s in OPS.items() if s.act_code is not None), key=lambda n: OPS[n].act_code))
+
+
+def act_codes() -> dict[str, int]:
+    """{"none": 0, activation: its ACT_* code}: what `act=` means to the kernels."""
+    return {"none": 0, **{n: OPS[n].act_code for n in activations()}}
+
+
+def act_constant(act: str) -> str:
+    """The kernels' name for an activation code: "relu" -> "ACT_RELU" (kernels/conv2d.py)."""
+    return f"ACT_{act.upper()}"
+
+
+def inference_noops() -> frozenset[str]:
+    return frozenset(n for n, s in OPS.items() if s.inference_noop)
+
+
+def strided_out_ops() -> frozenset[str]:
+    return frozenset(n for n, s in OPS.items() if s.strided_out)
+
+
+def of_fusion(kind: str) -> frozenset[str]:
+    if kind not in FUSION_KINDS:
+        raise ValueError(f"unknown fusion kind {kind!r}")
+    return frozenset(n for n, s in OPS.items() if s.fusion == kind)

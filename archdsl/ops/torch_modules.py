@@ -6,6 +6,8 @@ Each takes its inputs positionally, in port order, and keeps PyTorch's parameter
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,7 +78,17 @@ class Concat(nn.Module):
         return torch.cat(xs, dim=1)
 
 
-_ACTS = {"none": lambda x: x, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+def apply_activation(name: str, x):
+    """A fused node's activation `name` (an op with an `act_code`, or "none"), applied as that
+    op's own reference module computes it: one definition of each activation."""
+    return x if name == "none" else _act_module(name)(x)
+
+
+@functools.cache
+def _act_module(name: str) -> nn.Module:
+    from .registry import get
+
+    return get(name).torch({}, [])
 
 
 class Fused(nn.Module):
@@ -96,15 +108,15 @@ class Fused(nn.Module):
     def forward(self, x, *residual):
         if "pre_bn" in self._modules:
             x = self.pre_bn(x)
-        x = _ACTS[self.pre_act](x)
+        x = apply_activation(self.pre_act, x)
         for role, module in self.named_children():
             if role != "pre_bn":
                 x = module(x)
         if self.join == "mean":
-            return (_ACTS[self.act](x) + sum(residual)) / (1 + len(residual))
+            return (apply_activation(self.act, x) + sum(residual)) / (1 + len(residual))
         for r in residual:
             x = x + r
-        return _ACTS[self.act](x)
+        return apply_activation(self.act, x)
 
     def extra_repr(self) -> str:
         extra = (f", pre_act={self.pre_act}" if self.pre_act != "none" else "") + \
@@ -118,4 +130,4 @@ class FusedAdd(nn.Module):
         self.act = act
 
     def forward(self, *xs):
-        return _ACTS[self.act](Add.forward(self, *xs))
+        return apply_activation(self.act, Add.forward(self, *xs))

@@ -28,10 +28,10 @@ first conv `launched_by` (the 1x1 conv); both keep computing what they computed.
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from ..ops.registry import family
 from .report import PassReport
 from .rewrite import as_fused_conv, clone, sole_user
 
-CONVS = ("conv", "fused_conv")
 CHAIN_MAX_MID = 256  # = kernels/conv2d_chain.py's CHAIN_MAX_MID (tests check they agree)
 
 
@@ -73,11 +73,12 @@ def _is_pointwise(a: dict) -> bool:
 def fuse_conv_chain(graph: Graph) -> tuple[Graph, PassReport]:
     g = clone(graph)
     report = PassReport("fuse_conv_chain")
+    convs = family("conv")
     for second in graph.order():
-        if g.op(second) not in CONVS or not _is_pointwise(g.nodes[second]["attrs"]):
+        if g.op(second) not in convs or not _is_pointwise(g.nodes[second]["attrs"]):
             continue
         first = g.args(second)[0]
-        if g.op(first) not in CONVS:
+        if g.op(first) not in convs:
             continue
         why = why_not(g, first, second)
         if why is not None:

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..ops.fused import CONV_DEFAULTS
+from ..ops.registry import activations
 from .report import PassReport
 from .rewrite import clone, redirect, sole_user
-
-ACTS = ("relu", "tanh", "sigmoid")
 
 
 def _absorb(g: Graph, head: str, report: PassReport, allow_bn: bool) -> list[str]:
     """The chain of nodes after `head` that can be fused into it: [bn] then [act]."""
     chain, cur = [], head
-    for ops in ((("bn",) if allow_bn else ()), ACTS):
+    for ops in ((("bn",) if allow_bn else ()), activations()):
         if not ops:
             continue
         nxt = sole_user(g, cur)

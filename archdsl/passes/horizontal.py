@@ -20,10 +20,10 @@ conv already fused in another way.
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from ..ops.registry import family
 from .report import PassReport
 from .rewrite import as_fused_conv, clone
 
-CONVS = ("conv", "fused_conv")
 MAX_SIBLINGS = 4
 
 
@@ -50,8 +50,9 @@ def fuse_sibling_convs(graph: Graph) -> tuple[Graph, PassReport]:
     g = clone(graph)
     report = PassReport("fuse_sibling_convs")
     order = {n: i for i, n in enumerate(graph.order())}
+    convs = family("conv")
     for x in graph.order():
-        readers = sorted({u for _, u, p in g.out_edges(x, data="port") if p == 0 and g.op(u) in CONVS},
+        readers = sorted({u for _, u, p in g.out_edges(x, data="port") if p == 0 and g.op(u) in convs},
                          key=order.get)
         if len(readers) < 2:
             continue

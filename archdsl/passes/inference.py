@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from ..ops.registry import inference_noops
 from .report import PassReport
 from .rewrite import clone, redirect
-
-NOOPS = ("dropout", "drop_path", "identity")
 
 
 def strip_inference_noops(graph: Graph) -> tuple[Graph, PassReport]:
     g = clone(graph)
     report = PassReport("strip_inference_noops")
+    noops = inference_noops()
     for n in graph.order():
-        if g.op(n) not in NOOPS:
+        if g.op(n) not in noops:
             continue
         (src,) = g.args(n)
         if n in g.outputs and src in g.inputs:

@@ -17,11 +17,9 @@ convs read it, each applies the prologue itself.
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from ..ops.registry import family
 from .report import PassReport
 from .rewrite import as_fused_conv, clone
-
-BNS = ("bn", "fused_bn")
-CONVS = ("conv", "fused_conv")
 
 
 def _why_not(g: Graph, bn: str) -> str | None:
@@ -31,7 +29,7 @@ def _why_not(g: Graph, bn: str) -> str | None:
     if not users:
         return "nothing reads it"
     for _, user, port in users:
-        if g.op(user) not in CONVS:
+        if g.op(user) not in family("conv"):
             return f"`{user}` (a {g.op(user)}) reads it"
         if port != 0:
             return f"`{user}` reads it as its residual"
@@ -44,8 +42,9 @@ def _why_not(g: Graph, bn: str) -> str | None:
 def fuse_bn_into_conv_input(graph: Graph) -> tuple[Graph, PassReport]:
     g = clone(graph)
     report = PassReport("fuse_bn_into_conv_input")
+    bns = family("bn")
     for bn in graph.order():
-        if g.op(bn) not in BNS or len(g.shape(bn)) != 3:
+        if g.op(bn) not in bns or len(g.shape(bn)) != 3:
             continue
         why = _why_not(g, bn)
         if why is not None:

@@ -18,16 +18,14 @@ from __future__ import annotations
 import networkx as nx
 
 from ..ir.graph import Graph
+from ..ops.registry import activations, family
 from .report import PassReport
 from .rewrite import as_fused_conv, clone, redirect, sole_user
-
-CONVS = ("conv", "fused_conv")
-ACTS = ("relu", "tanh", "sigmoid")
 
 
 def _fusable_conv(g: Graph, conv: str, other: str, join: str) -> str | None:
     """Why `conv` cannot take the join node `join` (None: it can)."""
-    if g.op(conv) not in CONVS:
+    if g.op(conv) not in family("conv"):
         return f"`{conv}` is a {g.op(conv)}, not a conv"
     if sole_user(g, conv) != join:
         return f"`{conv}` is read elsewhere too"
@@ -50,7 +48,7 @@ def fuse_residual_add(graph: Graph) -> tuple[Graph, PassReport]:
         ins = g.args(add)
         act_node = sole_user(g, add)
         # an activation after a mean would have to follow the division: it keeps its kernel
-        act = g.op(act_node) if act_node is not None and g.op(act_node) in ACTS and not mean else None
+        act = g.op(act_node) if act_node is not None and g.op(act_node) in activations() and not mean else None
         reasons, chosen = [], None
         if len(ins) != 2:
             reasons.append(f"{len(ins)} operands (the epilogue takes one residual)")
