@@ -67,17 +67,18 @@ def _norm_lrn_kernel(
 @triton.jit
 def _norm_softmax_kernel(
     x_ptr, out_ptr,
-    R, H, W, C,
+    R, H, W,
     sx_n, sx_h, sx_w,
     so_n, so_h, so_w,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """out[r, :] = softmax(x[r, :]) over the C channels of each row r = (n, h, w).
 
     x, out: (N, H, W, C), unit channel stride, row strides per tensor (R = N*H*W rows). Grid:
     (cdiv(R, BLOCK_R),). Two sweeps over each row in BLOCK_C chunks: the first keeps a running
     maximum m and a running sum l of exp(x - m) (rescaled whenever m grows: online softmax), the
-    second writes exp(x - m) / l. With C <= BLOCK_C each sweep is a single chunk.
+    second writes exp(x - m) / l. With C <= BLOCK_C each sweep is a single chunk. C is a
+    constexpr: Triton 3.6's interpreter cannot loop up to a bound passed at run time.
     """
     # -- BLOCK_R rows; running max and normalizer per row
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -157,5 +158,5 @@ def softmax(x, out):
     block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
     grid = (triton.cdiv(rows, block_r),)
     _norm_softmax_kernel[grid](
-        xv, ov, rows, h, w, c, *xv.stride()[:3], *ov.stride()[:3],
-        BLOCK_R=block_r, BLOCK_C=block_c)
+        xv, ov, rows, h, w, *xv.stride()[:3], *ov.stride()[:3],
+        C=c, BLOCK_R=block_r, BLOCK_C=block_c)
