@@ -163,7 +163,7 @@ def test_a_flat_bn_is_batchnorm1d():
 
 
 def test_matches_a_hand_written_torch_resnet50_replica():
-    from test_examples import tv_resnet50  # torchvision's module structure, written out
+    from test_zoo import tv_resnet50  # torchvision's module structure, written out
 
     theirs = tv_resnet50().to_empty(device="cpu").eval()  # built on the meta device: give it storage
     torch.manual_seed(0)
