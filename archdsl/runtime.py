@@ -161,12 +161,13 @@ def compile(path_or_source: str | Path, *, dtype: str = "float32", device: str |
         raise ValueError("tune=True needs a CUDA device: block sizes are timed on the GPU they are for")
     if cuda_graph and not on_gpu:
         raise ValueError("cuda_graph=True needs a CUDA device")
-    tuning = cached_tuning(compiled.optimized.graph, dtype, run_device, tune) if on_gpu else None
+    tuning = cached_tuning(compiled.program.schedule, dtype, run_device, tune) if on_gpu else None
     return CompiledModel(compiled, run_device, tuning=tuning, cuda_graph=on_gpu if cuda_graph is None else cuda_graph)
 
 
-def cached_tuning(graph: Graph, dtype: str, device: torch.device, tune_missing: bool):
-    """batch -> {node: conv2d kwargs} from the autotuning cache (tuning misses if asked)."""
+def cached_tuning(schedule, dtype: str, device: torch.device, tune_missing: bool):
+    """batch -> {node: conv2d kwargs} for a launch schedule, from the autotuning cache (tuning
+    misses if asked)."""
     from .tune import network_tuning
 
-    return lambda batch: network_tuning(graph, batch, dtype, autotune_missing=tune_missing, device=device)
+    return lambda batch: network_tuning(schedule, batch, dtype, autotune_missing=tune_missing, device=device)

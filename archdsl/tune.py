@@ -54,7 +54,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .ops.registry import act_codes, family
+from .ops.registry import act_codes
 
 CACHE_FILE = "tune.json"
 FORMAT = 1
@@ -465,41 +465,38 @@ class ConvLaunch:
                               **self.geometry())
 
 
-def conv_launches(graph, batch: int) -> list[ConvLaunch]:
-    """The conv2d launches the code generator emits for an optimized `graph` (one per conv /
-    fused_conv node, in execution order), at `batch`.  The path is `conv_path` on shape-only
-    (meta) tensors: the generated program gives every conv whole, contiguous NHWC buffers.
-    Nodes computed by another node's launch (sibling 1x1 convs, the first conv of a chain) have
-    none; a sibling group's launch is as wide as the group; chain kernels (`conv2d_chain`) are
-    not conv2d launches and keep their default blocks."""
+def conv_launches(schedule, batch: int) -> list[ConvLaunch]:
+    """The `conv2d` launches of a launch schedule (`archdsl.codegen.schedule`; an optimized graph
+    is scheduled first), in execution order, at `batch`.  The path is `conv_path` on shape-only
+    (meta) tensors: the generated program gives every conv whole, contiguous NHWC buffers.  A
+    sibling group's launch is as wide as the group; chain kernels (`conv2d_chain`) are not
+    conv2d launches and keep their default blocks."""
     import torch
 
+    from .codegen.schedule import Schedule, make_schedule
+
+    schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
+    graph = schedule.graph
     conv_path = kernel_module("conv2d").conv_path
     out = []
-    for n in graph.order():
-        if graph.op(n) not in family("conv"):
-            continue
-        a = graph.nodes[n]["attrs"]
-        if a.get("launched_by") or a.get("chain_from"):
-            continue
-        args = graph.args(n)
-        cin, h, w = graph.shape(args[0])
-        cout, p, q = graph.shape(n)
-        cout += sum(graph.shape(s)[0] for s in a.get("siblings", ()))
+    for launch in schedule.gemm_launches("conv2d"):
+        cin, h, w = graph.shape(launch.inputs[0])
+        _, p, q = graph.shape(launch.node)
+        cout = sum(graph.shape(m)[0] for m in launch.outputs)
         x_shape, out_shape = (batch, h, w, cin), (batch, p, q, cout)
-        geometry = dict(kernel=tuple(a["kernel"]), stride=tuple(a["stride"]), pad=tuple(a["pad"]),
-                        dilation=tuple(a["dilation"]), groups=a["groups"])
+        geometry = launch.geom()
         meta = [torch.empty(s, device="meta") for s in (x_shape, out_shape)]
-        residual = len(args) == 2
+        residual = launch.epilogue.residual
         path = conv_path(*meta, residual=meta[1] if residual else None, **geometry)
-        out.append(ConvLaunch(n, x_shape, out_shape, **geometry, residual=residual,
-                              act=act_codes()[a.get("act", "none")], path=path))
+        out.append(ConvLaunch(launch.node, x_shape, out_shape, **geometry, residual=residual,
+                              act=act_codes()[launch.epilogue.act], path=path))
     return out
 
 
-def network_tuning(graph, batch: int, dtype: Any, cache: TuneCache | None = None, info: DeviceInfo | None = None, *,
+def network_tuning(schedule, batch: int, dtype: Any, cache: TuneCache | None = None, info: DeviceInfo | None = None, *,
                    autotune_missing: bool = False, device: Any = None, timer=None, seed: int = 0) -> dict[str, dict]:
-    """{node: conv2d keyword arguments} for the conv launches of an optimized `graph` at `batch`:
+    """{node: conv2d keyword arguments} for the conv2d launches of a launch schedule (or an
+    optimized graph, scheduled first) at `batch`:
     the cached configurations (a node without one is left out: the kernel's defaults).  The
     `path` is part of the key but not of the arguments: ``conv2d`` picks it from the tensors it
     gets (whole buffers or channel slices of a concat's), so a launch never gets a path that
@@ -517,7 +514,7 @@ def network_tuning(graph, batch: int, dtype: Any, cache: TuneCache | None = None
     info = info or DeviceInfo.current(device)
     dt = getattr(torch, dtype_name(dtype))
     table, tuned = {}, {}
-    for launch in conv_launches(graph, batch):
+    for launch in conv_launches(schedule, batch):
         sig = launch.signature()
         key = TuneKey.make(info, "conv2d", sig, dt)
         config = cache.get(key)

@@ -4,7 +4,7 @@ from collections import Counter
 from pathlib import Path
 
 import archdsl
-from archdsl.passes import PIPELINE, optimize
+from archdsl.passes import PIPELINE, launch_groups, optimize
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -39,14 +39,14 @@ def test_resnet50_launch_decisions_siblings_and_chains():
     o = optimize(archdsl.load(EXAMPLES / "resnet50.arch"))
     g = o.graph
     # layer1.0's conv1 and projection both read the stem's output with a 1x1 stride-1 conv
-    assert g.nodes["layer1.0.conv1"]["attrs"]["siblings"] == ("layer1.0.downsample.0",)
-    assert g.nodes["layer1.0.downsample.0"]["attrs"]["launched_by"] == "layer1.0.conv1"
+    assert launch_groups(g).siblings == {"layer1.0.conv1": ("layer1.0.downsample.0",)}
+    assert launch_groups(g).launched_by("layer1.0.downsample.0") == "layer1.0.conv1"
     # the later stages' projections have stride 2: declined, with the reason
     siblings = next(r for r in o.reports if r.name == "fuse_sibling_convs")
     assert len(siblings.changed) == 1 and len(siblings.declined) == 3
     assert all("1x1 stride 2" in d for d in siblings.declined)
     # 3x3 -> 1x1 expand runs as one kernel while the intermediate fits on chip (64..256 channels)
-    chains = {n: d["attrs"]["chain_from"] for n, d in g.nodes(data=True) if d["attrs"].get("chain_from")}
+    chains = launch_groups(g).chains
     assert chains == {f"layer{s}.{b}.conv3": f"layer{s}.{b}.conv2" for s, blocks in ((1, 3), (2, 4), (3, 6))
                       for b in range(blocks)}
     chain = next(r for r in o.reports if r.name == "fuse_conv_chain")
@@ -222,7 +222,7 @@ def test_siblings_one_gemm_for_1x1_convs_reading_one_tensor():
     g, o = optimized("network n {\n input 8x6x6\n concat {\n a: conv(3, 1) -> relu\n b: conv(4, 1)\n"
                      " c: conv(5, 1) -> sigmoid\n } as cat\n @input -> d: conv(2, 1, stride=2) as dd\n output cat, dd\n}")
     # a, b, c share a launch; their own activations stay theirs
-    assert o.graph.nodes["a"]["attrs"]["siblings"] == ("b", "c")
+    assert launch_groups(o.graph).siblings == {"a": ("b", "c")}
     assert [o.graph.nodes[n]["attrs"]["act"] for n in "abc"] == ["relu", "none", "sigmoid"]
     assert report(o, "fuse_sibling_convs").changed == ["a launches b, c too: one 1x1 GEMM of 3 + 4 + 5 channels over `input`"]
     assert any(d.startswith("d: ") and "1x1 stride 2" in d for d in report(o, "fuse_sibling_convs").declined)
@@ -236,20 +236,20 @@ def test_siblings_declined_cases():
                      " @input -> bn -> relu -> p1: conv(2, 1) as y\n @input -> p2: conv(2, 1) as z\n"
                      " output many, y, z\n}")
     r = report(o, "fuse_sibling_convs")
-    groups = {n: d["attrs"]["siblings"] for n, d in o.graph.nodes(data=True) if d["attrs"].get("siblings")}
+    groups = launch_groups(o.graph).siblings
     assert groups["k1"] == ("k2", "k3", "k4")  # at most four outputs per launch
     assert "k5: the kernel writes at most 4 outputs per launch" in r.declined
     assert any(d.startswith("k6: ") and "3x3 stride 1 padded" in d for d in r.declined)
     # p1 normalizes its input in a prologue, x and p2 read it raw: x and p2 share a launch, p1 not
     assert o.graph.args("p1") == o.graph.args("p2") == ["input"]
-    assert o.graph.nodes["x"]["attrs"]["siblings"] == ("p2",)
+    assert groups["x"] == ("p2",)
     assert "p1: a sibling of 2 other conv(s) reading `input`, but its input prologue differs from `x`'s" in r.declined
     assert_same_function(g, o)
 
 
 def test_chain_a_conv_then_a_1x1_conv_keep_the_intermediate_on_chip():
     g, o = optimized("network n {\n input 3x8x8\n a: conv(6, 3, pad=1) -> bn -> relu -> b: conv(7, 1) -> relu\n}")
-    assert o.graph.nodes["b"]["attrs"]["chain_from"] == "a" and o.graph.nodes["a"]["attrs"]["launched_by"] == "b"
+    assert launch_groups(o.graph).chains == {"b": "a"} and launch_groups(o.graph).launched_by("a") == "b"
     assert report(o, "fuse_conv_chain").changed == ["a -> b: one kernel, the 6-channel intermediate on chip"]
     assert_same_function(g, o)
 
@@ -266,7 +266,7 @@ def test_chain_declined_cases():
     assert "a2 -> b2: `a2` is grouped (2 groups)" in declined
     assert "a3 -> b3: the intermediate has 300 channels, more than the 256 kept on chip" in declined
     assert any(d.startswith("m.a4 -> m.b4: `m.b4` ends a mean join") for d in declined)
-    assert not any(d["attrs"].get("chain_from") for _, d in o.graph.nodes(data=True))
+    assert not launch_groups(o.graph).chains
     nin = optimize(archdsl.load(EXAMPLES / "nin.arch"))
     assert "mlpconv1.cccp1 -> mlpconv1.cccp2: a conv of the pair is already fused with another conv" in \
         report(nin, "fuse_conv_chain").declined  # chains are pairs
@@ -308,8 +308,8 @@ def test_every_rule_runs_in_the_generated_program():
     (Triton's interpreter without a GPU) against the float64 reference of the original graph."""
     g, o = optimized(ALL_RULES)
     attrs = {n: o.graph.nodes[n]["attrs"] for n in ("a", "e", "m.g", "y")}
-    assert attrs["a"]["siblings"] == ("b", "d") and attrs["e"]["pre_act"] == "relu"
-    assert attrs["m.g"]["join"] == "mean" and attrs["y"]["chain_from"] == "x"
+    assert launch_groups(o.graph).siblings == {"a": ("b", "d")} and attrs["e"]["pre_act"] == "relu"
+    assert attrs["m.g"]["join"] == "mean" and launch_groups(o.graph).chains == {"y": "x"}
     model = archdsl.compile(ALL_RULES, device="cuda" if torch.cuda.is_available() else "cpu")
     counts = model.compiled.program.kernel_counts()
     assert counts["conv2d_chain"] == 1 and "scale_shift" not in counts and "mean" not in counts

@@ -20,6 +20,7 @@ import archdsl
 from archdsl.cli import main as cli_main
 from archdsl.codegen import plan as planning
 from archdsl.ops import OPS
+from archdsl.passes import launch_groups
 from archdsl.runtime import build, import_program
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -50,10 +51,11 @@ def node_lifetimes(plan) -> dict[str, tuple[int, int]]:
     assert sorted(plan.order) == sorted(g), "the launch order must hold every node once"
     end = len(plan.order)
     position = {n: i for i, n in enumerate(plan.order)}
-    t = {n: -1 if n in g.inputs else position[g.nodes[n]["attrs"].get("launched_by") or n] for n in g}
+    groups = launch_groups(g)
+    t = {n: -1 if n in g.inputs else position[groups.launched_by(n) or n] for n in g}
     for n in g:
         for a in g.args(n):
-            on_chip = g.nodes[n]["attrs"].get("chain_from") == a
+            on_chip = groups.chains.get(n) == a
             assert t[a] < t[n] or (on_chip and t[a] == t[n]), (a, n)
 
     def last(n):
@@ -68,11 +70,11 @@ def node_lifetimes(plan) -> dict[str, tuple[int, int]]:
 def launch_reads(g, n) -> list[str]:
     """What the step computing `n` reads: nothing for a node computed by another's launch; a
     chain kernel reads its first conv's input (and its residual), never that conv's result."""
-    attrs = g.nodes[n]["attrs"]
-    if attrs.get("launched_by"):
+    groups = launch_groups(g)
+    if groups.launched_by(n):
         return []
-    if attrs.get("chain_from"):
-        return g.args(attrs["chain_from"])[:1] + g.args(n)[1:]
+    if n in groups.chains:
+        return g.args(groups.chains[n])[:1] + g.args(n)[1:]
     return g.args(n)
 
 
@@ -176,7 +178,7 @@ def test_concat_networks_run_no_copy_kernel(name, concats, inputs_each):
     assert sum(1 for n in g if g.op(n) == "concat") == concats
     # one launch per node but the concats and flatten views, and those computed by another's launch
     assert program.launches == sum(1 for n in g if g.op(n) not in ("input", "concat", "flatten")
-                                   and not g.nodes[n]["attrs"].get("launched_by"))
+                                   and not launch_groups(g).launched_by(n))
 
 
 def test_a_dense_block_is_one_buffer_every_layer_appending_its_slice():

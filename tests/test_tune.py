@@ -324,11 +324,12 @@ def test_network_tuning_reads_the_cache_and_tunes_misses_once_per_signature(cach
 
 def test_conv_launches_follow_the_launch_decisions():
     import archdsl
-    from archdsl.passes import optimize
+    from archdsl.passes import launch_groups, optimize
 
     graph = optimize(archdsl.loads("network n {\n input 8 x 6 x 6\n concat { a: conv(4, 1); b: conv(6, 1) -> relu }\n"
                                    " c: conv(8, 3, pad=1) -> relu -> d: conv(5, 1)\n}")).graph
-    assert graph.nodes["a"]["attrs"]["siblings"] == ("b",) and graph.nodes["d"]["attrs"]["chain_from"] == "c"
+    groups = launch_groups(graph)
+    assert groups.siblings == {"a": ("b",)} and groups.chains == {"d": "c"}
     launches = tune.conv_launches(graph, 2)
     # b is computed by a's launch (one GEMM 4 + 6 wide); c -> d is a conv2d_chain launch, not conv2d
     assert [(l.node, l.out_shape, l.path) for l in launches] == [("a", (2, 6, 6, 10), "gemm")]

@@ -504,15 +504,18 @@ def epilogue_text(bias: bool, act: str, residual: bool) -> str:
 
 
 def distinct_convs(graph) -> list[ConvLayer]:
-    """Every distinct convolution geometry of `graph` (elaborated or optimized), in order of
-    first appearance; ids c01, c02, ...  The epilogue timed for a geometry (bias, act, residual)
+    """Every distinct convolution geometry of `graph` (elaborated or optimized; or a launch
+    schedule), in the order its launch schedule first computes one; ids c01, c02, ...  The epilogue timed for a geometry (bias, act, residual)
     is its most common one among the nodes that share it (ties: the first seen); `epilogues`
     lists every variant."""
+    from ..codegen.schedule import Schedule, make_schedule
+
+    schedule = graph if isinstance(graph, Schedule) else make_schedule(graph)
+    graph = schedule.graph
     found: dict[ConvShape, ConvLayer] = {}
     variants: dict[ConvShape, dict[tuple, int]] = {}
-    for n in graph.order():
-        op = graph.op(n)
-        if op not in family("conv"):
+    for n in schedule.order:
+        if graph.op(n) not in family("conv"):
             continue
         a = graph.nodes[n]["attrs"]
         args = graph.args(n)

@@ -17,7 +17,8 @@ from .. import __version__
 from ..errors import InternalError
 from ..ir.graph import Graph
 from ..ops.registry import act_constant, activations
-from .plan import Plan, launcher, make_plan, nhwc
+from .plan import Plan, make_plan, nhwc
+from .schedule import Schedule, make_schedule
 
 DTYPES = {"float32": "torch.float32", "float16": "torch.float16", "bfloat16": "torch.bfloat16"}
 
@@ -80,6 +81,7 @@ class Program:
     slot: dict[str, int] = field(default_factory=dict)  # node -> index in t[]
     buffers: list[tuple[tuple[int, ...], str]] = field(default_factory=list)  # per-sample NHWC shape, node
     views: dict[str, str] = field(default_factory=dict)  # flatten node -> node whose buffer it views
+    schedule: Schedule | None = None  # the launches, in order (schedule.py)
     plan: Plan | None = None  # where each tensor lives (concat slices, in-place steps, the arena)
     steps: list[Step] = field(default_factory=list)
     prepare: list[str] = field(default_factory=list)
@@ -173,14 +175,14 @@ def _conv(p: Program, n: str) -> Step:
     g = p.graph
     a = g.nodes[n]["attrs"]
     has_bias = _prepare_conv(p, n)
-    by = a.get("launched_by")
-    if by is not None:  # computed by another node's launch (a sibling, or on chip in a chain): see there
+    launch = p.schedule.launch_of(n)
+    if launch.node != n:  # computed by another node's launch (a sibling, or on chip in a chain): see there
         return Step("", [], None)
     geometry = [_pairs(a, "kernel", "stride", "pad", "dilation"), f"groups={a['groups']}"]
-    if a.get("siblings"):
+    if launch.kernel == "conv2d_chain":
+        return _chain_launch(p, launch.on_chip[0], n, has_bias)
+    if len(launch.nodes) > 1:
         return _sibling_launch(p, n, has_bias, geometry)
-    if a.get("chain_from"):
-        return _chain_launch(p, a["chain_from"], n, has_bias)
     args = [p.arg(n, 0), wkey(n, "w"), p.t(n), *geometry, *_prologue_args(p, n), *_epilogue_args(p, n, has_bias),
             _tuned(n)]
     return Step(p.comment(n), [f"conv2d({', '.join(args)})"], "conv2d")
@@ -195,7 +197,7 @@ def _sibling_launch(p: Program, n: str, has_bias: bool, geometry: list[str]) -> 
     """One GEMM for `n` and its sibling 1x1 convs: weights side by side (joined once, at load
     time), each column range written to its own tensor with its own activation."""
     g = p.graph
-    group = [n, *g.nodes[n]["attrs"]["siblings"]]
+    group = list(p.schedule.launch_of(n).nodes)
     biased = {m: _has_bias(g.nodes[m]["attrs"]) for m in group}
     weights = ", ".join(f"w.pop({m + '.w'!r})" for m in group)
     p.deferred += [f"# {' + '.join(_safe(m) for m in group)}: one GEMM, weights side by side",
@@ -360,7 +362,8 @@ def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: s
     if dtype not in DTYPES:
         raise InternalError(f"unknown dtype {dtype!r}")
     p = Program(graph, dtype)
-    p.plan = make_plan(graph)
+    p.schedule = make_schedule(graph)
+    p.plan = make_plan(p.schedule)
     order = p.plan.order
     for n in order:
         p.slot[n] = len(p.buffers)
@@ -444,7 +447,7 @@ def _buffers_table(p: Program) -> list[str]:
             value = repr(("same", p.slot[base]))
             note = f"written over {_safe(plan.over[node])}"
         elif kind == "onchip":
-            value, note = "None", f"never in memory: on chip in the chain kernel of {_safe(launcher(p.graph, node))}"
+            value, note = "None", f"never in memory: on chip in the chain kernel of {_safe(p.schedule.launcher(node))}"
         else:
             value, note = "None", "a view"
         lines.append(f"    {value + ',':<40} # t[{i}]  {_safe(node)}: {note}")

@@ -28,12 +28,11 @@ Three decisions, all made from the optimized graph before any code is emitted:
    disjoint.  Steps run in order on one stream, so memory is reused only after every reader of
    its previous occupant has run.
 
-Times: a graph input is written at -1, the node at position i of the launch order runs at i,
-and outputs are read at `end = len(order)` (when they are returned).  The launch order is
-`graph.order()` with each group of sibling convs (horizontal fusion) moved together to where
-the first of them stood: one launch writes them all.  A conv computed on chip inside a chain
-kernel (bottleneck-chain fusion) has no memory ("onchip") and runs, reading its input, when
-the chain's second conv does.
+Times: a graph input is written at -1, the node at position i of the launch schedule's order
+(`schedule.py`) runs at i, and outputs are read at `end = len(order)` (when they are returned).
+A node computed by another node's launch (a sibling 1x1 conv) is written when that launch runs;
+a conv computed on chip inside a chain kernel has no memory ("onchip") and runs, reading its
+input, when the chain's launch does.
 """
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph
 from ..ops.registry import ANY_PORT, OPS, family
+from .schedule import Schedule, make_schedule
 
 ALIGN = 64  # values: every base buffer starts at a multiple of this (times the batch size)
 ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -88,6 +88,7 @@ class Plan:
     """
 
     graph: Graph
+    schedule: Schedule
     order: list[str]
     time: dict[str, int]
     kind: dict[str, str] = field(default_factory=dict)
@@ -145,53 +146,23 @@ class Plan:
         return sum(numel(nhwc(self.graph.shape(n))) for n in self.order if self.kind[n] != "view")
 
     def reads(self, n: str) -> list[str]:
-        """The tensors the step of `n` reads from memory: a sibling's input is read by its
-        launcher's step, and a chain's second conv reads the first conv's input instead."""
-        g = self.graph
-        args = g.args(n)
-        if g.nodes[n]["attrs"].get("launched_by"):
-            return []
-        if g.op(n) == "fused_conv" and g.nodes[n]["attrs"].get("chain_from"):
-            return g.args(args[0])[:1] + args[1:]
-        return args
+        """The tensors the step of `n` reads from memory (`Schedule.reads`)."""
+        return self.schedule.reads(n)
 
 
-def launcher(g: Graph, n: str) -> str:
-    """The node whose launch computes `n` (itself, unless fused horizontally or into a chain)."""
-    return g.nodes[n]["attrs"].get("launched_by") or n
-
-
-def on_chip(g: Graph, n: str) -> bool:
-    """Whether `n` is the first conv of a chain kernel (never written to memory)."""
-    by = g.nodes[n]["attrs"].get("launched_by")
-    return by is not None and g.nodes[by]["attrs"].get("chain_from") == n
-
-
-def launch_order(g: Graph) -> list[str]:
-    """`g.order()` with every sibling group moved to its first member's place, launcher first.
-    Valid: siblings read nothing but the one tensor that the first of them already reads."""
-    order, placed = [], set()
-    for n in g.order():
-        head = n if on_chip(g, n) else launcher(g, n)
-        for m in (head, *(g.nodes[head]["attrs"].get("siblings") or ())):
-            if m not in placed:
-                order.append(m)
-                placed.add(m)
-    return order
-
-
-def make_plan(g: Graph, inplace: bool = True) -> Plan:
-    """The plan for an (optimized) graph; see the module docstring."""
-    order = launch_order(g)
+def make_plan(g: Graph | Schedule, inplace: bool = True) -> Plan:
+    """The plan for an (optimized) graph's launch schedule; see the module docstring."""
+    schedule = g if isinstance(g, Schedule) else make_schedule(g)
+    g, order = schedule.graph, schedule.order
     time = {n: (-1 if n in g.inputs else i) for i, n in enumerate(order)}
     for n in order:  # a node computed by another's launch is written (and reads) when that runs
-        time[n] = time[launcher(g, n)]
-    p = Plan(g, order, time)
+        time[n] = time[schedule.launcher(n)]
+    p = Plan(g, schedule, order, time)
     for n in order:
         p.kind[n], p.base[n], p.channel[n] = "buffer", n, 0
         if g.op(n) == "flatten" and flatten_is_view(g, n):
             p.kind[n] = "view"
-        elif on_chip(g, n):
+        elif schedule.on_chip(n):
             p.kind[n] = "onchip"
     for n in order:  # views of views: follow to the first real tensor
         if p.kind[n] == "view":

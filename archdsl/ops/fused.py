@@ -1,14 +1,7 @@
 """Fused ops: made by the compiler's passes (`archdsl.passes`), never written in `.arch` files.
 
-Two more decisions are recorded on `fused_conv` nodes without changing what they compute
-(the reference runs each node as itself; only the generated program launches differently):
-
-    siblings     on the first of several 1x1 convs reading one tensor: the others, computed by
-                 its launch as one wider GEMM (horizontal fusion)
-    launched_by  on each of those others, and on a conv whose result stays on chip: the node
-                 whose launch computes this one
-    chain_from   on a 1x1 conv: the conv before it, computed in the same kernel, its
-                 intermediate tile never written to memory (bottleneck-chain fusion)
+Which convs one launch computes together (sibling 1x1 convs, a conv chain) is not a node
+attribute: see `archdsl.passes.groups` and the launch schedule (`archdsl.codegen.schedule`).
 
 A fused op is one kernel launch that does the work of several IR nodes.  It keeps the name of
 the node it grew from (the conv or fc) and records in `sources` which original nodes' weights
@@ -41,18 +34,6 @@ def _join(v):
     return v
 
 
-def _names(v):
-    if not isinstance(v, tuple) or not all(isinstance(x, str) for x in v):
-        raise ValueError
-    return v
-
-
-def _name(v):
-    if v is not None and not isinstance(v, str):
-        raise ValueError
-    return v
-
-
 ACT = Kind("none or an activation (" + ", ".join(activations()) + ")", _act)
 ANY = Kind("a mapping of roles to node names", lambda v: v)
 EPS = Kind("a number or none", lambda v: v if v is None else float_kind(0.0).convert(v))
@@ -68,9 +49,6 @@ _CONV_ONLY = (
     Param("pre_act", ACT, "none", "activation applied to the input after pre_bn"),
     Param("join", Kind("add or mean", _join), "add",
           "add: act(conv + residual); mean: (act(conv) + residual) / 2"),
-    Param("siblings", Kind("a tuple of node names", _names), (), "1x1 convs computed by this node's launch"),
-    Param("launched_by", Kind("a node name or none", _name), None, "the node whose launch computes this one"),
-    Param("chain_from", Kind("a node name or none", _name), None, "the conv computed on chip in this launch"),
 )
 CONV_DEFAULTS = {p.name: p.default for p in _EPILOGUE + _CONV_ONLY}
 

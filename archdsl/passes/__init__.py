@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..errors import InternalError
 from ..ir.graph import Graph
 from .chain import fuse_conv_chain
 from .fuse import fuse_bn_act, fuse_conv_bn_act, fuse_fc_act
+from .groups import LaunchGroups, launch_groups
 from .horizontal import fuse_sibling_convs
 from .inference import strip_inference_noops
 from .prologue import fuse_bn_into_conv_input
@@ -53,9 +55,16 @@ def optimize(graph: Graph, disable: tuple[str, ...] = ()) -> Optimized:
             continue
         result.graph, report = run(result.graph)
         result.graph.lint()
+        _check_launch_groups(result.graph, name)
         result.reports.append(report)
         result.after[name] = result.graph
     return result
+
+
+def _check_launch_groups(g: Graph, name: str) -> None:
+    problems = list(launch_groups(g).problems(g))
+    if problems:
+        raise InternalError(f"launch groups inconsistent after {name}:\n  " + "\n  ".join(problems))
 
 
 def fused_state_dict(optimized: Graph, state: dict) -> dict:
@@ -71,4 +80,4 @@ def fused_state_dict(optimized: Graph, state: dict) -> dict:
     return out
 
 
-__all__ = ["PIPELINE", "Optimized", "PassReport", "fused_state_dict", "optimize"]
+__all__ = ["PIPELINE", "LaunchGroups", "Optimized", "PassReport", "fused_state_dict", "launch_groups", "optimize"]

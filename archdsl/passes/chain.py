@@ -21,29 +21,26 @@ first), so ResNet-50's stride-2 blocks hold the block input, conv1's output and 
 at once: the planned peak rises from 4.98 to 6.12 MiB per image (fp32) while the activation
 traffic falls from 107.6 to 97.6 MiB.  `--disable fuse_conv_chain` trades back.
 
-The decision is recorded on the nodes: the 1x1 conv gets `chain_from` (the first conv), the
-first conv `launched_by` (the 1x1 conv); both keep computing what they computed.
+The decision is recorded in the graph's launch groups (`groups.py`): the 1x1 conv's launch
+computes the first conv too; both nodes keep computing what they computed.
 """
 
 from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..ops.registry import family
+from .groups import LaunchGroups, launch_groups, set_launch_groups
 from .report import PassReport
 from .rewrite import as_fused_conv, clone, sole_user
 
 CHAIN_MAX_MID = 256  # = kernels/conv2d_chain.py's CHAIN_MAX_MID (tests check they agree)
 
 
-def _fused_elsewhere(a: dict) -> bool:
-    return bool(a.get("launched_by") or a.get("siblings") or a.get("chain_from"))
-
-
 def _has_prologue(a: dict) -> bool:
     return a.get("pre_bn_eps") is not None or a.get("pre_act", "none") != "none"
 
 
-def why_not(g: Graph, first: str, second: str) -> str | None:
+def why_not(g: Graph, first: str, second: str, groups: LaunchGroups | None = None) -> str | None:
     """Why `first -> second` cannot run as one chain kernel (None: it can)."""
     a, b = g.nodes[first]["attrs"], g.nodes[second]["attrs"]
     if sole_user(g, first) != second:
@@ -57,7 +54,8 @@ def why_not(g: Graph, first: str, second: str) -> str | None:
         return f"`{second}` ends a mean join (the chain kernel adds its residual before the activation)"
     if _has_prologue(a) or _has_prologue(b):
         return "a conv of the pair has an input prologue"
-    if _fused_elsewhere(a) or _fused_elsewhere(b):
+    groups = launch_groups(g) if groups is None else groups
+    if groups.grouped(first) or groups.grouped(second):
         return "a conv of the pair is already fused with another conv"
     mid = g.shape(first)[0]
     if mid > CHAIN_MAX_MID:
@@ -74,17 +72,20 @@ def fuse_conv_chain(graph: Graph) -> tuple[Graph, PassReport]:
     g = clone(graph)
     report = PassReport("fuse_conv_chain")
     convs = family("conv")
+    groups = launch_groups(g)
     for second in graph.order():
         if g.op(second) not in convs or not _is_pointwise(g.nodes[second]["attrs"]):
             continue
         first = g.args(second)[0]
         if g.op(first) not in convs:
             continue
-        why = why_not(g, first, second)
+        why = why_not(g, first, second, groups)
         if why is not None:
             report.declined.append(f"{first} -> {second}: {why}")
             continue
-        as_fused_conv(g, second)["chain_from"] = first
-        as_fused_conv(g, first)["launched_by"] = second
+        as_fused_conv(g, second)
+        as_fused_conv(g, first)
+        groups = groups.with_chain(first, second)
         report.changed.append(f"{first} -> {second}: one kernel, the {g.shape(first)[0]}-channel intermediate on chip")
+    set_launch_groups(g, groups)
     return g, report

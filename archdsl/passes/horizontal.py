@@ -7,9 +7,8 @@ instead of once per sibling and fills the GPU with one larger grid.  Each column
 where its own tensor lives (a concat's channel slice, or a buffer of its own) and gets its own
 activation, so nothing after the launch changes.
 
-The decision is recorded on the nodes, which keep computing what they computed: the first
-sibling in execution order gets `siblings` (the others, in order), each other sibling
-`launched_by` (the first).  The kernel writes at most `MAX_SIBLINGS` outputs.
+The decision is recorded in the graph's launch groups (`groups.py`; the nodes keep computing
+what they computed): the first sibling in execution order launches the others, in order.  The kernel writes at most `MAX_SIBLINGS` outputs.
 
 Declined (and said why) for a conv that reads a tensor other 1x1 convs read: not 1x1 /
 stride 1 / unpadded / ungrouped (a 3x3 sibling would waste 8/9 of its products as zeros), a
@@ -21,13 +20,14 @@ from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..ops.registry import family
+from .groups import launch_groups, set_launch_groups
 from .report import PassReport
 from .rewrite import as_fused_conv, clone
 
 MAX_SIBLINGS = 4
 
 
-def _why_not(g: Graph, conv: str) -> str | None:
+def _why_not(g: Graph, conv: str, grouped: bool) -> str | None:
     a = g.nodes[conv]["attrs"]
     geometry = (tuple(a["kernel"]), tuple(a["stride"]), tuple(a["pad"]), tuple(a["dilation"]), a["groups"])
     if geometry != ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1):
@@ -36,7 +36,7 @@ def _why_not(g: Graph, conv: str) -> str | None:
             ("" if tuple(a["pad"]) == (0, 0, 0, 0) else " padded") + " (one GEMM needs 1x1, stride 1, unpadded, ungrouped)"
     if len(g.args(conv)) > 1:
         return "adds a residual"
-    if a.get("launched_by") or a.get("siblings") or a.get("chain_from"):
+    if grouped:
         return "already fused with another conv"
     return None
 
@@ -51,6 +51,7 @@ def fuse_sibling_convs(graph: Graph) -> tuple[Graph, PassReport]:
     report = PassReport("fuse_sibling_convs")
     order = {n: i for i, n in enumerate(graph.order())}
     convs = family("conv")
+    groups = launch_groups(g)
     for x in graph.order():
         readers = sorted({u for _, u, p in g.out_edges(x, data="port") if p == 0 and g.op(u) in convs},
                          key=order.get)
@@ -58,7 +59,7 @@ def fuse_sibling_convs(graph: Graph) -> tuple[Graph, PassReport]:
             continue
         ok = []
         for conv in readers:
-            why = _why_not(g, conv)
+            why = _why_not(g, conv, groups.grouped(conv))
             if why is None and ok and _prologue(g, conv) != _prologue(g, ok[0]):
                 why = f"its input prologue differs from `{ok[0]}`'s"
             if why is None:
@@ -72,9 +73,10 @@ def fuse_sibling_convs(graph: Graph) -> tuple[Graph, PassReport]:
                     report.declined.append(f"{group[0]}: the kernel writes at most {MAX_SIBLINGS} outputs per launch")
                 continue
             first, rest = group[0], group[1:]
-            as_fused_conv(g, first)["siblings"] = tuple(rest)
-            for conv in rest:
-                as_fused_conv(g, conv)["launched_by"] = first
+            for conv in group:
+                as_fused_conv(g, conv)
+            groups = groups.with_siblings(first, tuple(rest))
             channels = " + ".join(str(g.shape(c)[0]) for c in group)
             report.changed.append(f"{first} launches {', '.join(rest)} too: one 1x1 GEMM of {channels} channels over `{x}`")
+    set_launch_groups(g, groups)
     return g, report
