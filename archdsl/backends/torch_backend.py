@@ -87,6 +87,9 @@ class ArchModule(nn.Module):
                 child = Container()
                 parent.add_module(seg, child)
             parent = child
+        if hasattr(module, "attach"):  # a bare parameter of its scope (layer_scale): key `<node>`
+            module.attach(parent, leaf)
+            return
         parent.add_module(leaf, module)
 
     def forward(self, *inputs: torch.Tensor):

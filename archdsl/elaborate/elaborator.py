@@ -29,6 +29,7 @@ from .evaluate import Env, Evaluator, normalize, show, type_name
 from .loader import Library
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+QUOTED_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # a quoted name may hold `-` (RegNet's `block1-0`)
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class Elaborator:
         self.graph = Graph()
         self._mergeable_means: set[str] = set()
         self.steps = 0
-        self.evaluator = Evaluator()
+        self.evaluator = Evaluator(library.functions)
         self._input_override: tuple[int, int, int] | None = None
 
     # ---- entry point --------------------------------------------------------------------------
@@ -334,9 +335,10 @@ class Elaborator:
             if isinstance(v, bool) or not isinstance(v, (int, str)):
                 raise ArchError(f"a label can contain integers and strings, not {type_name(v)} ({show(v)})", part.loc)
             text += str(v)
-        if not IDENT.fullmatch(text):
+        if not (QUOTED_IDENT if label.quoted else IDENT).fullmatch(text):
             raise ArchError(f"`{text}` is not a valid label", label.loc,
-                            hint="labels are letters, digits and underscores, starting with a letter")
+                            hint="labels are letters, digits and underscores, starting with a letter"
+                            + (" (and `-` in a quoted name)" if label.quoted else ""))
         return text
 
     def _scope(self, ctx: Ctx, label: str | None, hint: str, kind: str, loc: SrcLoc, positional: bool,
@@ -404,6 +406,8 @@ class Elaborator:
                             hint="an empty body would join the input with itself")
         if isinstance(p, ast.Dense):
             return self.join("concat", [x, self.seq(p.body, x, ctx)], ctx, p.loc, roles=("the input", "the new features"))
+        if p.cond is not None and not self.evaluator.truth(p.cond, ctx.env):
+            return self.seq(p.body, x, ctx)  # `residual if cond`: the body alone, no add
         main = self.seq(p.body, x, ctx)
         short = x
         if p.shortcut is not None and (p.shortcut_cond is None or self.evaluator.truth(p.shortcut_cond, ctx.env)):
@@ -454,7 +458,7 @@ class Elaborator:
                             hint="make sure every recursive block has a base case that stops it")
         args = self.bind(call, [(p.name, p.default) for p in block.params], ctx, None, block_input=x)
         title = f"{block.name}({', '.join(f'{k}={show(v)}' for k, v in args.items())})"
-        namer = self._scope(ctx, label, block.name, "block", call.loc, positional=False, title=title)
+        namer = self._scope(ctx, label, block.name, "block", call.loc, positional=block.sequence, title=title)
         inner = Ctx(Env(args, tensors={"in": x}), namer, ctx.depth + 1)
         out = self.seq(block.body, x, inner)
         return out

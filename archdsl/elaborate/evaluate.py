@@ -107,8 +107,16 @@ def _num(v) -> bool:
     return isinstance(v, (int, float, Fraction)) and not isinstance(v, bool)
 
 
+MAX_CALL_DEPTH = 64  # nested calls of user functions (`def`), as for blocks
+
+
 class Evaluator:
-    """Evaluates `ast.Expr` in an `Env` (variables, and named tensors for `x.c`)."""
+    """Evaluates `ast.Expr` in an `Env` (variables, and named tensors for `x.c`); `functions` are
+    the user's `def`s, called with their own parameters only (they see no variables or tensors)."""
+
+    def __init__(self, functions: dict[str, ast.FuncDef] | None = None):
+        self.functions = functions or {}
+        self.depth = 0
 
     def eval(self, e: ast.Expr, env: Env) -> Any:
         method = self._dispatch.get(type(e))
@@ -185,6 +193,24 @@ class Evaluator:
 
     def _ListExpr(self, e: ast.ListExpr, env: Env):
         return [self.eval(x, env) for x in e.items]
+
+    def _ListComp(self, e: ast.ListComp, env: Env):
+        items = self.eval(e.iterable, env)
+        if not isinstance(items, (list, tuple)):
+            raise ArchError(f"a list comprehension needs a list, got {type_name(items)} ({show(items)})",
+                            e.iterable.loc, hint="iterate over range(n) or a list")
+        out = []
+        for item in items:
+            if len(e.vars) == 1:
+                inner = env.child(**{e.vars[0]: item})
+            elif isinstance(item, (list, tuple)) and len(item) == len(e.vars):
+                inner = env.child(**dict(zip(e.vars, item)))
+            else:
+                raise ArchError(f"cannot unpack {show(item)} into {len(e.vars)} names ({', '.join(e.vars)})",
+                                e.iterable.loc, hint="each item must be a tuple with one value per name")
+            if e.cond is None or self.truth(e.cond, inner):
+                out.append(self.eval(e.item, inner))
+        return out
 
     def _CondExpr(self, e: ast.CondExpr, env: Env):
         return self.eval(e.then, env) if self.truth(e.cond, env) else self.eval(e.otherwise, env)
@@ -269,16 +295,41 @@ class Evaluator:
         return seq
 
     def _FuncCall(self, e: ast.FuncCall, env: Env):
+        if e.func in self.functions:
+            return self._user_call(self.functions[e.func], e, env)
         fn = FUNCTIONS.get(e.func)
         if fn is None:
+            known = {**FUNCTIONS, **self.functions}
             raise ArchError(f"unknown function `{e.func}`", e.loc,
-                            hint=did_you_mean(e.func, FUNCTIONS) or f"functions: {', '.join(sorted(FUNCTIONS))}")
+                            hint=did_you_mean(e.func, known) or f"functions: {', '.join(sorted(known))}")
         args = [self.eval(a, env) for a in e.args]
         try:
             return fn(*args)
         except (TypeError, ValueError, OverflowError) as exc:
             call = f"{e.func}({', '.join(show(a) for a in args)})"
             raise ArchError(f"{call}: {_reason(exc)}", e.loc) from None
+
+    def _user_call(self, f: ast.FuncDef, e: ast.FuncCall, env: Env):
+        """A `def`: positional arguments, then defaults (which may use the earlier parameters)."""
+        args = [self.eval(a, env) for a in e.args]
+        if len(args) > len(f.params):
+            raise ArchError(f"function `{f.name}` takes at most {len(f.params)} arguments, got {len(args)}", e.loc)
+        scope = Env()
+        for i, p in enumerate(f.params):
+            if i < len(args):
+                scope.vars[p.name] = args[i]
+            elif p.default is not None:
+                scope.vars[p.name] = self.eval(p.default, scope)
+            else:
+                raise ArchError(f"function `{f.name}` is missing the argument `{p.name}`", e.loc,
+                                hint=f"usage: {f.name}({', '.join(p.name for p in f.params)})")
+        if self.depth >= MAX_CALL_DEPTH:
+            raise ArchError(f"functions nest deeper than {MAX_CALL_DEPTH} calls (endless recursion?)", e.loc)
+        self.depth += 1
+        try:
+            return self.eval(f.body, scope)
+        finally:
+            self.depth -= 1
 
     # -- helpers
     def truth(self, e: ast.Expr, env: Env) -> bool:

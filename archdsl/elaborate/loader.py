@@ -20,23 +20,33 @@ class Library:
 
     root: str
     defs: dict[str, ast.BlockDef] = field(default_factory=dict)
+    functions: dict[str, ast.FuncDef] = field(default_factory=dict)  # `def name(...) = expr`
 
     @property
     def networks(self) -> list[ast.BlockDef]:
         return [d for d in self.defs.values() if d.is_network]
 
     def add(self, d: ast.BlockDef) -> None:
-        if not d.is_network and d.name in OPS:
+        if isinstance(d, ast.FuncDef):
+            from .evaluate import FUNCTIONS
+
+            if d.name in FUNCTIONS:
+                raise ArchError(f"function `{d.name}` has the name of a built-in function", d.loc,
+                                hint="rename the function")
+        elif not d.is_network and d.name in OPS:
             raise ArchError(f"block `{d.name}` has the name of a built-in op", d.loc,
                             hint=f"rename the block: a block named `{d.name}` would hide the op everywhere")
-        prev = self.defs.get(d.name)
+        prev = self.defs.get(d.name) or self.functions.get(d.name)
         if prev is not None and prev is not d:
             if prev.loc == d.loc:
                 return
             raise ArchError(f"`{d.name}` is defined twice", d.loc,
                             hint="rename one of the definitions",
                             notes=[Note(prev.loc, "the other definition is here")])
-        self.defs[d.name] = d
+        if isinstance(d, ast.FuncDef):
+            self.functions[d.name] = d
+        else:
+            self.defs[d.name] = d
 
 
 def load_file(path: str | Path) -> Library:
@@ -101,5 +111,5 @@ class _Importer:
                                 hint="import paths are relative to the importing file") from None
             self.done.add(key)
             self.visit(parse(text, str(target)), target.parent, stack + [key])
-        for d in module.defs:
+        for d in (*module.defs, *module.functions):
             self.lib.add(d)

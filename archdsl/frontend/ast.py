@@ -103,6 +103,16 @@ class Slice(Expr):
 
 
 @dataclass(frozen=True)
+class ListComp(Expr):
+    """`[f(x) for x in xs if cond]`: one item per element of `xs` (unpacked into `vars`) that passes."""
+
+    item: Expr
+    vars: tuple[str, ...]
+    iterable: Expr
+    cond: Expr | None
+
+
+@dataclass(frozen=True)
 class TupleExpr(Expr):
     items: tuple[Expr, ...]
 
@@ -129,6 +139,7 @@ class Label:
 
     loc: SrcLoc
     parts: tuple[str | Expr, ...]
+    quoted: bool = False  # `"block1-{i}"`: may be a reserved word and contain `-`
 
 
 @dataclass(frozen=True)
@@ -167,6 +178,7 @@ class Residual(Primary):
     body: Body
     shortcut: Body | None
     shortcut_cond: Expr | None
+    cond: Expr | None = None  # `residual if cond { ... }`: without the add when false
 
 
 @dataclass(frozen=True)
@@ -274,6 +286,18 @@ class BlockDef:
     params: tuple[Param, ...]
     body: Body
     is_network: bool
+    sequence: bool = False  # `block name(...) sequence { ... }`: unlabelled elements numbered by position
+
+
+@dataclass(frozen=True)
+class FuncDef:
+    """`def name(params) = expr`: a function of values, callable in expressions."""
+
+    loc: SrcLoc
+    name: str
+    params: tuple[Param, ...]
+    body: Expr
+    is_network: bool = False
 
 
 @dataclass(frozen=True)
@@ -300,3 +324,4 @@ class Module:
     file: str
     imports: tuple[Import, ...]
     defs: tuple[BlockDef | NetworkAlias, ...]
+    functions: tuple[FuncDef, ...] = ()

@@ -68,7 +68,7 @@ def parse(text: str, filename: str = "<string>") -> ast.Module:
     except RecursionError:
         raise ArchError("the program is nested too deeply to parse", SrcLoc(filename, 1, 1)) from None
     try:
-        return ToAst(filename).transform(tree)
+        return ToAst(filename, text).transform(tree)
     except VisitError as exc:
         if isinstance(exc.orig_exc, ArchError):
             raise exc.orig_exc from None
@@ -191,9 +191,10 @@ def _char_hint(char: str) -> str | None:
 class ToAst(Transformer):
     """One small method per grammar rule; each returns an `ast` node with its location."""
 
-    def __init__(self, filename: str):
+    def __init__(self, filename: str, source: str = ""):
         super().__init__()
         self.file = filename
+        self.source = source  # for the `{expr}` parts of quoted names
 
     def _loc(self, meta_or_tok) -> SrcLoc:
         if isinstance(meta_or_tok, Token):
@@ -208,7 +209,8 @@ class ToAst(Transformer):
     def start(self, meta, items):
         imports = tuple(i for i in items if isinstance(i, ast.Import))
         defs = tuple(i for i in items if isinstance(i, (ast.BlockDef, ast.NetworkAlias)))
-        return ast.Module(self.file, imports, defs)
+        functions = tuple(i for i in items if isinstance(i, ast.FuncDef))
+        return ast.Module(self.file, imports, defs, functions)
 
     @v_args(meta=True)
     def import_stmt(self, meta, children):
@@ -217,8 +219,17 @@ class ToAst(Transformer):
 
     @v_args(meta=True)
     def block_def(self, meta, children):
+        name, params, sequence, body = children
+        return ast.BlockDef(self._loc(name), str(name), params or (), body, is_network=False,
+                            sequence=sequence is not None)
+
+    def seq_marker(self, children):
+        return True
+
+    @v_args(meta=True)
+    def func_def(self, meta, children):
         name, params, body = children
-        return ast.BlockDef(self._loc(name), str(name), params or (), body, is_network=False)
+        return ast.FuncDef(self._loc(name), str(name), params or (), body)
 
     @v_args(meta=True)
     def network_def(self, meta, children):
@@ -318,6 +329,12 @@ class ToAst(Transformer):
     def label_part(self, children):
         return tuple(children)
 
+    @v_args(meta=True)
+    def quoted_name(self, meta, children):
+        from .quoted import quoted_label
+
+        return quoted_label(children[0], self._loc(children[0]), self.source, self)
+
     def repeat(self, children):
         return children[0]
 
@@ -358,9 +375,9 @@ class ToAst(Transformer):
 
     @v_args(meta=True)
     def residual(self, meta, children):
-        body, shortcut = children
+        only_if, body, shortcut = children
         cond, proj = shortcut if shortcut is not None else (None, None)
-        return ast.Residual(self._loc(meta), body, proj, cond)
+        return ast.Residual(self._loc(meta), body, proj, cond, only_if)
 
     def shortcut(self, children):
         cond, body = children
@@ -480,6 +497,11 @@ class ToAst(Transformer):
     @v_args(meta=True)
     def tuple_lit(self, meta, children):
         return ast.TupleExpr(self._loc(meta), tuple(c for c in children if c is not None))
+
+    @v_args(meta=True)
+    def list_comp(self, meta, children):
+        item, *names, iterable, cond = children
+        return ast.ListComp(self._loc(meta), item, tuple(str(n) for n in names), iterable, cond)
 
     @v_args(meta=True)
     def list_lit(self, meta, children):

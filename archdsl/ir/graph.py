@@ -4,8 +4,9 @@
 
 Nodes — one per op, keyed by a hierarchical, stable name such as ``layer3.2.conv1``.  Name
 segments are identifiers from the user's labels (``conv1``), block or op names for unlabelled
-elements (``relu_1``), or positions in a labelled sequence (``features.4``).  Names therefore
-consist of ``[A-Za-z0-9_.]`` only, and can be used as state-dict keys and inside generated code.
+elements (``relu_1``), or positions in a labelled sequence (``features.4``); a quoted label may
+add ``-`` (RegNet's ``block1-0``).  Names therefore consist of ``[A-Za-z0-9_.-]`` only, and can be
+used as state-dict keys and inside generated code (in string literals and comments only).
 Each node carries:
 
     op      str              an entry of the op registry (`archdsl.ops.OPS`)
@@ -43,7 +44,7 @@ from ..errors import InternalError, SrcLoc
 from ..ops import OPS
 from ..ops.registry import REQUIRED, fmt_shape
 
-NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*|[0-9]+")  # `-`: quoted names (RegNet's `block1-0`)
 
 
 @dataclass(frozen=True)
