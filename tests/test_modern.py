@@ -52,6 +52,8 @@ VARIANTS = [
     _v("mobilenet_v2", "mobilenet_v2.arch"),
     _v("mobilenet_v3_large", "mobilenet_v3.arch"),
     _v("mobilenet_v3_small", "mobilenet_v3.arch", small=True),
+    *[_v(f"efficientnet_b{b}", "efficientnet.arch", b=b) for b in range(8)],
+    *[_v(f"efficientnet_v2_{s}", "efficientnet_v2.arch", size=i) for i, s in enumerate("sml")],
 ]
 VARIANT_IDS = [v.id for v in VARIANTS]
 
@@ -61,6 +63,8 @@ OUTPUT_CASES = [
     ("mobilenet_v2", 64),
     ("mobilenet_v3_small", 64),
     ("mobilenet_v3_large", 64),
+    ("efficientnet_b0", 64),
+    ("efficientnet_v2_s", 64),
 ]
 
 
