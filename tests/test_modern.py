@@ -54,6 +54,8 @@ VARIANTS = [
     _v("mobilenet_v3_small", "mobilenet_v3.arch", small=True),
     *[_v(f"efficientnet_b{b}", "efficientnet.arch", b=b) for b in range(8)],
     *[_v(f"efficientnet_v2_{s}", "efficientnet_v2.arch", size=i) for i, s in enumerate("sml")],
+    *[_v(f"shufflenet_v2_x{w.replace('.', '_')}", "shufflenet_v2.arch", width=float(w))
+      for w in ("0.5", "1.0", "1.5", "2.0")],
 ]
 VARIANT_IDS = [v.id for v in VARIANTS]
 
@@ -65,6 +67,8 @@ OUTPUT_CASES = [
     ("mobilenet_v3_large", 64),
     ("efficientnet_b0", 64),
     ("efficientnet_v2_s", 64),
+    ("shufflenet_v2_x0_5", 64),
+    ("shufflenet_v2_x1_5", 64),
 ]
 
 
