@@ -56,6 +56,7 @@ VARIANTS = [
     *[_v(f"efficientnet_v2_{s}", "efficientnet_v2.arch", size=i) for i, s in enumerate("sml")],
     *[_v(f"shufflenet_v2_x{w.replace('.', '_')}", "shufflenet_v2.arch", width=float(w))
       for w in ("0.5", "1.0", "1.5", "2.0")],
+    *[_v(f"mnasnet{a.replace('.', '_')}", "mnasnet.arch", alpha=float(a)) for a in ("0.5", "0.75", "1.0", "1.3")],
 ]
 VARIANT_IDS = [v.id for v in VARIANTS]
 
@@ -69,6 +70,8 @@ OUTPUT_CASES = [
     ("efficientnet_v2_s", 64),
     ("shufflenet_v2_x0_5", 64),
     ("shufflenet_v2_x1_5", 64),
+    ("mnasnet0_5", 64),
+    ("mnasnet1_3", 64),
 ]
 
 
