@@ -44,6 +44,11 @@ class Variant:
         return self.model
 
 
+# RegNet's flops regimes: torchvision's name and the file's `mf`
+REGIMES = [("400mf", 400), ("800mf", 800), ("1_6gf", 1600), ("3_2gf", 3200), ("8gf", 8000), ("16gf", 16000),
+           ("32gf", 32000), ("128gf", 128000)]
+
+
 def _v(model, file, network=None, **params):
     return Variant(model, file, network, params)
 
@@ -57,6 +62,8 @@ VARIANTS = [
     *[_v(f"shufflenet_v2_x{w.replace('.', '_')}", "shufflenet_v2.arch", width=float(w))
       for w in ("0.5", "1.0", "1.5", "2.0")],
     *[_v(f"mnasnet{a.replace('.', '_')}", "mnasnet.arch", alpha=float(a)) for a in ("0.5", "0.75", "1.0", "1.3")],
+    *[_v(f"regnet_{k}_{name}", "regnet.arch", mf=mf, y=k == "y")
+      for k, names in (("x", REGIMES[:-1]), ("y", REGIMES)) for name, mf in names],
 ]
 VARIANT_IDS = [v.id for v in VARIANTS]
 
@@ -72,6 +79,8 @@ OUTPUT_CASES = [
     ("shufflenet_v2_x1_5", 64),
     ("mnasnet0_5", 64),
     ("mnasnet1_3", 64),
+    ("regnet_x_400mf", 64),
+    ("regnet_y_400mf", 64),
 ]
 
 
@@ -93,13 +102,26 @@ def load_ours(v: Variant, side: int | None = None) -> archdsl.Graph:
 
 
 def build_tv(tvm, model: str, device: str = "meta", dtype=torch.float32) -> torch.nn.Module:
+    """The torchvision model on the meta device (shapes only).  RegNet computes its stage widths with
+    torch and reads them back (`.tolist()`), which meta tensors cannot do: that part runs on the CPU."""
+    from torchvision.models import regnet
+
+    params = regnet.BlockParams.from_init_params  # bound: callable as it is
+    descriptor = regnet.BlockParams.__dict__["from_init_params"]  # restored as it was
+
+    def on_cpu(*args, **kwargs):
+        with torch.device("cpu"):
+            return params(*args, **kwargs)
+
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
+    regnet.BlockParams.from_init_params = on_cpu
     try:
         with torch.device(device):
             return getattr(tvm, model)(weights=None)
     finally:
         torch.set_default_dtype(old)
+        regnet.BlockParams.from_init_params = descriptor
 
 
 def randomize(m: torch.nn.Module, gen: torch.Generator) -> torch.nn.Module:
