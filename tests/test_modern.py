@@ -64,6 +64,10 @@ VARIANTS = [
     *[_v(f"mnasnet{a.replace('.', '_')}", "mnasnet.arch", alpha=float(a)) for a in ("0.5", "0.75", "1.0", "1.3")],
     *[_v(f"regnet_{k}_{name}", "regnet.arch", mf=mf, y=k == "y")
       for k, names in (("x", REGIMES[:-1]), ("y", REGIMES)) for name, mf in names],
+    _v("convnext_tiny", "convnext.arch"),
+    _v("convnext_small", "convnext.arch", depth3=27),
+    _v("convnext_base", "convnext.arch", width=128, depth3=27),
+    _v("convnext_large", "convnext.arch", width=192, depth3=27),
 ]
 VARIANT_IDS = [v.id for v in VARIANTS]
 
@@ -81,6 +85,7 @@ OUTPUT_CASES = [
     ("mnasnet1_3", 64),
     ("regnet_x_400mf", 64),
     ("regnet_y_400mf", 64),
+    ("convnext_tiny", 64),
 ]
 
 
