@@ -14,6 +14,7 @@ and exits with status 2.  Anything else that escapes is a bug in archdsl (exit s
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,15 @@ def split_lines(text: str) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: control characters (escape sequences, bidi overrides)
+    shown as `\\x1b`-style escapes, so a file name cannot recolour or rewrite the screen."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 @dataclass(frozen=True)
 class SrcLoc:
     """A position in a source file (1-based line and column); `end_col` bounds the caret run."""
@@ -55,7 +65,7 @@ class SrcLoc:
     end_col: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return f"{printable(self.file)}:{self.line}:{self.col}"
 
 
 NO_LOC = SrcLoc("<command line>", 0, 0)
@@ -81,7 +91,7 @@ class ArchError(Exception):
 
     def __str__(self) -> str:
         where = f"{self.loc}: " if self.loc and self.loc.line else ""
-        return f"{where}error: {self.message}"
+        return printable(f"{where}error: {self.message}")
 
     def at(self, loc: SrcLoc | None) -> "ArchError":
         """Give a location to an error raised where none was known (e.g. deep in a shape rule)."""
@@ -99,7 +109,7 @@ class ArchError(Exception):
             where = f"{note.loc}: " if note.loc and note.loc.line else ""
             out.append(f"{where}note: {note.message}")
             out += _quote(note.loc)
-        return "\n".join(out)
+        return "\n".join(printable(line) for line in "\n".join(out).split("\n"))
 
 
 def _quote(loc: SrcLoc | None) -> list[str]:

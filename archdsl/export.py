@@ -39,6 +39,7 @@ def export_onnx(model: Any, path: str | Path, opset: int = 18, batch: int = 2) -
     if opset < MIN_OPSET:
         raise ArchError(f"opset {opset} is too old; archdsl exports opset {MIN_OPSET} or newer", NO_LOC)
     graph = model.graph
+    model = _exportable(model)
     path = Path(path)
     if not path.parent.is_dir():
         raise ArchError(f"cannot write {path}: no directory {path.parent}", SrcLoc(str(path), 0, 0))
@@ -66,6 +67,58 @@ def export_onnx(model: Any, path: str | Path, opset: int = 18, batch: int = 2) -
             if os.path.exists(leftover):
                 os.remove(leftover)
     return path
+
+
+def _exportable(model: Any) -> Any:
+    """`model`, or the same computation under child names torch.export can walk.
+
+    torch.export reaches each weight by attribute (`model.forward.weight`), so a label that is
+    also a Module attribute (`forward`, `to`, `training`) breaks it. Then the leaf modules (the
+    very same objects, no copy) are put in a fresh tree where each such name gets a `_` suffix,
+    and the original model runs the forward pass.
+    """
+    from torch import nn
+
+    names = [name for name, _ in model.named_modules() if name]
+    if all(_plain_name(model, name) for name in names):
+        return model
+
+    class Renamed(nn.Module):
+        def forward(self, *xs):
+            return model(*xs)
+
+    root = Renamed()
+    object.__setattr__(root, "graph", model.graph)  # first, so that a label `graph` is renamed too
+    for name, module in model.named_modules():
+        if not name or next(module.children(), None) is not None:
+            continue  # only the leaves: the containers are rebuilt
+        parent = root
+        *scopes, leaf = name.split(".")
+        for seg in scopes:
+            seg = _free_name(parent, seg)
+            if seg not in parent._modules:
+                parent.add_module(seg, nn.Module())
+            parent = parent._modules[seg]
+        parent.add_module(_free_name(parent, leaf), module)
+    return root
+
+
+def _plain_name(model: Any, dotted: str) -> bool:
+    """Whether attribute access along `dotted` reaches the child module of that name."""
+    from torch import nn
+
+    obj = model
+    for seg in dotted.split("."):
+        obj = getattr(obj, seg, None)
+        if not isinstance(obj, nn.Module):
+            return False
+    return True
+
+
+def _free_name(parent: Any, seg: str) -> str:
+    while seg not in parent._modules and hasattr(parent, seg):
+        seg += "_"
+    return seg
 
 
 @contextlib.contextmanager

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import os
+
+from ..errors import ArchError
 from ..ir.graph import Graph
 from ..ops import OPS
-from ..ops.registry import numel
+from ..ops.registry import fmt_shape, numel
 
 CONVENTIONS = (
     "Params: weights + biases as PyTorch counts them; BN running stats are buffers (listed separately).",
@@ -70,11 +73,46 @@ class LayerStats:
 
 @dataclass
 class Summary:
+    """What `archdsl summary` prints: `print(summary)` shows the table, `summary.rows()` the rows
+    as dicts, `summary.to_json()` everything. Counts are per image; `batch` (when given) scales
+    the activation and input memory, as torchinfo's batch dimension does."""
+
     network: str
     input: tuple[int, ...]
     layers: list[LayerStats]
-    outputs: list[str]
+    outputs: list[str]  # output node names
     params_env: dict = field(default_factory=dict)
+    scopes: dict = field(default_factory=dict, repr=False)  # name -> Scope, for the nested table
+    batch: int | None = None
+    output_labels: list[str] = field(default_factory=list)  # `logits (fc)`: declared name (node)
+
+    def __str__(self) -> str:
+        from .table import render
+
+        return render(self)
+
+    def rows(self) -> list[dict]:
+        """One dict per row, as in `to_json()["layers"]`."""
+        return self.to_json()["layers"]
+
+    @property
+    def trainable_params(self) -> int:
+        return self.params  # every parameter of an archdsl network trains
+
+    @property
+    def non_trainable_params(self) -> int:
+        return 0  # BN's running statistics are buffers, not parameters (see `buffers`)
+
+    def parameter_bytes(self, dtype: str = "float32") -> int:
+        """Parameters and buffers, stored at `dtype` (what the weights file and the GPU hold)."""
+        return (self.params + self.buffers) * DTYPE_BYTES[dtype]
+
+    def input_bytes(self, dtype: str = "float32") -> int:
+        return numel(self.input) * (self.batch or 1) * DTYPE_BYTES[dtype]
+
+    def total_bytes(self, dtype: str = "float32") -> int:
+        """Parameters + every activation of a forward pass, the input included (torchinfo's estimated total)."""
+        return self.parameter_bytes(dtype) + self.activation_bytes(dtype)
 
     @property
     def params(self) -> int:
@@ -97,7 +135,7 @@ class Summary:
         return sum(r.activations for r in self.layers)
 
     def activation_bytes(self, dtype: str = "float32") -> int:
-        return self.activations * DTYPE_BYTES[dtype]
+        return self.activations * (self.batch or 1) * DTYPE_BYTES[dtype]
 
     def to_json(self, dtype: str = "float32") -> dict:
         return {
@@ -113,14 +151,19 @@ class Summary:
                 for r in self.layers
             ],
             "outputs": self.outputs,
-            "totals": {"params": self.params, "buffers": self.buffers, "macs": self.macs,
-                       "flops": 2 * self.macs, "other_ops": self.other_ops, "activations": self.activations,
-                       "activation_bytes": self.activation_bytes(dtype), "dtype": dtype},
+            "output_names": [label.split(" (")[0] for label in self.output_labels] or self.outputs,
+            "batch": self.batch,
+            "totals": {"params": self.params, "trainable_params": self.trainable_params,
+                       "non_trainable_params": self.non_trainable_params, "buffers": self.buffers,
+                       "macs": self.macs, "flops": 2 * self.macs, "other_ops": self.other_ops,
+                       "activations": self.activations, "activation_bytes": self.activation_bytes(dtype),
+                       "parameter_bytes": self.parameter_bytes(dtype), "input_bytes": self.input_bytes(dtype),
+                       "total_bytes": self.total_bytes(dtype), "dtype": dtype},
             "conventions": list(CONVENTIONS),
         }
 
 
-def analyze(g: Graph) -> Summary:
+def analyze(g: Graph, batch: int | None = None) -> Summary:
     """Compute every node's statistics (stored in its `meta`) and return the per-layer summary."""
     rows = []
     for n, d in g.walk():
@@ -138,7 +181,57 @@ def analyze(g: Graph) -> Summary:
         rows.append(LayerStats(n, d["op"], spec.describe(a), out, meta["params"], meta["buffers"], meta["macs"],
                                meta["other_ops"], meta["activations"], meta["rf"], f"{src.file}:{src.line}"))
     first = g.inputs[0]
-    return Summary(g.name, g.shape(first), rows, list(g.outputs), dict(g.graph["params"]))
+    return Summary(g.name, g.shape(first), rows, list(g.outputs), dict(g.graph["params"]), g.graph["scopes"], batch,
+                   output_labels(g))
+
+
+def output_names(g: Graph) -> list[str]:
+    """Each output's name: as declared (`output logits, aux`), else its node's. ONNX uses these."""
+    names = g.graph.get("output_names") or []
+    return [names[i] if i < len(names) else node for i, node in enumerate(g.outputs)]
+
+
+def output_labels(g: Graph) -> list[str]:
+    """Outputs as check, summary and viz print them: `fc`, or `logits (fc)` when declared by another name."""
+    return [name if name == node else f"{name} ({node})" for name, node in zip(output_names(g), g.outputs)]
+
+
+def check_weight_memory(g: Graph, available: int | None = None, dtype: str = "float32") -> None:
+    """Refuse, before allocating anything, a network whose weights cannot fit in this machine's
+    memory, naming the layer that needs the most. (PyTorch's allocator would fail deep inside
+    `nn.Linear` with a message that names no layer.) `available` defaults to the free memory."""
+    available = _available_memory() if available is None else available
+    if available is None:
+        return
+    need = {n: (OPS[d["op"]].param_count(d["attrs"], [g.shape(a) for a in g.args(n)], d["shape"]) +
+                OPS[d["op"]].buffer_count(d["attrs"], [g.shape(a) for a in g.args(n)], d["shape"])) *
+            DTYPE_BYTES[dtype] for n, d in g.nodes(data=True)}
+    total = sum(need.values())
+    if total <= available:
+        return
+    from .table import human_bytes
+
+    biggest = max(need, key=need.get)
+    raise ArchError(f"the weights need {human_bytes(total)} ({total:,} bytes at {dtype}) and this machine has "
+                    f"{human_bytes(available)} of memory free; `{biggest}` ({g.op(biggest)}, shape "
+                    f"{fmt_shape(g.shape(biggest))}) alone needs {human_bytes(need[biggest])} ({need[biggest]:,} bytes)",
+                    g.nodes[biggest]["src"], hint="check the widths and the input size; `archdsl summary` "
+                    "shows every layer's parameters")
+
+
+def _available_memory() -> int | None:
+    """Free memory (MemAvailable) in bytes, or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _receptive_field(g: Graph, n: str, spec, attrs, ins) -> RF:
@@ -184,4 +277,6 @@ def collapse(summary: Summary, g: Graph, depth: int) -> Summary:
                               sum(m.buffers for m in members), sum(m.macs for m in members),
                               sum(m.other_ops for m in members), sum(m.activations for m in members),
                               last.rf, f"{scope.src.file}:{scope.src.line}", nodes=len(members)))
-    return Summary(summary.network, summary.input, out, summary.outputs, summary.params_env)
+    return Summary(summary.network, summary.input, out, summary.outputs, summary.params_env,
+                   {k: v for k, v in summary.scopes.items() if k.count(".") < depth - 1}, summary.batch,
+                   summary.output_labels)

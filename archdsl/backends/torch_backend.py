@@ -25,7 +25,20 @@ from ..ir.graph import Graph
 from ..ops import OPS
 
 
-class Container(nn.Module):
+class _Labelled(nn.Module):
+    """A module whose children are named by the user's labels, any of which may also be the
+    name of a Module attribute (`training`, `forward`, `to`...): see `_add_child`."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module refuses to assign a non-module to a name held by a child (`self.training = False`
+        # under a label `training`); such an attribute is the instance's own, so set it directly.
+        if not isinstance(value, nn.Module) and name in self.__dict__.get("_modules", {}):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+
+class Container(_Labelled):
     """A scope of the name hierarchy (a block instance or a labelled sequence): holds children,
     reachable by name or position like nn.Sequential's (`model.layer1[0].conv1`)."""
 
@@ -39,6 +52,17 @@ class Container(nn.Module):
         return iter(self._modules.values())
 
 
+def _add_child(parent: nn.Module, name: str, child: nn.Module) -> None:
+    """Register `child` under any label the language allows, `forward`, `to`, `training` or
+    `_modules` included. `add_module` refuses names that are already attributes; the child goes
+    straight into `_modules`, which is all that state_dict, load_state_dict, named_modules and
+    `.to()` walk. Such a child is reached as `model["forward"]` (the attribute stays the method)."""
+    if hasattr(parent, name) and name not in parent._modules:
+        parent._modules[name] = child
+    else:
+        parent.add_module(name, child)
+
+
 @dataclass(frozen=True)
 class Step:
     node: str
@@ -48,7 +72,7 @@ class Step:
     free: tuple[int, ...]  # slots whose last use is this step
 
 
-class ArchModule(nn.Module):
+class ArchModule(_Labelled):
     """An elaborated network as a module; `graph` is the IR it executes (read-only)."""
 
     def __init__(self, graph: Graph):
@@ -85,12 +109,16 @@ class ArchModule(nn.Module):
             child = parent._modules.get(seg)
             if child is None:
                 child = Container()
-                parent.add_module(seg, child)
+                _add_child(parent, seg, child)
             parent = child
         if hasattr(module, "attach"):  # a bare parameter of its scope (layer_scale): key `<node>`
             module.attach(parent, leaf)
             return
-        parent.add_module(leaf, module)
+        _add_child(parent, leaf, module)
+
+    def __getitem__(self, key: str) -> nn.Module:
+        """`model["forward"]`: a child whose label is also a Module attribute (see `_add_child`)."""
+        return self._modules[str(key)]
 
     def forward(self, *inputs: torch.Tensor):
         if len(inputs) != len(self._input_slots):
@@ -109,9 +137,21 @@ class ArchModule(nn.Module):
         return f"network={self.graph.name!r}, nodes={len(self.graph)}"
 
 
-def to_torch(graph: Graph) -> ArchModule:
-    """The reference `nn.Module` of a graph (float32, freshly initialized as PyTorch does)."""
-    return ArchModule(graph)
+def to_torch(graph: Graph, seed: int | None = None) -> ArchModule:
+    """The reference `nn.Module` of a graph (float32, freshly initialized as PyTorch does).
+
+    With `seed`, the initialization is drawn from that seed without touching the caller's
+    random state (`archdsl compile` uses 0, so the same file gives the same weights file).
+    A network whose weights cannot fit in memory is an `ArchError` naming the largest layer,
+    raised before anything is allocated."""
+    from ..analysis import check_weight_memory
+
+    check_weight_memory(graph)
+    if seed is None:
+        return ArchModule(graph)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ArchModule(graph)
 
 
 def build_torch(path: str | Path, network: str | None = None, input_shape: tuple[int, int, int] | None = None,
@@ -134,6 +174,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # values converted on the way in (float64 -> float32)
 
     @property
     def ok(self) -> bool:
@@ -178,7 +219,14 @@ def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]  # a training checkpoint
     if not isinstance(data, dict):
-        raise ArchError(f"{path} holds a {type(data).__name__}, not a state dict", loc)
+        raise ArchError(f"{path} holds a {type(data).__name__}, not a state dict", loc,
+                        hint="expected a state dict saved with torch.save(model.state_dict(), path)")
+    not_tensors = [(k, type(v).__name__) for k, v in data.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        shown = ", ".join(f"`{k}` ({t})" for k, t in not_tensors[:5])
+        raise ArchError(f"{path} holds {len(not_tensors)} entr{'y' if len(not_tensors) == 1 else 'ies'} that "
+                        f"are not tensors: {shown}", loc,
+                        hint="a state dict maps names to tensors; save one with torch.save(model.state_dict(), path)")
     return data
 
 
@@ -191,6 +239,7 @@ def load_weights(model_or_graph: ArchModule | Graph, source: Any, strict: bool =
     model = to_torch(model_or_graph) if isinstance(model_or_graph, Graph) else model_or_graph
     theirs = read_state_dict(source)
     mine = model.state_dict()
+    warnings = check_values(theirs, mine)
     report = LoadReport()
     report.missing = [k for k in mine if k not in theirs]
     report.unexpected = [k for k in theirs if k not in mine]
@@ -203,8 +252,47 @@ def load_weights(model_or_graph: ArchModule | Graph, source: Any, strict: bool =
     usable = {k: v for k, v in theirs.items() if k in mine and k not in bad}
     model.load_state_dict(usable, strict=False)
     report.loaded = len(usable)
+    report.warnings = warnings
     object.__setattr__(model, "load_report", report)
     return model
+
+
+def check_values(theirs: dict[str, torch.Tensor], mine: dict[str, torch.Tensor]) -> list[str]:
+    """Refuse weights no network could mean; return warnings for the ones converted on the way in.
+
+    Errors: a NaN or infinity (every output would be NaN: a diverged or corrupt checkpoint);
+    a negative BN `running_var` (the variance is a mean of squares, and sqrt(var + eps) would be
+    NaN); integers where the model holds floating point (a quantized or mislabelled file: copying
+    them in would silently turn codes into weights). Warning: float64 (or float16) values for a
+    float32 model are legitimate weights, rounded to the model's precision, so they load.
+    """
+    problems, warnings = [], []
+    for key, value in theirs.items():
+        want = mine.get(key)
+        if want is None or not isinstance(value, torch.Tensor):
+            continue
+        if want.is_floating_point() and not value.is_floating_point():
+            problems.append(f"`{key}` holds {str(value.dtype).removeprefix('torch.')} values where the model has "
+                            f"{str(want.dtype).removeprefix('torch.')} (quantized or mislabelled weights?)")
+            continue
+        if not value.is_floating_point():
+            continue
+        bad = (~torch.isfinite(value)).sum().item()
+        if bad:
+            problems.append(f"`{key}` holds {bad:,} NaN or infinite value(s) of {value.numel():,}")
+        elif key.endswith("running_var") and (value < 0).any():
+            problems.append(f"`{key}` holds {(value < 0).sum().item():,} negative variance(s) "
+                            f"(smallest {value.min().item():.3g}); a variance is never negative")
+        elif value.dtype != want.dtype:
+            warnings.append(f"`{key}` is {str(value.dtype).removeprefix('torch.')}; converted to the model's "
+                            f"{str(want.dtype).removeprefix('torch.')}")
+    if problems:
+        shown = problems[:8] + ([f"… and {len(problems) - 8} more"] if len(problems) > 8 else [])
+        raise ArchError("the weights hold values no network can use:\n" + "\n".join(shown), NO_LOC,
+                        hint="check the checkpoint: it may come from a run that diverged, or be another format")
+    if len(warnings) > 3:
+        warnings = [f"{len(warnings)} tensors are not float32 (e.g. {warnings[0]}); converted to float32"]
+    return warnings
 
 
 def _naming_hint(report: LoadReport) -> str | None:

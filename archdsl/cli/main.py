@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
 
-from ..analysis import DTYPE_BYTES, analyze, collapse
+from .. import __version__
+from ..analysis import DTYPE_BYTES, analyze, collapse, output_labels, output_names
 from ..elaborate import Limits, load
-from ..errors import NO_LOC, ArchError, did_you_mean
+from ..errors import NO_LOC, ArchError, SrcLoc, did_you_mean, printable
+from .progress import Stages
 from .table import render
 
 
@@ -60,101 +63,165 @@ def _graph(args):
     shape = _parse_input(args.input) if args.input else None
     graph = load(args.file, args.network, params, shape)
     for loc, message in graph.graph["warnings"]:
-        print(f"{loc}: warning: {message}", file=sys.stderr)
+        print(printable(f"{loc}: warning: {message}"), file=sys.stderr)
     return graph
+
+
+def _say(text: str, file=None) -> None:
+    """Print a line that may hold a user's file or label names, control characters escaped."""
+    print("\n".join(printable(line) for line in text.split("\n")), file=file)
 
 
 def cmd_summary(args) -> int:
     g = _graph(args)
-    summary = analyze(g)
+    summary = analyze(g, batch=args.batch)
     if args.depth:
         summary = collapse(summary, g, args.depth)
     if args.json:
         print(json.dumps(summary.to_json(args.dtype), indent=2))
     else:
-        print(render(summary, g.graph["scopes"] if not args.depth else
-                     {k: v for k, v in g.graph["scopes"].items() if k.count(".") < args.depth - 1}, args.dtype))
+        scopes = g.graph["scopes"] if not args.depth else \
+            {k: v for k, v in g.graph["scopes"].items() if k.count(".") < args.depth - 1}
+        _say(render(summary, scopes, args.dtype, width=_terminal_width()))
     return 0
+
+
+def _terminal_width() -> int | None:
+    """The terminal's width when printing to one (the table then fits it); None when piped."""
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size((120, 24)).columns
 
 
 def cmd_check(args) -> int:
     g = _graph(args)
     if args.dump:
-        print(g.dump())
+        _say(g.dump())
     else:
-        outs = ", ".join(g.outputs)
-        print(f"{args.file}: ok — network {g.name}, {len(g)} nodes, outputs: {outs}")
+        _say(f"{args.file}: ok — network {g.name}, {len(g)} nodes, outputs: {', '.join(output_labels(g))}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from ..backends.torch_backend import load_weights, to_torch
-    from ..export import export_onnx
+    graph = _graph(args)  # the file's own mistakes first, before torch is imported
+    onnx_path = _check_onnx_path(args.onnx)
+    with Stages("export", ["build the model", "load weights", "export to ONNX"]) as progress:
+        progress.step("build the model")
+        from ..backends.torch_backend import load_weights, to_torch
+        from ..export import export_onnx
 
-    model = to_torch(_graph(args))
-    if args.weights:
-        load_weights(model, args.weights)
-    path = export_onnx(model, args.onnx, opset=args.opset)
-    print(f"wrote {path} (ONNX opset {args.opset}, dynamic batch; inputs: {', '.join(model.graph.inputs)})")
+        model = to_torch(graph, seed=0)
+        if args.weights:
+            progress.step("load weights")
+            load_weights(model, args.weights)
+            _print_weight_warnings(model)
+        progress.step("export to ONNX")
+        path = export_onnx(model, onnx_path, opset=args.opset)
+    _say(f"wrote {path} (ONNX opset {args.opset}, dynamic batch; inputs: {', '.join(model.graph.inputs)}; "
+         f"outputs: {', '.join(output_names(graph))})")
     return 0
 
 
+def _check_onnx_path(text: str) -> Path:
+    path = Path(text)
+    loc = SrcLoc(text, 0, 0)
+    if path.is_dir():
+        raise ArchError(f"--onnx {printable(text)} is a directory; name the .onnx file to write", loc)
+    if not path.parent.is_dir():
+        raise ArchError(f"--onnx {printable(text)}: no directory {printable(str(path.parent))}", loc)
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ArchError(f"--onnx {printable(text)}: cannot write in {printable(str(path.parent))}", loc)
+    return path
+
+
+def _print_weight_warnings(model) -> None:
+    for warning in getattr(getattr(model, "load_report", None), "warnings", []):
+        _say(f"archdsl: warning: {warning}", file=sys.stderr)
+
+
 def cmd_compile(args) -> int:
+    """Every mistake that can be found without torch (the file, the options, the output
+    directory, the memory the weights need) is reported before torch is imported (~5 s)."""
     import time
 
-    from ..backends.torch_backend import load_weights, to_torch
+    from ..analysis import check_weight_memory
     from ..codegen import artifacts
-    from ..runtime import build
 
     graph = _graph(args)
     disable = _disabled_passes(args)
     batches = _tune_batches(args.tune) if args.tune else ()
-    start = time.perf_counter()
+    out = artifacts.check_output_dir(Path(args.output) if args.output else Path("build") / graph.name, args.force)
+    if args.weights:
+        _check_weights_path(args.weights)
+    check_weight_memory(graph)
     settings = " ".join([f"--set {s}" for s in args.set] + ([f"--input {args.input}"] if args.input else [])
                         + ([f"--dtype {args.dtype}"] if args.dtype != "float32" else []))
-    compiled = build(graph, args.dtype, origin=args.file, settings=settings, disable=disable)
-    seconds = time.perf_counter() - start
+    stages = ["load torch", "optimize and generate", "initialize weights", "write"]
+    with Stages("compile", stages) as progress:
+        progress.step("load torch")
+        _require_cuda_for_tuning(batches)
+        from ..backends.torch_backend import load_weights, to_torch
+        from ..runtime import build
+
+        progress.step("optimize and generate")
+        start = time.perf_counter()
+        compiled = build(graph, args.dtype, origin=args.file, settings=settings, disable=disable)
+        seconds = time.perf_counter() - start
+        progress.step("initialize weights")
+        model = to_torch(graph, seed=0)  # seeded: the same file compiles to the same bytes
+        if args.weights:
+            load_weights(model, args.weights)
+        progress.step("write")
+        artifacts.write(compiled, model.state_dict(), out, force=args.force)
+    _print_weight_warnings(model)
     if args.dump_after:
-        print(compiled.optimized.after[args.dump_after].dump())
+        _say(compiled.optimized.after[args.dump_after].dump())
     if args.explain:
         from ..codegen.plan import explain
 
         for report in compiled.optimized.reports:
-            print(report.text())
-        print("\n".join(explain(compiled)))
-    model = to_torch(graph)
-    if args.weights:
-        load_weights(model, args.weights)
-    out = Path(args.output or Path("build") / graph.name)
-    artifacts.write(compiled, model.state_dict(), out)
+            _say(report.text())
+        _say("\n".join(explain(compiled)))
     program = compiled.program
-    print(f"wrote {out}/ (model.py, weights.safetensors, report.md): {program.launches} kernel launches per "
-          f"forward, {len(graph)} -> {len(compiled.optimized.graph)} nodes; generated in {seconds * 1000:.0f} ms")
+    _say(f"wrote {out}/ (model.py, weights.safetensors, report.md): {program.launches} kernel launches per "
+         f"forward, {len(graph)} -> {len(compiled.optimized.graph)} nodes; generated in {seconds * 1000:.0f} ms")
     if batches:
-        from ..tune import TuneCache, network_tuning
+        from ..runtime.tune import TuneCache, network_tuning
 
         cache = TuneCache()
     for batch in batches:
-        table = network_tuning(compiled.optimized.graph, batch, args.dtype, cache, autotune_missing=True,
+        table = network_tuning(compiled.program.schedule, batch, args.dtype, cache, autotune_missing=True,
                                device="cuda")
         print(f"tuned batch {batch}: {len(table)} conv launches have cached block sizes ({cache.path})")
     return 0
 
 
-def _tune_batches(text: str) -> tuple[int, ...]:
-    """`--tune 1,32,256`, checked before any work: batch sizes, and a GPU to time them on."""
-    import torch
+def _check_weights_path(text: str) -> None:
+    path = Path(text)
+    if not path.is_file():
+        raise ArchError(f"--weights {printable(text)}: no such file", SrcLoc(text, 0, 0),
+                        hint="a state dict saved with torch.save (.pt, .pth) or a .safetensors file")
 
+
+def _tune_batches(text: str) -> tuple[int, ...]:
+    """`--tune 1,32,256`, checked before any work (the GPU is checked once torch is loaded)."""
     try:
         batches = tuple(int(b) for b in text.split(","))
     except ValueError:
         batches = ()
     if not batches or min(batches) < 1:
         raise ArchError(f"--tune takes batch sizes like 1,32,256, got {text!r}", NO_LOC)
+    return batches
+
+
+def _require_cuda_for_tuning(batches: tuple[int, ...]) -> None:
+    if not batches:
+        return
+    import torch
+
     if not torch.cuda.is_available():
         raise ArchError("--tune times kernels on a CUDA GPU and this machine has none", NO_LOC,
                         hint="compile without --tune here; the compiled model uses the kernels' default blocks")
-    return batches
 
 
 def _disabled_passes(args) -> tuple[str, ...]:
@@ -176,40 +243,53 @@ def _disabled_passes(args) -> tuple[str, ...]:
 def cmd_run(args) -> int:
     import time
 
-    import torch
-
-    from ..backends.torch_backend import load_weights, to_torch
-    from ..runtime import compile as compile_model
-
-    if args.interpret:
-        os.environ["TRITON_INTERPRET"] = "1"
-    device = "cpu" if args.interpret or not torch.cuda.is_available() else "cuda"
-    graph = _graph(args)
-    model = compile_model(args.file, dtype=args.dtype, device=device, network=args.network,
-                          input_shape=_parse_input(args.input) if args.input else None,
-                          **dict(_parse_set(s) for s in args.set))
+    graph = _graph(args)  # the file's own mistakes first, before torch is imported
     if args.weights:
-        load_weights(model, args.weights)
-    reference = to_torch(graph).eval()
-    reference.load_state_dict(model.state_dict())
-    torch.manual_seed(0)
-    xs = [torch.randn(args.batch, *graph.shape(n)) for n in graph.inputs]
-    timings = []
-    for _ in range(2):  # the first call includes Triton's compilation (or the interpreter's warm-up)
-        start = time.perf_counter()
-        outs = model(*xs)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        timings.append(time.perf_counter() - start)
-    with torch.no_grad():
-        refs = reference.double()(*(x.double() for x in xs))
+        _check_weights_path(args.weights)
+    if args.batch < 1:
+        raise ArchError(f"--batch {args.batch}: the batch size must be at least 1", NO_LOC)
+    from ..analysis import check_weight_memory
+
+    check_weight_memory(graph)
+    stages = ["load torch", "compile", "first forward (Triton compiles)", "second forward", "float64 reference"]
+    with Stages("run", stages) as progress:
+        progress.step("load torch")
+        import torch
+
+        from ..backends.torch_backend import load_weights, to_torch
+        from ..runtime import compile as compile_model
+
+        if args.interpret:
+            os.environ["TRITON_INTERPRET"] = "1"
+        device = "cpu" if args.interpret or not torch.cuda.is_available() else "cuda"
+        progress.step("compile")
+        model = compile_model(args.file, dtype=args.dtype, device=device, network=args.network,
+                              input_shape=_parse_input(args.input) if args.input else None,
+                              **dict(_parse_set(s) for s in args.set))
+        if args.weights:
+            load_weights(model, args.weights)
+        reference = to_torch(graph).eval()
+        reference.load_state_dict(model.state_dict())
+        torch.manual_seed(0)
+        xs = [torch.randn(args.batch, *graph.shape(n)) for n in graph.inputs]
+        timings = []
+        for step in stages[2:4]:  # the first call includes Triton's compilation (or the interpreter's warm-up)
+            progress.step(step)
+            start = time.perf_counter()
+            outs = model(*xs)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            timings.append(time.perf_counter() - start)
+        progress.step("float64 reference")
+        with torch.no_grad():
+            refs = reference.double()(*(x.double() for x in xs))
     outs = outs if isinstance(outs, tuple) else (outs,)
     refs = refs if isinstance(refs, tuple) else (refs,)
     where = "Triton interpreter on the CPU" if device == "cpu" else torch.cuda.get_device_name()
-    print(f"{graph.name}: batch {args.batch}, {model.compiled.program.launches} launches, {args.dtype}, {where}")
-    for name, o, r in zip(graph.graph["output_names"], outs, refs):
+    _say(f"{graph.name}: batch {args.batch}, {model.compiled.program.launches} launches, {args.dtype}, {where}")
+    for name, o, r in zip(output_names(graph), outs, refs):
         err = ((o.double().cpu() - r).norm() / r.norm().clamp_min(1e-30)).item()
-        print(f"  {name:<12} {tuple(o.shape)}  relative error vs float64 reference: {err:.2e}")
+        _say(f"  {name:<12} {tuple(o.shape)}  relative error vs float64 reference: {err:.2e}")
     print(f"  forward: {timings[0] * 1000:.1f} ms the first time (Triton compiles), then {timings[1] * 1000:.1f} ms"
           " (a wall-clock figure, not a benchmark: see archdsl bench)")
     return 0
@@ -306,7 +386,7 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--tune", action="store_true",
                    help="also autotune each conv (archdsl_tuned rows; results cached in $ARCHDSL_CACHE/tune.json)")
     p.add_argument("--weights", metavar="FILE", help="weights to use (default: PyTorch's init with calibrated BN)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
     p.add_argument("-o", "--output", metavar="DIR",
                    help="where to write bench.json/.md/.svg (default build/bench/NETWORK)")
     p.add_argument("--no-png", action="store_true", help="skip the PNG plot even when matplotlib is installed")
@@ -318,13 +398,16 @@ def _add_bench_parser(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="archdsl", description="A language and compiler for CNN architectures.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"archdsl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("summary", help="per-layer shapes, params, MACs, activations, receptive field")
     _add_model_args(p)
     p.add_argument("--depth", type=int, default=0, metavar="N", help="collapse blocks nested deeper than N names")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPE_BYTES), help="bytes per activation value")
+    p.add_argument("--batch", type=_positive, metavar="N",
+                   help="count activations and memory for a batch of N (default: per image)")
     p.set_defaults(run=cmd_summary)
 
     p = sub.add_parser("check", help="parse and elaborate; report the first error")
@@ -339,7 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_export)
     p = sub.add_parser("compile", help="generate the Triton program, its weights and a report")
     _add_model_args(p)
-    p.add_argument("-o", "--output", metavar="DIR", help="output directory (default build/NETWORK)")
+    p.add_argument("-o", "--output", metavar="DIR", help="output directory (default build/NETWORK); an existing "
+                   "one is replaced only if it is empty or an earlier archdsl output")
+    p.add_argument("--force", action="store_true",
+                   help="replace the output directory even if it holds files archdsl did not write")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                    help="activation and weight dtype (accumulation is always float32)")
     p.add_argument("--weights", metavar="FILE", help="weights to ship (.pt, .pth or .safetensors); default: "
@@ -354,14 +440,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="compile, run on random input, report the error against the reference")
     _add_model_args(p)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    p.add_argument("--weights", metavar="FILE")
+    p.add_argument("--batch", type=int, default=2, help="batch size of the random input (default 2)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="activation and weight dtype of the compiled model")
+    p.add_argument("--weights", metavar="FILE", help="weights to run with (.pt, .pth or .safetensors); default: "
+                   "PyTorch's initialization")
     p.add_argument("--interpret", action="store_true", help="run in Triton's CPU interpreter (no GPU needed)")
     p.set_defaults(run=cmd_run)
     _add_viz_parser(sub)
     _add_bench_parser(sub)
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

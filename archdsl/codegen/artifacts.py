@@ -6,7 +6,8 @@
     DIR/report.json         the same, for tools
 
 The directory is built next to its destination and renamed into place, so a failure never
-leaves a half-written output.
+leaves a half-written output. DIR/.archdsl-output.json lists what archdsl wrote: a directory
+holding anything else is never replaced without --force (see `check_output_dir`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import struct
 import tempfile
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
+from ..errors import ArchError, SrcLoc, printable
 from . import plan as planning
 
-_DTYPE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-                torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-                torch.bool: "BOOL"}
+if TYPE_CHECKING:
+    import torch
+
+_DTYPE_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+                "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -35,7 +39,7 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
         t = tensors[name].detach().cpu().contiguous()
         # the raw bytes of a contiguous CPU tensor (ctypes: numpy is not a dependency)
         data = ctypes.string_at(t.data_ptr(), t.numel() * t.element_size()) if t.numel() else b""
-        header[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape),
+        header[name] = {"dtype": _DTYPE_CODES[str(t.dtype).removeprefix("torch.")], "shape": list(t.shape),
                         "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)
@@ -94,26 +98,118 @@ def report_markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
-def write(compiled, state: dict[str, torch.Tensor], out_dir: Path) -> Path:
-    """Write the artifacts into `out_dir` (replacing it), atomically."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+MANIFEST = ".archdsl-output.json"  # marks a directory archdsl wrote, and lists what it wrote
+
+
+def check_output_dir(out_dir: str | Path, force: bool = False) -> Path:
+    """Refuse, before any work, an output directory whose replacement would lose a user's files.
+
+    Fine: a path that does not exist yet, an empty directory, or an earlier archdsl output
+    (it holds the manifest and nothing it does not list). A directory holding anything else is
+    replaced only with `force`. A file in the way, `.` and `..`, an unusable parent: errors.
+    """
+    out = Path(out_dir)
+    loc = SrcLoc(str(out), 0, 0)
+    if out.name in ("", ".", "..") or out.name != Path(os.path.normpath(out)).name:
+        raise ArchError(f"-o {_show(out)}: name a directory for the output, not `{out.name or out}`", loc,
+                        hint="for example -o build/mynet (it is created, or replaced if archdsl wrote it)")
+    try:
+        here, target = Path.cwd().resolve(), out.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise _path_error(out, exc) from None
+    if target == here or target in here.parents:
+        raise ArchError(f"-o {_show(out)} is the working directory or one above it; "
+                        "archdsl replaces its output directory as a whole", loc, hint="choose a new directory")
+    try:
+        if out.is_symlink() or (out.exists() and not out.is_dir()):
+            raise ArchError(f"-o {_show(out)}: a file is in the way (the output is a directory)", loc,
+                            hint="choose another name, or move the file away")
+        parent = out.parent if str(out.parent) else Path(".")
+        if parent.exists() and not parent.is_dir():
+            raise ArchError(f"-o {_show(out)}: {_show(parent)} is a file, not a directory", loc)
+        if out.is_dir():
+            foreign = foreign_files(out)
+            if foreign and not force:
+                shown = ", ".join(_show(f) for f in foreign[:5]) + (f" and {len(foreign) - 5} more"
+                                                                   if len(foreign) > 5 else "")
+                raise ArchError(f"-o {_show(out)} already holds files archdsl did not write ({shown}); "
+                                "they would be deleted", loc,
+                                hint="choose a new or empty directory, or add --force to replace it")
+        _probe_writable(parent)
+        os.stat(parent)
+        if len(os.fsencode(out.name)) > 255:
+            raise OSError(36, "File name too long", str(out))
+    except OSError as exc:
+        raise _path_error(out, exc) from None
+    except ValueError as exc:  # a NUL in the path
+        raise _path_error(out, exc) from None
+    return out
+
+
+def foreign_files(out: Path) -> list[str]:
+    """What `out` holds that no archdsl manifest there lists (everything, without a manifest)."""
+    names = sorted(p.name for p in out.iterdir())
+    if not names:
+        return []
+    try:
+        listed = set(json.loads((out / MANIFEST).read_text(encoding="utf-8"))["files"]) | {MANIFEST}
+    except (OSError, ValueError, KeyError, TypeError):
+        return names
+    return [n for n in names if n not in listed]
+
+
+def _probe_writable(parent: Path) -> None:
+    """The nearest existing ancestor must let us create entries (checked now, not after the work)."""
+    probe = parent
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(13, "Permission denied", str(probe))
+
+
+def _path_error(out: Path, exc: Exception) -> ArchError:
+    why = getattr(exc, "strerror", None) or str(exc)
+    where = getattr(exc, "filename", None)
+    detail = f"{why}" + (f" ({_show(where)})" if where and str(where) != str(out) else "")
+    return ArchError(f"cannot write -o {_show(out)}: {detail}", SrcLoc(str(out), 0, 0),
+                     hint="choose a directory you can write, with a shorter name")
+
+
+def _show(path) -> str:
+    """A path as printed in a message: control characters escaped (see errors.printable)."""
+    return printable(str(path))
+
+
+def write(compiled, state: dict[str, torch.Tensor], out_dir: Path, force: bool = False) -> Path:
+    """Write the artifacts into `out_dir`, atomically: built in a temporary directory next to it and
+    renamed into place. An existing `out_dir` is replaced only if `check_output_dir` allows it."""
+    out_dir = check_output_dir(out_dir, force)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".archdsl-tmp-", dir=out_dir.parent))
+    except OSError as exc:
+        raise _path_error(out_dir, exc) from None
     try:
         (tmp / "model.py").write_text(compiled.program.source, encoding="utf-8")
         write_safetensors(state, tmp / "weights.safetensors")
         data = report(compiled)
         (tmp / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         (tmp / "report.md").write_text(report_markdown(data) + "\n", encoding="utf-8")
+        files = sorted(p.name for p in tmp.iterdir())
+        (tmp / MANIFEST).write_text(json.dumps({"written_by": "archdsl compile", "files": files}, indent=2) + "\n",
+                                    encoding="utf-8")
         os.chmod(tmp, 0o755)
         if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
+            old = Path(tempfile.mkdtemp(prefix=".archdsl-old-", dir=out_dir.parent))
+            os.replace(out_dir, old / "out")
             os.replace(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out_dir)
+    except OSError as exc:
+        raise _path_error(out_dir, exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

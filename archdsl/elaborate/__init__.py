@@ -52,12 +52,23 @@ def elaborate(lib: Library, network: str | None = None, params: dict[str, Any] |
     try:
         graph = Elaborator(lib, limits).network(net, dict(params or {}), input_shape, NO_LOC, name=name)
     except RecursionError:
-        raise ArchError("the program nests too deeply to elaborate", net.loc) from None
+        raise ArchError("the program nests too deeply to elaborate", _deepest(net.loc),
+                        hint="split deep expressions with `let`, or check a recursion's base case") from None
     finally:
         sys.setrecursionlimit(old)
     graph.lint()
     graph.graph["warnings"] = _unused_warnings(graph)
     return graph
+
+
+def _deepest(loc):
+    """Where the network's file nests deepest (the likely culprit), else the network itself."""
+    from ..errors import _SOURCES
+    from ..frontend.parser import deepest_nesting
+
+    text = _SOURCES.get(loc.file)
+    found = deepest_nesting(text, loc.file) if text else None
+    return found if found is not None and found.col > 0 and (found.line, found.col) != (1, 1) else loc
 
 
 def _resolve_alias(lib: Library, alias: ast.NetworkAlias) -> tuple[ast.BlockDef, dict[str, Any]]:
@@ -108,12 +119,36 @@ def _unused_warnings(graph: Graph) -> list[tuple]:
 
 def load(path: str | Path, network: str | None = None, params: dict[str, Any] | None = None,
          input_shape: tuple[int, int, int] | None = None, limits: Limits = Limits()) -> Graph:
-    """Parse, elaborate and check a `.arch` file: the front half of every command."""
+    """Parse, elaborate and check a `.arch` file: the front half of every command.
+
+    `path` is always a path, never source text (that is `loads`): nothing is guessed from the
+    characters it holds, so `models/net{v2}.arch` is a file name like any other."""
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"load() takes the path of a .arch file, got {type(path).__name__}")
+    if isinstance(path, str) and "\n" in path and not _exists(path):
+        raise ArchError("load() takes a path, and this is source text (it has several lines)", NO_LOC,
+                        hint="use archdsl.loads(text) for source text")
     return elaborate(load_file(path), network, params, input_shape, limits)
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def loads(text: str, network: str | None = None, params: dict[str, Any] | None = None,
           input_shape: tuple[int, int, int] | None = None, filename: str = "<string>",
           limits: Limits = Limits()) -> Graph:
-    """Like `load`, from source text (imports resolve against the working directory)."""
+    """Like `load`, from source text (imports resolve against the working directory).
+
+    `text` is always source text, never a path (that is `load`)."""
+    if isinstance(text, Path):
+        raise TypeError("loads() takes source text; for a path use archdsl.load(path)")
+    if not isinstance(text, str):
+        raise TypeError(f"loads() takes source text (a str), got {type(text).__name__}")
+    if "\n" not in text and text.strip().endswith(".arch") and _exists(text.strip()):
+        raise ArchError(f"loads() takes source text, and {text.strip()!r} is the name of a file", NO_LOC,
+                        hint="use archdsl.load(path) for a file")
     return elaborate(load_source(text, filename), network, params, input_shape, limits)

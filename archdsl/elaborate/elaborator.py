@@ -26,6 +26,7 @@ from ..ops import OPS
 from ..ops.join import JoinMismatch
 from ..ops.registry import REQUIRED, OpSpec, fmt_shape
 from .evaluate import Env, Evaluator, normalize, show, type_name
+from .hints import check_conv_order, foreign_name_hint
 from .loader import Library
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -134,7 +135,9 @@ class Elaborator:
     def network(self, net: ast.BlockDef, overrides: dict[str, Any], input_shape: tuple[int, int, int] | None,
                 override_loc: SrcLoc, name: str | None = None) -> Graph:
         params = self._network_params(net, overrides, override_loc)
-        self.graph.graph.update(name=name or net.name, params=params)
+        # the graph records plain values (1/2 as 0.5: JSON, reports and generated code take it);
+        # the network body still computes with the exact rationals
+        self.graph.graph.update(name=name or net.name, params={k: _plain(v) for k, v in params.items()})
         ctx = Ctx(Env(dict(params)), Namer(self.claimed, "", positional=False), network_top=True)
         self._input_override = input_shape
         cur = self.seq(net.body, None, ctx)
@@ -146,7 +149,7 @@ class Elaborator:
             self.graph.graph["output_names"] = [n for n, _, _ in ctx.outputs]
         else:
             self.graph.graph["outputs"] = [cur.node]
-            self.graph.graph["output_names"] = ["output"]
+            self.graph.graph["output_names"] = [cur.node]  # the same name in check, summary, viz and ONNX
         if cur.node in self.graph.inputs and not ctx.outputs:
             raise ArchError(f"network `{net.name}` has no layers", net.loc)
         return self.graph
@@ -371,7 +374,8 @@ class Elaborator:
             if p.name in OPS and p.name != "input" and not OPS[p.name].internal:
                 return self.op_call(p, x, ctx, label)
             known = set(self.lib.defs) | {n for n, s in OPS.items() if n != "input" and not s.internal}
-            raise ArchError(f"unknown op or block `{p.name}`", p.name_loc, hint=did_you_mean(p.name, known))
+            raise ArchError(f"unknown op or block `{p.name}`", p.name_loc,
+                            hint=foreign_name_hint(p.name, known) or did_you_mean(p.name, known))
         if isinstance(p, ast.Group):
             inner = ctx.with_env(ctx.env.child())
             if label is None:
@@ -445,6 +449,8 @@ class Elaborator:
         if spec.arity != 1:
             raise ArchError(f"`{call.name}` joins several tensors; write `{call.name} {{ branch; branch }}`", call.loc)
         attrs = spec.normalize(self.bind(call, [(p.name, p.default) for p in spec.params], ctx, spec))
+        if call.name == "conv":
+            check_conv_order(call, attrs, x.shape)
         name = ctx.namer.claim(label, call.name, call.loc)
         return self._add_node(name, spec, attrs, [x], call.loc)
 
@@ -460,8 +466,11 @@ class Elaborator:
         title = f"{block.name}({', '.join(f'{k}={show(v)}' for k, v in args.items())})"
         namer = self._scope(ctx, label, block.name, "block", call.loc, positional=block.sequence, title=title)
         inner = Ctx(Env(args, tensors={"in": x}), namer, ctx.depth + 1)
-        out = self.seq(block.body, x, inner)
-        return out
+        try:
+            return self.seq(block.body, x, inner)
+        except ArchError as exc:
+            _note_call(exc, call, block.name)
+            raise
 
     # ---- arguments ----------------------------------------------------------------------------
 
@@ -554,6 +563,16 @@ class Elaborator:
             raise ArchError(f"no tensor named `{name}` here", loc,
                             hint=did_you_mean(name, ctx.tensors) or
                             "name a tensor with a label (`a: conv(...)`) or `as` (`conv(...) as a`) before using it")
+
+
+MAX_CALL_NOTES = 6  # an error deep in recursion names the innermost calls, not hundreds
+
+
+def _note_call(exc: ArchError, call: ast.Call, block: str) -> None:
+    """Point an error inside a block at the call that made this instance of it, too."""
+    calls = [n for n in exc.notes if n.message.startswith("in block `")]
+    if len(calls) < MAX_CALL_NOTES:
+        exc.notes.append(Note(call.loc, f"in block `{block}`, called here"))
 
 
 def _plain(v: Any) -> Any:

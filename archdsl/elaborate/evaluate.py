@@ -110,6 +110,11 @@ def _num(v) -> bool:
 MAX_CALL_DEPTH = 64  # nested calls of user functions (`def`), as for blocks
 
 
+# Python's spellings, which the language writes in lower case
+_PYTHON_WORDS = {"True": "write `true` (lower case)", "False": "write `false` (lower case)",
+                 "None": "archdsl has no `None`: leave the argument out to get its default"}
+
+
 class Evaluator:
     """Evaluates `ast.Expr` in an `Env` (variables, and named tensors for `x.c`); `functions` are
     the user's `def`s, called with their own parameters only (they see no variables or tensors)."""
@@ -151,7 +156,8 @@ class Evaluator:
         try:
             return env.lookup(e.name)
         except KeyError:
-            raise ArchError(f"undefined name `{e.name}`", e.loc, hint=did_you_mean(e.name, env.names())
+            raise ArchError(f"undefined name `{e.name}`", e.loc, hint=_PYTHON_WORDS.get(e.name)
+                            or did_you_mean(e.name, env.names())
                             or ("blocks see only their own parameters; pass the value as an argument"
                                 if env.names() else None)) from None
 

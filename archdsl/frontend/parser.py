@@ -6,6 +6,7 @@ Syntax errors become `ArchError`s that name what was found and what would have b
 from __future__ import annotations
 
 import functools
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -45,17 +46,71 @@ class NewlineFilter:
             yield tok
 
 
+_LARK_OPTIONS = dict(parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
+
+
 @functools.cache
 def _parser() -> Lark:
-    return Lark(
-        grammar_text(),
-        parser="lalr",
-        lexer="contextual",
-        postlex=NewlineFilter(),
-        propagate_positions=True,
-        maybe_placeholders=True,
-        cache=False,
-    )
+    """The LALR parser, its tables loaded from a cache when one is there.
+
+    Building the tables takes Lark ~0.2-0.7 s, longer than everything else `archdsl check`
+    does, so they are pickled once per grammar: the cache file's name holds a hash of the
+    grammar text, Lark's version and Python's, so an edited grammar or an upgrade never loads
+    stale tables. It lives in the user's cache directory (not next to the package, which may
+    be read-only) and is written under a temporary name and renamed, so two processes never
+    see half a file. Without a writable directory the parser is simply built each time.
+    """
+    text = grammar_text()
+    path = _cache_path(text)
+    if path is not None and not path.is_file():
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        parser = Lark(text, postlex=NewlineFilter(), cache=str(tmp), **_LARK_OPTIONS)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            _remove_quietly(tmp)
+        return parser
+    return Lark(text, postlex=NewlineFilter(), cache=str(path) if path else False, **_LARK_OPTIONS)
+
+
+def _cache_path(grammar: str) -> Path | None:
+    """Where the parser tables for this grammar live, or None when no directory is writable."""
+    import hashlib
+    import sys
+    import tempfile
+
+    import lark
+
+    key = hashlib.sha256(f"{grammar}\0{lark.__version__}\0{sys.version_info[:2]}\0{_LARK_OPTIONS}".encode())
+    name = f"arch-parser-{key.hexdigest()[:20]}.pickle"
+    for root in _cache_roots(tempfile.gettempdir()):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(root, os.W_OK | os.X_OK) or (root / name).is_file():
+            return root / name
+    return None
+
+
+def _cache_roots(tmp: str) -> list[Path]:
+    """$ARCHDSL_CACHE, else $XDG_CACHE_HOME/archdsl, else ~/.cache/archdsl; then the temp dir."""
+    env = os.environ.get("ARCHDSL_CACHE")
+    if env:
+        return [Path(env), Path(tmp) / f"archdsl-{os.getuid() if hasattr(os, 'getuid') else 'user'}"]
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    try:
+        home = Path(xdg) if xdg else Path.home() / ".cache"
+    except RuntimeError:  # no home directory
+        home = Path(tmp)
+    return [home / "archdsl", Path(tmp) / f"archdsl-{os.getuid() if hasattr(os, 'getuid') else 'user'}"]
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def parse(text: str, filename: str = "<string>") -> ast.Module:
@@ -66,17 +121,48 @@ def parse(text: str, filename: str = "<string>") -> ast.Module:
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, filename) from None
     except RecursionError:
-        raise ArchError("the program is nested too deeply to parse", SrcLoc(filename, 1, 1)) from None
+        raise _too_deep(text, filename) from None
     try:
         return ToAst(filename, text).transform(tree)
     except VisitError as exc:
         if isinstance(exc.orig_exc, ArchError):
             raise exc.orig_exc from None
         if isinstance(exc.orig_exc, RecursionError):  # Lark wraps errors raised inside a rule method
-            raise ArchError("the program is nested too deeply to parse", SrcLoc(filename, 1, 1)) from None
+            raise _too_deep(text, filename) from None
         raise
     except RecursionError:
-        raise ArchError("the program is nested too deeply to parse", SrcLoc(filename, 1, 1)) from None
+        raise _too_deep(text, filename) from None
+
+
+def _too_deep(text: str, filename: str) -> ArchError:
+    """Nesting past what the parser's recursion allows, reported where it is deepest."""
+    return ArchError("the program is nested too deeply to parse", deepest_nesting(text, filename),
+                     hint="split the expression with `let` or the layers into blocks")
+
+
+def deepest_nesting(text: str, filename: str) -> SrcLoc:
+    """Where the program nests deepest: the first bracket of the deepest ( [ { level, or the start
+    of the longest run of prefix operators (`- - - 1` nests as deeply as brackets do)."""
+    depth = best = run = 0
+    line, col, where, run_at = 1, 0, (1, 1), (1, 1)
+    for ch in text:
+        col += 1
+        if ch in "-+~":
+            run, run_at = run + 1, run_at if run else (line, col)
+            if run > best:
+                best, where = run, run_at
+            continue
+        if ch not in " \t":
+            run = 0
+        if ch == "\n":
+            line, col = line + 1, 0
+        elif ch in "([{":
+            depth += 1
+            if depth > best:
+                best, where = depth, (line, col)
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+    return SrcLoc(filename, where[0], where[1], where[1] + 1)
 
 
 # ---- syntax errors ------------------------------------------------------------------------------
@@ -142,6 +228,8 @@ def _syntax_error(exc: UnexpectedInput, text: str, filename: str) -> ArchError:
     hint = f"expected {_expected_phrase(exc.accepts or exc.expected)}"
     if tok.type == "IF" and before.endswith("else"):
         hint = "write `elif` instead of `else if`"
+    elif tok.type == "LPAR" and re.search(r"(^|[^\w.])dense$", before):
+        hint = "`dense { ... }` is DenseNet's concatenating block; Keras's Dense layer is `fc(units)`"
     elif tok.type == "EQUAL" and _is_plain_name(before.rsplit("\n", 1)[-1].strip(" \t;{")):
         hint = "define a variable with `let name = value`; compare with `==`"
     return ArchError(f"unexpected {found}", SrcLoc(filename, line, col, end), hint=hint)
