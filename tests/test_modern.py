@@ -38,6 +38,7 @@ class Variant:
     file: str
     network: str | None = None
     params: dict = field(default_factory=dict)
+    tv_kwargs: dict = field(default_factory=dict)  # torchvision builder arguments beyond weights=None
 
     @property
     def id(self) -> str:
@@ -68,6 +69,7 @@ VARIANTS = [
     _v("convnext_small", "convnext.arch", depth3=27),
     _v("convnext_base", "convnext.arch", width=128, depth3=27),
     _v("convnext_large", "convnext.arch", width=192, depth3=27),
+    Variant("inception_v3", "inception_v3.arch", tv_kwargs={"init_weights": True}),
 ]
 VARIANT_IDS = [v.id for v in VARIANTS]
 
@@ -86,6 +88,9 @@ OUTPUT_CASES = [
     ("regnet_x_400mf", 64),
     ("regnet_y_400mf", 64),
     ("convnext_tiny", 64),
+    # Inception-v3 without its auxiliary head (which needs the full 299x299) at 107x107
+    (Variant("inception_v3", "inception_v3.arch", params={"aux": False},
+             tv_kwargs={"aux_logits": False, "init_weights": True}), 107),
 ]
 
 
@@ -106,7 +111,7 @@ def load_ours(v: Variant, side: int | None = None) -> archdsl.Graph:
     return archdsl.load(EXAMPLES / v.file, v.network, v.params, (3, side, side) if side else None)
 
 
-def build_tv(tvm, model: str, device: str = "meta", dtype=torch.float32) -> torch.nn.Module:
+def build_tv(tvm, model: str, device: str = "meta", dtype=torch.float32, **kwargs) -> torch.nn.Module:
     """The torchvision model on the meta device (shapes only).  RegNet computes its stage widths with
     torch and reads them back (`.tolist()`), which meta tensors cannot do: that part runs on the CPU."""
     from torchvision.models import regnet
@@ -123,7 +128,7 @@ def build_tv(tvm, model: str, device: str = "meta", dtype=torch.float32) -> torc
     regnet.BlockParams.from_init_params = on_cpu
     try:
         with torch.device(device):
-            return getattr(tvm, model)(weights=None)
+            return getattr(tvm, model)(weights=None, **kwargs)
     finally:
         torch.set_default_dtype(old)
         regnet.BlockParams.from_init_params = descriptor
@@ -182,7 +187,7 @@ def one_thread():
 @pytest.mark.parametrize("v", VARIANTS, ids=VARIANT_IDS)
 def test_param_count_is_torchvisions(tvm, v):
     ours = archdsl.analyze(load_ours(v))
-    theirs = build_tv(tvm, v.model)
+    theirs = build_tv(tvm, v.model, **v.tv_kwargs)
     assert ours.params == sum(p.numel() for p in theirs.parameters())
     assert ours.params + ours.buffers == sum(t.numel() for t in theirs.state_dict().values())
     weights = tvm.get_model_weights(v.model)
@@ -193,10 +198,9 @@ def test_param_count_is_torchvisions(tvm, v):
 # ---- 2. names, shapes and outputs in float64 ---------------------------------------------------------
 
 
-def compare_outputs(tvm, model: str, side: int):
-    v = variant(model)
+def compare_outputs(tvm, v: Variant, side: int):
     gen = torch.Generator().manual_seed(0)
-    theirs = randomize(build_tv(tvm, model, dtype=torch.float64), gen)
+    theirs = randomize(build_tv(tvm, v.model, dtype=torch.float64, **v.tv_kwargs), gen)
     g = load_ours(v, side)
     with torch.device("meta"):
         ours = archdsl.to_torch(g)
@@ -214,9 +218,12 @@ def compare_outputs(tvm, model: str, side: int):
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9 * scale)
 
 
-@pytest.mark.parametrize("model, side", OUTPUT_CASES, ids=[m for m, _ in OUTPUT_CASES])
-def test_outputs_are_torchvisions_in_float64(tvm, model, side, one_thread):
-    compare_outputs(tvm, model, side)
+OUTPUT_CASES = [(variant(c) if isinstance(c, str) else c, side) for c, side in OUTPUT_CASES]
+
+
+@pytest.mark.parametrize("v, side", OUTPUT_CASES, ids=[f"{v.model}-{side}" for v, side in OUTPUT_CASES])
+def test_outputs_are_torchvisions_in_float64(tvm, v, side, one_thread):
+    compare_outputs(tvm, v, side)
 
 
 # ---- 3. the language features the families need ------------------------------------------------------
@@ -414,3 +421,9 @@ def test_stochastic_depth_modes_while_training():
 def test_new_op_mistakes_are_clear_errors(text, message):
     with pytest.raises(ArchError, match=re.escape(message)):
         archdsl.loads(f"network t {{ input 8x4x4\n {text} }}")
+
+
+@pytest.mark.slow
+def test_inception_v3_with_its_auxiliary_head_at_full_size(tvm, one_thread):
+    """The auxiliary head needs Mixed_6e at 17x17: torchvision's own 299x299 (AuxLogits in the state dict)."""
+    compare_outputs(tvm, variant("inception_v3"), 299)
