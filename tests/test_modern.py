@@ -195,6 +195,19 @@ def test_param_count_is_torchvisions(tvm, v):
     assert documented == {ours.params}, f"{v.model}: torchvision's weights document {documented}"
 
 
+@pytest.mark.parametrize("v", VARIANTS, ids=VARIANT_IDS)
+def test_macs_are_torchvisions_documented_ops(tvm, v):
+    """torchvision's `_ops` are its GFLOPS counted as multiply-accumulates of conv and linear layers at
+    each weights' crop size, rounded to 3 decimals: exactly our MACs (the SE convs and ConvNeXt's
+    linears included; elementwise ops are our "other ops").  Inception-v3's figure leaves out the
+    auxiliary head, which inference does not run."""
+    params = {**v.params, "aux": False} if v.model == "inception_v3" else v.params
+    for w in tvm.get_model_weights(v.model):
+        side = w.transforms().crop_size[0]
+        g = archdsl.load(EXAMPLES / v.file, v.network, params, (3, side, side))
+        assert round(archdsl.analyze(g).macs / 1e9, 3) == w.meta["_ops"], f"{w} at {side}x{side}"
+
+
 # ---- 2. names, shapes and outputs in float64 ---------------------------------------------------------
 
 
