@@ -651,6 +651,31 @@ def _conv_clamp_block(size: int, default: int, floor: int = 16) -> int:
     return max(floor, min(default, _conv_pow2(size)))
 
 
+def conv_default_blocks(path: str, m: int, n: int, k: int, dtype: torch.dtype, cpu: bool,
+                        cg: int | None = None) -> tuple[int, int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) a path launches with when not tuned.
+
+    m, n, k: the GEMM's rows (output pixels), columns (output channels per group; channels for
+    "depthwise") and reduction (taps * channels per group); cg: channels per group ("implicit_tap"
+    picks BLOCK_K dividing it).  Shared with the performance model, which predicts untuned launches.
+    """
+    wide = dtype != torch.float32
+    if path == "depthwise":
+        return (32 if cpu else 64), _conv_clamp_block(n, 32 if cpu else 64, floor=4), 1, 4, 2
+    bm = _conv_clamp_block(m, 32 if cpu else 128)
+    bn = _conv_clamp_block(n, 32 if cpu else 128)
+    if path == "gemm":
+        bk = _conv_clamp_block(k, 32 if cpu else (64 if wide else 32))
+    elif path == "implicit_flat":
+        bk = _conv_clamp_block(k, 16 if cpu else 32)
+    else:
+        # the largest power of two <= the default that divides Cg: no masked channel tail
+        bk = 32 if cpu else (64 if wide else 32)
+        while bk > 16 and cg % bk:
+            bk //= 2
+    return bm, bn, bk, (8 if bm * bn >= 128 * 128 else 4), (4 if wide else 3)
+
+
 def _conv_input_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
     if dtype == torch.float32:
         return "tf32" if allow_tf32 else "ieee"
@@ -813,12 +838,10 @@ def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf3
     m, kdim = a.shape
     n = w_packed.shape[1]
     cpu = a.device.type == "cpu"
-    wide = a.dtype != torch.float32
-    bm = block_m or _conv_clamp_block(m, 32 if cpu else 128)
-    bn = block_n or _conv_clamp_block(n, 32 if cpu else 128)
-    bk = block_k or _conv_clamp_block(kdim, 32 if cpu else (64 if wide else 32))
+    bm, bn, bk, warps, stages = conv_default_blocks("gemm", m, n, kdim, a.dtype, cpu)
+    bm, bn, bk = block_m or bm, block_n or bn, block_k or bk
     warps = num_warps or (8 if bm * bn >= 128 * 128 else 4)
-    stages = num_stages or (4 if wide else 3)
+    stages = num_stages or stages
     dummy = outs[0]
     # destination i takes columns [ends[i-1], ends[i]); missing destinations are empty
     ends = [sum(o.shape[1] for o in outs[:i + 1]) for i in range(len(outs))] + [n] * (4 - len(outs))
@@ -927,7 +950,6 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     path = path or conv_path(x, out, kernel=(kh, kw), stride=(sh, sw), pad=(pt, pb, pl, pr),
                              dilation=(dh, dw), groups=groups, residual=residual)
     cpu = x.device.type == "cpu"
-    wide = x.dtype != torch.float32
     dummy = out
     has = dict(HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=act)
     rs = residual.stride() if residual is not None else (0, 0, 0, 0)
@@ -947,8 +969,8 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     if path == "depthwise":
         if not (cg == 1 and kg == 1):
             raise ValueError("path='depthwise' needs groups == C == K")
-        bm = block_m or (32 if cpu else 64)
-        bc = block_n or _conv_clamp_block(c, 32 if cpu else 64, floor=4)
+        bm, bc, _, warps, stages = conv_default_blocks("depthwise", m, c, kh * kw, x.dtype, cpu)
+        bm, bc = block_m or bm, block_n or bc
         grid = (triton.cdiv(m, bm), triton.cdiv(c, bc))
         _conv_depthwise_kernel[grid](
             x, w_packed, out, residual if residual is not None else dummy,
@@ -958,26 +980,17 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
             out.stride(0), out.stride(1), out.stride(2),
             rs[0], rs[1], rs[2],
             KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, **has, INTERPRETED=_conv_interpreted(x),
-            BLOCK_M=bm, BLOCK_C=bc, **fusion, num_warps=num_warps or 4, num_stages=num_stages or 2,
+            BLOCK_M=bm, BLOCK_C=bc, **fusion, num_warps=num_warps or warps, num_stages=num_stages or stages,
         )
         return
 
     if path not in ("implicit_flat", "implicit_tap"):
         raise ValueError(f"unknown path {path!r}")
     flat = path == "implicit_flat"
-    bm = block_m or _conv_clamp_block(m, 32 if cpu else 128)
-    bn = block_n or _conv_clamp_block(kg, 32 if cpu else 128)
-    if block_k:
-        bk = block_k
-    elif flat:
-        bk = _conv_clamp_block(kh * kw * cg, 16 if cpu else 32)
-    else:
-        # the largest power of two <= the default that divides Cg: no masked channel tail
-        bk = 32 if cpu else (64 if wide else 32)
-        while bk > 16 and cg % bk:
-            bk //= 2
+    bm, bn, bk, warps, stages = conv_default_blocks(path, m, kg, kh * kw * cg, x.dtype, cpu, cg=cg)
+    bm, bn, bk = block_m or bm, block_n or bn, block_k or bk
     warps = num_warps or (8 if bm * bn >= 128 * 128 else 4)
-    stages = num_stages or (4 if wide else 3)
+    stages = num_stages or stages
     grid = (triton.cdiv(m, bm) * triton.cdiv(kg, bn), groups)
     _conv_implicit_gemm_kernel[grid](
         x, w_packed, out, residual if residual is not None else dummy,
