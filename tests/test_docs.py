@@ -171,6 +171,8 @@ def _value(text: str):
         return text == "true"
     if text == "kernel":
         return None  # the pooling stride: "the kernel size"
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1]  # a string default: gelu(approximate="none")
     return float(text) if any(ch in text for ch in ".e") else int(text)
 
 
