@@ -68,7 +68,7 @@ def test_groups_are_derived_from_the_facts():
     assert reg.family("bn") == {"bn", "fused_bn"}
     assert reg.family("fc") == {"fc", "fused_fc"}
     assert {"relu", "tanh", "sigmoid"} <= set(reg.activations())
-    assert reg.inference_noops() == {"dropout", "drop_path", "identity"}
+    assert reg.inference_noops() == {"dropout", "drop_path", "identity", "stochastic_depth"}
     assert "input" not in reg.strided_out_ops() and "conv" in reg.strided_out_ops()
     assert reg.act_codes()["none"] == 0 and len(set(reg.act_codes().values())) == len(reg.act_codes())
 

@@ -60,12 +60,14 @@ ORDER = Kind("a permutation of the per-sample axes, e.g. (1, 2, 0)", _order)
 
 
 def _activation(name: str, doc: str, ops_per_element: int, module, inplace: bool, params=(), describe=None):
+    # No act_code and no strided_out yet: the kernels learn these activations with their lowering.
     register(OpSpec(
         name=name, doc=doc, params=params, shape=_same, activation="inplace" if inplace else "new",
         other_ops=lambda a, ins, out: ops_per_element(a) * numel(out) if callable(ops_per_element)
         else ops_per_element * numel(out),
         describe=describe or (lambda a: ""),
         torch=module,
+        fusion="elementwise", inplace_ports=(0,),
     ))
 
 
@@ -113,6 +115,7 @@ register(OpSpec(
     params=(), arity=None, shape=_broadcast_shape,
     other_ops=lambda a, ins, out: (len(ins) - 1) * numel(out),
     torch=lambda a, ins: _torch().Mul(),
+    fusion="elementwise",  # no in-place port: which operand has the output's shape depends on the call
 ))
 
 
@@ -145,6 +148,7 @@ register(OpSpec(
     describe=lambda a: "last axis" if a["axis"] == -1 else "",
     torch=lambda a, ins: _torch().layer_norm(_norm_axis_size("layer_norm", a, ins[0]), a["eps"], a["affine"],
                                              channels_first=a["axis"] == 0 and len(ins[0]) == 3),
+    fusion="reduction",  # each output element reads its position's whole vector
 ))
 
 
@@ -163,6 +167,7 @@ register(OpSpec(
     macs=lambda a, ins, out: numel(ins[0]) * a["out"],
     other_ops=lambda a, ins, out: numel(out) if a["bias"] else 0,
     torch=lambda a, ins: _nn().Linear(ins[0][-1], a["out"], a["bias"]),
+    fusion="out_fusable",
 ))
 
 
@@ -182,6 +187,7 @@ register(OpSpec(
     shape=_permute_shape, activation="view",
     describe=lambda a: "(" + ",".join(map(str, a["order"])) + ")",
     torch=lambda a, ins: _torch().Permute(a["order"]),
+    fusion="injective",
 ))
 
 
@@ -199,6 +205,7 @@ register(OpSpec(
     param_count=lambda a, ins, out: ins[0][0],
     other_ops=lambda a, ins, out: numel(out),
     torch=lambda a, ins: _torch().LayerScale(_param_shape(ins[0]), a["init"]),
+    fusion="elementwise", inplace_ports=(0,),
 ))
 
 
@@ -223,6 +230,7 @@ register(OpSpec(
     shape=_chunk_shape, activation="view",
     describe=lambda a: f"{a['index']}/{a['parts']}",
     torch=lambda a, ins: _torch().Chunk(a["parts"], a["index"]),
+    fusion="injective",
 ))
 
 
@@ -241,6 +249,7 @@ register(OpSpec(
     shape=_shuffle_shape,
     describe=lambda a: f"g{a['groups']}",
     torch=lambda a, ins: _torch().ChannelShuffle(a["groups"]),
+    fusion="injective",
 ))
 
 
@@ -257,6 +266,7 @@ register(OpSpec(
     shape=_same, activation="inplace",
     describe=lambda a: f"p={a['p']:g} {a['mode']}",
     torch=lambda a, ins: _torch().StochasticDepth(a["p"], a["mode"]),
+    fusion="elementwise", inference_noop=True,
 ))
 
 MODERN_OPS = ("relu6", "hardsigmoid", "hardswish", "silu", "gelu", "mul", "layer_norm", "linear", "permute",
