@@ -15,6 +15,7 @@ from . import ops as _ops  # noqa: F401  (registers every op)
 from .analysis import Summary, analyze, collapse
 from .elaborate import Limits, elaborate, load, loads
 from .errors import ArchError, SrcLoc
+from .importer import from_torch  # PyTorch module -> .arch source (torch imported when called)
 from .ir import Graph
 
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ from ..analysis import DTYPE_BYTES, analyze, collapse, output_labels, output_nam
 from ..elaborate import Limits, load
 from ..errors import NO_LOC, ArchError, SrcLoc, did_you_mean, printable
 from .progress import Stages
+from .import_cmd import add_import_parser
 from .table import render
 
 
@@ -449,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_run)
     _add_viz_parser(sub)
     _add_bench_parser(sub)
+    add_import_parser(sub)
     return parser
 
 
