@@ -18,7 +18,7 @@ from .errors import ArchError, SrcLoc
 from .importer import from_torch  # PyTorch module -> .arch source (torch imported when called)
 from .ir import Graph
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401  (one definition: archdsl/version.py)
 
 __all__ = ["ArchError", "Graph", "Limits", "SrcLoc", "Summary", "analyze", "build_torch", "compile", "elaborate",
            "load", "load_weights", "loads", "summary", "to_torch"]

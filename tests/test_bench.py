@@ -19,11 +19,11 @@ import torch
 
 import archdsl
 from archdsl.analysis import analyze
-from archdsl.bench import harness, report
+from archdsl.bench import harness, providers, report
 from archdsl.bench.harness import (BenchConfig, ConvShape, FakeTimer, Peaks, Progress, Row, Timing, apply_checks,
                                    derive, distinct_convs, percent_of_floor, roofline_floor)
 from archdsl.cli import main
-from archdsl.cudagraph import EmulatedGraphBackend, GraphCaptureError, GraphedCallable, maybe_graph
+from archdsl.runtime.cudagraph import EmulatedGraphBackend, GraphCaptureError, GraphedCallable, maybe_graph
 from archdsl.passes import optimize
 from snippets import BASIC_BLOCK
 
@@ -210,7 +210,7 @@ def test_a_cpu_run_measures_every_row_and_checks_every_output(cpu_run):
 
 
 def test_tuned_rows_use_and_fill_the_cache(tmp_path):
-    from archdsl.tune import TuneCache
+    from archdsl.runtime.tune import TuneCache
 
     g = archdsl.loads(TINY)
     config = BenchConfig(batches=(1,), dtypes=("float32",), e2e=False, tune=True, peak_matmul_n=16,
@@ -346,7 +346,7 @@ def test_failing_and_wrong_providers_are_recorded_and_the_run_goes_on(monkeypatc
     table = [harness.provider("eager_nchw"),
              harness.Provider("recording", "records cudnn.benchmark", recording, cudnn_benchmark=True),
              harness.Provider("broken", "raises", broken), harness.Provider("wrong", "off by 50 %", wrong)]
-    monkeypatch.setattr(harness, "E2E_PROVIDERS", table)
+    monkeypatch.setattr(providers, "E2E_PROVIDERS", table)  # where the table lives
     g = archdsl.loads(TINY)
     config = BenchConfig(batches=(1, 2), dtypes=("float32",), layers=False, peak_matmul_n=16,
                          peak_copy_bytes=1 << 12)

@@ -222,7 +222,7 @@ def test_the_tuning_table_reaches_every_conv_launch():
 
 
 def test_cuda_graph_replay_in_the_compiled_model():
-    from archdsl.cudagraph import EmulatedGraphBackend
+    from archdsl.runtime.cudagraph import EmulatedGraphBackend
     from archdsl.runtime import CompiledModel, build
 
     backend = EmulatedGraphBackend()

@@ -54,7 +54,7 @@ def test_the_order_runs_every_operand_first(resnet50):
 
 
 def test_emitter_planner_tuner_and_bench_read_the_same_launches(resnet50):
-    from archdsl import tune
+    from archdsl.runtime import tune
 
     s = make_schedule(resnet50)
     program = generate(resnet50)

@@ -1,4 +1,4 @@
-"""archdsl/tune.py: the autotuning cache and `autotune`, with a fake timer, under Triton's interpreter.
+"""archdsl/runtime/tune.py: the autotuning cache and `autotune`, with a fake timer, under Triton's interpreter.
 
 The kernel tuned is the real ``conv2d`` of kernels/conv2d.py (on CPU tensors it runs in the
 interpreter); the timer is fake, so which configuration wins is decided by the test.
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archdsl import tune
-from archdsl.tune import DeviceInfo, TuneCache, TuneCacheWarning, TuneError, TuneKey, autotune
+from archdsl.runtime import tune
+from archdsl.runtime.tune import DeviceInfo, TuneCache, TuneCacheWarning, TuneError, TuneKey, autotune
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 INFO = DeviceInfo("Fake GPU 80GB", "9.0", "2.13.0", "3.9.0")

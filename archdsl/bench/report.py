@@ -25,7 +25,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from .harness import E2E_PROVIDERS, LAYER_PROVIDERS, BenchRun, Plan, Row
+from .harness import Plan
+from .providers import E2E_PROVIDERS, LAYER_PROVIDERS
+from .results import BenchRun, Row
 
 SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 COLUMN = {"torch_conv": "cuDNN", "archdsl_conv": "ours", "archdsl_fused": "ours+epi", "archdsl_tuned": "tuned"}
@@ -288,7 +290,7 @@ def render_plan(plan: Plan) -> str:
         headers = ["conv", "shape", "×", "epilogue", "nodes", f"GFLOP (b{batch})"] + [
             f"MB {SHORT.get(d, d)} (b{batch})" for d in c.dtypes]
         body = []
-        from .harness import DTYPE_BYTES
+        from ..dtypes import BYTES as DTYPE_BYTES
 
         for conv in plan.convs:
             nodes = ", ".join(conv.nodes[:2]) + (f", … (+{conv.count - 2})" if conv.count > 2 else "")

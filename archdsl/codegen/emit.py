@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from .. import __version__
+from ..version import __version__
 from ..errors import InternalError
 from ..ir.graph import Graph
 from ..ops.registry import act_constant, activations

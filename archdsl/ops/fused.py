@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from ..errors import ArchError
 from . import linear
-from .registry import (ANY_PORT, OPS, Kind, OpSpec, Param, act_codes, activations, fmt_shape, float_kind, modules, nn,
-                       numel, register)
+from .registry import (ANY_PORT, OPS, Kind, OpSpec, Param, act_codes, activations, apply_activation, fmt_shape,
+                       float_kind, modules, nn, numel, register)
 
 def _act(v):
     if v not in act_codes():  # "none" or an op that declares an `act_code`
@@ -97,7 +97,8 @@ def _fused_conv_torch(a, ins):
     roles["conv"] = _conv.torch(a, ins[:1])
     if a["bn_eps"] is not None:
         roles["bn"] = nn().BatchNorm2d(a["out"], a["bn_eps"])
-    return modules().Fused(a["act"], pre_act=a.get("pre_act", "none"), join=a.get("join", "add"), **roles)
+    return modules().Fused(a["act"], pre_act=a.get("pre_act", "none"), join=a.get("join", "add"),
+                           activation=apply_activation, **roles)
 
 
 register(OpSpec(
@@ -129,7 +130,7 @@ register(OpSpec(
     macs=_fc.macs,
     other_ops=lambda a, ins, out: _fc.other_ops(a, ins, out) + _epilogue_ops(a, ins, out),
     describe=_describe(_fc),
-    torch=lambda a, ins: modules().Fused(a["act"], fc=_fc.torch(a, ins)),
+    torch=lambda a, ins: modules().Fused(a["act"], activation=apply_activation, fc=_fc.torch(a, ins)),
     family="fc", fusion="out_fusable", strided_out=True,
 ))
 
@@ -145,7 +146,7 @@ register(OpSpec(
     internal=True,
     other_ops=lambda a, ins, out: _add.other_ops(a, ins, out) + numel(out),
     describe=lambda a: f"+{a['act']}",
-    torch=lambda a, ins: modules().FusedAdd(a["act"]),
+    torch=lambda a, ins: modules().FusedAdd(a["act"], activation=apply_activation),
     family="add", fusion="elementwise", inplace_ports=ANY_PORT, strided_out=True,
 ))
 
@@ -162,6 +163,6 @@ register(OpSpec(
     buffer_count=_bn.buffer_count,
     other_ops=lambda a, ins, out: _bn.other_ops(a, ins, out) + numel(out),
     describe=lambda a: f"+{a['act']}",
-    torch=lambda a, ins: modules().Fused(a["act"], bn=_bn.torch(a, ins)),
+    torch=lambda a, ins: modules().Fused(a["act"], activation=apply_activation, bn=_bn.torch(a, ins)),
     family="bn", fusion="elementwise", inplace_ports=(0,), strided_out=True,
 ))

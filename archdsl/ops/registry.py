@@ -14,6 +14,7 @@ vectors.  Rules raise `ArchError` without a location; the elaborator adds the no
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -290,6 +291,17 @@ def activations() -> tuple[str, ...]:
 def act_codes() -> dict[str, int]:
     """{"none": 0, activation: its ACT_* code}: what `act=` means to the kernels."""
     return {"none": 0, **{n: OPS[n].act_code for n in activations()}}
+
+
+def apply_activation(act: str, x):
+    """`x` through the activation `act` ("none", or an op with an `act_code`) as that op's own
+    reference module computes it: fused nodes and the benchmark use this one definition."""
+    return x if act == "none" else _activation_module(act)(x)
+
+
+@functools.cache
+def _activation_module(act: str):
+    return OPS[act].torch({}, [])
 
 
 def act_constant(act: str) -> str:

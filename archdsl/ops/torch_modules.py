@@ -6,8 +6,6 @@ Each takes its inputs positionally, in port order, and keeps PyTorch's parameter
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,19 +76,6 @@ class Concat(nn.Module):
         return torch.cat(xs, dim=1)
 
 
-def apply_activation(name: str, x):
-    """A fused node's activation `name` (an op with an `act_code`, or "none"), applied as that
-    op's own reference module computes it: one definition of each activation."""
-    return x if name == "none" else _act_module(name)(x)
-
-
-@functools.cache
-def _act_module(name: str) -> nn.Module:
-    from .registry import get
-
-    return get(name).torch({}, [])
-
-
 class Fused(nn.Module):
     """Reference semantics of a fused node: its original modules, by role, state-dict keys
     `<node>.<role>.<param>` (`archdsl.passes.fused_state_dict` maps reference keys to them).
@@ -99,24 +84,25 @@ class Fused(nn.Module):
     then, join "add":  act(y + residual)        join "mean":  (act(y) + residual) / 2
     """
 
-    def __init__(self, act: str, pre_act: str = "none", join: str = "add", **roles: nn.Module):
+    def __init__(self, act: str, pre_act: str = "none", join: str = "add", *, activation, **roles: nn.Module):
         super().__init__()
         for role, module in roles.items():
             self.add_module(role, module)
         self.act, self.pre_act, self.join = act, pre_act, join
+        self.activation = activation  # (name, x) -> the op `name` applied to x (registry.apply_activation)
 
     def forward(self, x, *residual):
         if "pre_bn" in self._modules:
             x = self.pre_bn(x)
-        x = apply_activation(self.pre_act, x)
+        x = self.activation(self.pre_act, x)
         for role, module in self.named_children():
             if role != "pre_bn":
                 x = module(x)
         if self.join == "mean":
-            return (apply_activation(self.act, x) + sum(residual)) / (1 + len(residual))
+            return (self.activation(self.act, x) + sum(residual)) / (1 + len(residual))
         for r in residual:
             x = x + r
-        return apply_activation(self.act, x)
+        return self.activation(self.act, x)
 
     def extra_repr(self) -> str:
         extra = (f", pre_act={self.pre_act}" if self.pre_act != "none" else "") + \
@@ -125,9 +111,10 @@ class Fused(nn.Module):
 
 
 class FusedAdd(nn.Module):
-    def __init__(self, act: str):
+    def __init__(self, act: str, *, activation):
         super().__init__()
         self.act = act
+        self.activation = activation
 
     def forward(self, *xs):
-        return apply_activation(self.act, Add.forward(self, *xs))
+        return self.activation(self.act, Add.forward(self, *xs))

@@ -14,6 +14,7 @@ from ..errors import InternalError
 from ..ir.graph import Graph
 from .chain import fuse_conv_chain
 from .fuse import fuse_bn_act, fuse_conv_bn_act, fuse_fc_act
+from .fold import fold_bn_graph
 from .groups import LaunchGroups, launch_groups
 from .horizontal import fuse_sibling_convs
 from .inference import strip_inference_noops
@@ -80,4 +81,5 @@ def fused_state_dict(optimized: Graph, state: dict) -> dict:
     return out
 
 
-__all__ = ["PIPELINE", "LaunchGroups", "Optimized", "PassReport", "fused_state_dict", "launch_groups", "optimize"]
+__all__ = ["PIPELINE", "LaunchGroups", "Optimized", "PassReport", "fold_bn_graph", "fused_state_dict", "launch_groups",
+           "optimize"]

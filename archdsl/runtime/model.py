@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 
-from .backends.torch_backend import ArchModule
-from .codegen import Program, generate
+from ..backends.torch_backend import ArchModule
+from ..codegen import Program, generate
+from ..elaborate import load, loads
+from ..ir.graph import Graph
+from ..passes import Optimized, optimize
+from .cache import programs_dir
 from .cudagraph import maybe_graph
-from .elaborate import load, loads
-from .ir.graph import Graph
-from .passes import Optimized, optimize
 
 
 @dataclass
@@ -44,21 +45,13 @@ def build(graph: Graph, dtype: str = "float32", origin: str = "", settings: str 
     return Compiled(graph, optimized, generate(optimized.graph, dtype, origin, settings))
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("ARCHDSL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "archdsl")
-    path = Path(root) / "programs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def import_program(source: str) -> ModuleType:
     """Import generated source as a module (from a file: Triton reads its kernels' source)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     name = f"archdsl_program_{digest}"
     if name in sys.modules:
         return sys.modules[name]
-    path = _cache_dir() / f"{name}.py"
+    path = programs_dir() / f"{name}.py"
     if not path.exists() or path.read_text(encoding="utf-8") != source:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(source, encoding="utf-8")
@@ -84,8 +77,8 @@ class CompiledModel(ArchModule):
     """A network compiled to Triton kernels; NCHW in, outputs like the reference model's.
 
     `tuning`: a function of the batch size giving {node: conv2d keyword arguments} (see
-    `archdsl.tune.network_tuning`), asked once per batch size; `cuda_graph`: replay the whole
-    forward as a CUDA graph per input shape (`archdsl.cudagraph`), captured on the first call of
+    `archdsl.runtime.tune.network_tuning`), asked once per batch size; `cuda_graph`: replay the whole
+    forward as a CUDA graph per input shape (`archdsl.runtime.cudagraph`), captured on the first call of
     each shape and again whenever the weights change; `graph_backend` replaces CUDA's (tests).
     """
 
@@ -147,7 +140,7 @@ def compile(path_or_source: str | Path, *, dtype: str = "float32", device: str |
     `device`: "cuda" (default when available) or "cpu" (Triton's interpreter: slow, for tests).
     `params` override network parameters; weights start as PyTorch initializes the reference
     model; load others with `archdsl.load_weights(model, source)`.
-    On a GPU, conv launches use the block sizes in the autotuning cache (`archdsl.tune`) for
+    On a GPU, conv launches use the block sizes in the autotuning cache (`archdsl.runtime.tune`) for
     their shapes; `tune=True` also tunes (once, then cached on disk) every shape not yet there.
     `cuda_graph` (default: on for CUDA) replays the forward as a CUDA graph per input shape.
     """

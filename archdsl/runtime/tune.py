@@ -32,7 +32,7 @@ result stays in memory and a warning says so.
 Timers
 ------
 A timer is any callable ``timer(fn) -> milliseconds`` that runs the zero-argument ``fn`` as
-often as it needs and returns a typical time (the harness's `archdsl.bench.harness.CudaEventTimer`
+often as it needs and returns a typical time (`archdsl.runtime.timing.CudaEventTimer`
 returns the median of >= 100 CUDA-event-timed runs, as a `Timing`, which converts with
 ``float()``).  Tests pass a fake timer, so the tuning logic runs without a GPU (under Triton's
 interpreter).
@@ -54,7 +54,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .ops.registry import act_codes
+from ..ops.registry import act_codes
+from .cache import tune_file
 
 CACHE_FILE = "tune.json"
 FORMAT = 1
@@ -128,9 +129,8 @@ def dtype_name(dtype: Any) -> str:
 
 
 def default_cache_path() -> Path:
-    root = os.environ.get("ARCHDSL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "archdsl")
-    return Path(root) / CACHE_FILE
+    """``tune.json`` under archdsl's cache root (`archdsl.runtime.cache`)."""
+    return tune_file()
 
 
 @contextlib.contextmanager
@@ -300,7 +300,7 @@ def autotune(kernel_fn: Callable[..., Any], candidates: Iterable[Mapping[str, An
         if hit is not None:
             return TuneResult(hit, (cache.entry(key) or {}).get("ms"), True, [])
     if timer is None:
-        from .bench.harness import default_timer
+        from .timing import default_timer
 
         timer = default_timer()
     kwargs = dict(kwargs or {})
@@ -340,7 +340,7 @@ def autotune(kernel_fn: Callable[..., Any], candidates: Iterable[Mapping[str, An
 @functools.cache
 def kernel_module(name: str = "conv2d") -> ModuleType:
     """kernels/<name>.py loaded as a module from its file (Triton reads the kernels' source)."""
-    from .codegen.emit import kernel_dir
+    from ..codegen.emit import kernel_dir
 
     path = kernel_dir() / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"archdsl_tune_kernels_{name}", path)
@@ -473,7 +473,7 @@ def conv_launches(schedule, batch: int) -> list[ConvLaunch]:
     conv2d launches and keep their default blocks."""
     import torch
 
-    from .codegen.schedule import Schedule, make_schedule
+    from ..codegen.schedule import Schedule, make_schedule
 
     schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
     graph = schedule.graph
