@@ -21,3 +21,16 @@ def canonical(name: str) -> str:
     if key not in ALIASES:
         raise ValueError(f"unknown dtype {name!r}; use one of {', '.join(ALIASES)}")
     return ALIASES[key]
+
+
+def argument(text: str) -> str:
+    """`canonical` for argparse's `type=`: an unknown spelling is a usage error saying which exist."""
+    import argparse
+
+    try:
+        return canonical(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+SPELLINGS = "float32 (fp32), float16 (fp16, half), bfloat16 (bf16)"

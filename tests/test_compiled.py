@@ -77,7 +77,7 @@ network every_kernel {
 
 
 def test_forward_launches_no_pytorch_convolution_pooling_or_linear(monkeypatch):
-    model = archdsl.compile(EVERY_KERNEL, device=DEVICE)
+    model = archdsl.compile(source=EVERY_KERNEL, device=DEVICE)
     randomize(model)
     reference = archdsl.to_torch(model.graph).eval()
     reference.load_state_dict(model.state_dict())
@@ -246,6 +246,6 @@ def test_cuda_graph_replay_in_the_compiled_model():
     assert rel_err(model(x), want) < 1e-5
     if DEVICE == "cpu":
         with pytest.raises(ValueError, match="needs a CUDA device"):
-            archdsl.compile(TUNED_NET, device="cpu", cuda_graph=True)
+            archdsl.compile(source=TUNED_NET, device="cpu", cuda_graph=True)
         with pytest.raises(ValueError, match="needs a CUDA device"):
-            archdsl.compile(TUNED_NET, device="cpu", tune=True)
+            archdsl.compile(source=TUNED_NET, device="cpu", tune=True)

@@ -310,7 +310,7 @@ def test_every_rule_runs_in_the_generated_program():
     attrs = {n: o.graph.nodes[n]["attrs"] for n in ("a", "e", "m.g", "y")}
     assert launch_groups(o.graph).siblings == {"a": ("b", "d")} and attrs["e"]["pre_act"] == "relu"
     assert attrs["m.g"]["join"] == "mean" and launch_groups(o.graph).chains == {"y": "x"}
-    model = archdsl.compile(ALL_RULES, device="cuda" if torch.cuda.is_available() else "cpu")
+    model = archdsl.compile(source=ALL_RULES, device="cuda" if torch.cuda.is_available() else "cpu")
     counts = model.compiled.program.kernel_counts()
     assert counts["conv2d_chain"] == 1 and "scale_shift" not in counts and "mean" not in counts
     reference = _randomized_reference(g)

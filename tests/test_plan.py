@@ -231,7 +231,7 @@ def test_inputs_that_cannot_be_placed_are_copied():
 def test_copies_nesting_and_in_place_steps_compute_the_reference():
     torch.manual_seed(0)
     for text in (COPIES, INPLACE):
-        model = archdsl.compile(text, device="cpu")
+        model = archdsl.compile(source=text, device="cpu")
         reference = archdsl.to_torch(model.graph).eval()
         reference.load_state_dict(model.state_dict())
         g = model.graph
@@ -419,7 +419,7 @@ def test_random_networks_keep_the_invariants():
 
 def test_random_networks_compute_the_reference():
     for text in _random_programs(8, seed=11):
-        model = archdsl.compile(text, device="cpu")
+        model = archdsl.compile(source=text, device="cpu")
         reference = archdsl.to_torch(model.graph).eval()
         reference.load_state_dict(model.state_dict())
         x = torch.randn(2, 4, 5, 5)
@@ -433,7 +433,7 @@ def test_random_networks_compute_the_reference():
 
 def test_returned_outputs_are_copies_not_the_reused_arena():
     # a 1x1 map is contiguous as NCHW too: `.contiguous()` alone would hand out the buffer itself
-    model = archdsl.compile("network t { input 3 x 4 x 4\n conv(5, 3, pad=1) -> global_avgpool as a\n"
+    model = archdsl.compile(source="network t { input 3 x 4 x 4\n conv(5, 3, pad=1) -> global_avgpool as a\n"
                             " @a -> flatten as b\n output a, b }", device="cpu")
     first = model(torch.randn(1, 3, 4, 4))
     kept = [o.clone() for o in first]

@@ -10,7 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, dtypes
 from ..analysis import DTYPE_BYTES, analyze, collapse, output_labels, output_names
 from ..elaborate import Limits, load
 from ..errors import NO_LOC, ArchError, SrcLoc, did_you_mean, printable
@@ -427,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "one is replaced only if it is empty or an earlier archdsl output")
     p.add_argument("--force", action="store_true",
                    help="replace the output directory even if it holds files archdsl did not write")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
-                   help="activation and weight dtype (accumulation is always float32)")
+    p.add_argument("--dtype", default="float32", type=dtypes.argument,
+                   help=f"activation and weight dtype: {dtypes.SPELLINGS} (accumulation is always float32)")
     p.add_argument("--weights", metavar="FILE", help="weights to ship (.pt, .pth or .safetensors); default: "
                    "PyTorch's initialization")
     p.add_argument("--disable", action="append", default=[], metavar="PASS", help="skip an optimization pass")
@@ -442,8 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="compile, run on random input, report the error against the reference")
     _add_model_args(p)
     p.add_argument("--batch", type=int, default=2, help="batch size of the random input (default 2)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
-                   help="activation and weight dtype of the compiled model")
+    p.add_argument("--dtype", default="float32", type=dtypes.argument,
+                   help=f"activation and weight dtype of the compiled model: {dtypes.SPELLINGS}")
     p.add_argument("--weights", metavar="FILE", help="weights to run with (.pt, .pth or .safetensors); default: "
                    "PyTorch's initialization")
     p.add_argument("--interpret", action="store_true", help="run in Triton's CPU interpreter (no GPU needed)")

@@ -14,13 +14,13 @@ from types import ModuleType
 from typing import Callable
 
 from ..version import __version__
+from .. import dtypes
 from ..errors import InternalError
 from ..ir.graph import Graph
 from ..ops.registry import act_constant, activations
 from .plan import Plan, make_plan, nhwc
 from .schedule import Schedule, make_schedule
 
-DTYPES = {"float32": "torch.float32", "float16": "torch.float16", "bfloat16": "torch.bfloat16"}
 
 
 # ---- kernel templates ------------------------------------------------------------------------------
@@ -237,7 +237,8 @@ def _fc(p: Program, n: str) -> Step:
     fc = a.get("sources", {"fc": n}).get("fc", n)
     wt = f"state[{fc + '.weight'!r}]"
     src = g.args(n)[0]
-    if src in p.views and g.op(src) == "flatten":  # NHWC flattening: reorder the weight's columns
+    flat_map = src in p.views and g.op(src) == "flatten" and len(g.shape(g.args(src)[0])) == 3
+    if flat_map:  # a view of an NHWC map: reorder the weight's columns (a flat input is in order already)
         c, h, w = g.shape(g.args(src)[0])
         wt = f"chw_to_hwc_columns({wt}, {c}, {h}, {w})"
     p.prepare += [p.comment(n), f"{wkey(n, 'w')} = pack_linear_weight({wt}.to(DTYPE), DTYPE)"]
@@ -359,8 +360,9 @@ RULES: dict[str, Callable[[Program, str], Step]] = {
 
 def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: str = "") -> Program:
     """Emit the program for an (optimized) graph."""
-    if dtype not in DTYPES:
-        raise InternalError(f"unknown dtype {dtype!r}")
+    dtype = dtypes.canonical(dtype)  # ValueError for a spelling archdsl.dtypes does not know
+    if dtype not in dtypes.COMPUTE:
+        raise ValueError(f"the kernels compute in {', '.join(dtypes.COMPUTE)}, not {dtype}")
     p = Program(graph, dtype)
     p.schedule = make_schedule(graph)
     p.plan = make_plan(p.schedule)
@@ -410,7 +412,7 @@ def _module(p: Program, origin: str, settings: str) -> str:
     body = []
     for name, text in templates():
         body += [f"# {'=' * 30} kernels/{name} {'=' * 30}", "", text]
-    body += [f"# {'=' * 30} this network {'=' * 30}", "", f"DTYPE = {DTYPES[p.dtype]}", ""]
+    body += [f"# {'=' * 30} this network {'=' * 30}", "", f"DTYPE = torch.{p.dtype}", ""]
     body += _buffers_table(p)
     body += _prepare(p)
     body += _network_class(p)

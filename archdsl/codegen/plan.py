@@ -39,12 +39,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .. import dtypes
 from ..ir.graph import Graph
 from ..ops.registry import ANY_PORT, OPS, family
 from .schedule import Schedule, make_schedule
 
 ALIGN = 64  # values: every base buffer starts at a multiple of this (times the batch size)
-ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+ELEMENT_BYTES = dtypes.BYTES
 
 # Which ops write through a strided view (may write straight into a concat's channel slice:
 # `OpSpec.strided_out`) and which may overwrite an input (`OpSpec.inplace_ports`) are facts of

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .. import dtypes
 from ..backends.torch_backend import ArchModule
 from ..codegen import Program, generate
 from ..elaborate import load, loads
@@ -131,12 +132,15 @@ class CompiledModel(ArchModule):
         return f"{super().extra_repr()}, device={self.run_device}, launches={self.compiled.program.launches}"
 
 
-def compile(path_or_source: str | Path, *, dtype: str = "float32", device: str | torch.device | None = None,
-            network: str | None = None, input_shape: tuple[int, int, int] | None = None,
-            disable: tuple[str, ...] = (), tune: bool = False, cuda_graph: bool | None = None,
-            **params: Any) -> CompiledModel:
-    """Compile a `.arch` file (or source text) to a `CompiledModel` running generated Triton kernels.
+def compile(path: str | Path | Graph | None = None, *, source: str | None = None, dtype: str = "float32",
+            device: str | torch.device | None = None, network: str | None = None,
+            input_shape: tuple[int, int, int] | None = None, disable: tuple[str, ...] = (), tune: bool = False,
+            cuda_graph: bool | None = None, **params: Any) -> CompiledModel:
+    """Compile a network to a `CompiledModel` running generated Triton kernels.
 
+    The network is a `.arch` file (`path`: always a path, whatever characters it holds), the text
+    of a program (`source=`), or an elaborated `Graph` (`path`), as `archdsl.load`, `loads` and
+    `summary` take them.  `dtype`: any spelling of `archdsl.dtypes` ("float16", "fp16", ...).
     `device`: "cuda" (default when available) or "cpu" (Triton's interpreter: slow, for tests).
     `params` override network parameters; weights start as PyTorch initializes the reference
     model; load others with `archdsl.load_weights(model, source)`.
@@ -144,11 +148,10 @@ def compile(path_or_source: str | Path, *, dtype: str = "float32", device: str |
     their shapes; `tune=True` also tunes (once, then cached on disk) every shape not yet there.
     `cuda_graph` (default: on for CUDA) replays the forward as a CUDA graph per input shape.
     """
-    text = str(path_or_source)
-    is_source = "\n" in text or "{" in text
-    graph = loads(text, network, params, input_shape) if is_source else load(text, network, params, input_shape)
+    graph, origin = _network(path, source, network, params, input_shape)
+    dtype = dtypes.canonical(dtype)
     run_device = _resolve_device(device)
-    compiled = build(graph, dtype, origin="" if is_source else Path(text).name, disable=disable)
+    compiled = build(graph, dtype, origin=origin, disable=disable)
     on_gpu = run_device.type == "cuda"
     if tune and not on_gpu:
         raise ValueError("tune=True needs a CUDA device: block sizes are timed on the GPU they are for")
@@ -156,6 +159,25 @@ def compile(path_or_source: str | Path, *, dtype: str = "float32", device: str |
         raise ValueError("cuda_graph=True needs a CUDA device")
     tuning = cached_tuning(compiled.program.schedule, dtype, run_device, tune) if on_gpu else None
     return CompiledModel(compiled, run_device, tuning=tuning, cuda_graph=on_gpu if cuda_graph is None else cuda_graph)
+
+
+def _network(path, source, network, params, input_shape) -> tuple[Graph, str]:
+    """The graph `compile` was asked for, and the file it came from ("" for text or a graph)."""
+    if (path is None) == (source is None):
+        raise TypeError("compile() takes a path (or a Graph) or source=..., exactly one of them")
+    if source is not None:
+        if not isinstance(source, str):
+            raise TypeError(f"compile(source=...) takes the program's text, got {type(source).__name__}")
+        return loads(source, network, params, input_shape), ""
+    if isinstance(path, Graph):
+        if network is not None or params or input_shape is not None:
+            raise TypeError("compile(graph): network, params and input_shape apply to a path or source only")
+        return path, ""
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"compile() takes a path, a Graph or source=..., got {type(path).__name__}")
+    if isinstance(path, str) and "\n" in path:
+        raise TypeError("compile(path) got text with a line break: pass program text as compile(source=...)")
+    return load(path, network, params, input_shape), str(path)
 
 
 def cached_tuning(schedule, dtype: str, device: torch.device, tune_missing: bool):

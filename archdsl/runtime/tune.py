@@ -54,6 +54,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .. import dtypes
 from ..ops.registry import act_codes
 from .cache import tune_file
 
@@ -121,8 +122,8 @@ class TuneKey:
 
 
 def dtype_name(dtype: Any) -> str:
-    """"bfloat16" for torch.bfloat16 or "bfloat16"."""
-    return str(dtype).removeprefix("torch.")
+    """"bfloat16" for torch.bfloat16, "bfloat16" or any spelling of `archdsl.dtypes` ("bf16")."""
+    return dtypes.canonical(str(dtype).removeprefix("torch."))
 
 
 # ---- the cache ----------------------------------------------------------------------------------
