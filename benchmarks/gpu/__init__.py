@@ -1,0 +1,1 @@
+"""The one-run GPU check (check.sh -> check.py); see benchmarks/README.md."""
