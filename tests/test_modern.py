@@ -72,6 +72,7 @@ VARIANTS = [
     Variant("inception_v3", "inception_v3.arch", tv_kwargs={"init_weights": True}),
 ]
 VARIANT_IDS = [v.id for v in VARIANTS]
+MODERN_FILES = sorted({v.file for v in VARIANTS})  # tests/test_zoo.py leaves these files to this one
 
 # The float64 comparisons: (variant, input side).  The smallest member of each family, at a size
 # where every stage still sees at least a 2x2 map.
@@ -206,6 +207,45 @@ def test_macs_are_torchvisions_documented_ops(tvm, v):
         side = w.transforms().crop_size[0]
         g = archdsl.load(EXAMPLES / v.file, v.network, params, (3, side, side))
         assert round(archdsl.analyze(g).macs / 1e9, 3) == w.meta["_ops"], f"{w} at {side}x{side}"
+
+
+@pytest.mark.parametrize("file", MODERN_FILES)
+def test_header_states_every_count_and_a_smaller_variant_that_runs(file):
+    from smaller import smaller
+
+    head = []
+    for line in (EXAMPLES / file).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        head.append(line)
+    text = " ".join(line.lstrip("#").strip() for line in head)
+    for word in ("Paper:", "Variant:", "Input:", "Params:", "Smaller:"):
+        assert word in text, word
+    full = archdsl.analyze(archdsl.load(EXAMPLES / file))
+    c, h, w = full.input
+    assert re.search(rf"Input:\s+{c} x {h} x {w}\b", text)
+    for v in VARIANTS:
+        if v.file == file:
+            assert f"{archdsl.analyze(load_ours(v)).params:,}" in text, v.model  # every variant's count is stated
+    spec = smaller(EXAMPLES / file)
+    g = archdsl.load(EXAMPLES / file, spec["network"], spec["params"], spec["input_shape"])
+    s = archdsl.analyze(g)
+    assert s.params < full.params and s.macs < full.macs
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = archdsl.to_torch(g).eval()(torch.randn(2, *s.input))
+    out = out if isinstance(out, tuple) else (out,)
+    assert [tuple(o.shape) for o in out] == [(2, *g.shape(n)) for n in g.outputs]
+    assert all(torch.isfinite(o).all() for o in out)
+
+
+def test_the_compiler_waits_only_for_the_modern_files():
+    """tests/pending.py leaves out of the compiling tests exactly the files with ops not yet lowered."""
+    from pending import pending_ops
+
+    waiting = {p.name for p in EXAMPLES.glob("*.arch") if pending_ops(p)}
+    assert waiting <= set(MODERN_FILES)
+    assert "convnext.arch" in waiting  # layer_norm, linear, permute, layer_scale, gelu
 
 
 # ---- 2. names, shapes and outputs in float64 ---------------------------------------------------------

@@ -39,6 +39,15 @@ def implied_state_dict(g) -> dict[str, tuple[int, ...]]:
                 keys[f"{n}.weight"] = keys[f"{n}.bias"] = (c,)
             keys[f"{n}.running_mean"] = keys[f"{n}.running_var"] = (c,)
             keys[f"{n}.num_batches_tracked"] = ()
+        elif d["op"] == "linear":  # nn.Linear on the last axis
+            keys[f"{n}.weight"] = (a["out"], ins[0][-1])
+            if a["bias"]:
+                keys[f"{n}.bias"] = (a["out"],)
+        elif d["op"] == "layer_norm" and a["affine"]:
+            size = ins[0][0] if a["axis"] == 0 else ins[0][-1]
+            keys[f"{n}.weight"] = keys[f"{n}.bias"] = (size,)
+        elif d["op"] == "layer_scale":  # a bare parameter: the key is the node's name
+            keys[n] = (ins[0][0], 1, 1) if len(ins[0]) == 3 else (ins[0][0],)
     return keys
 
 
