@@ -101,6 +101,8 @@ class Plan:
     offset: dict[str, int] = field(default_factory=dict)  # base -> values per sample
     size: dict[str, int] = field(default_factory=dict)  # base -> values per sample (rounded to ALIGN)
     arena: int = 0  # values per sample
+    last_read: dict[str, int] = field(default_factory=dict, repr=False)  # node -> last read (views' readers too)
+    _members: dict[str, list[str]] | None = field(default=None, repr=False)  # base -> nodes, once planned
 
     @property
     def end(self) -> int:
@@ -111,22 +113,16 @@ class Plan:
         return [n for n in self.order if self.kind[n] == "buffer"]
 
     def members(self, base: str) -> list[str]:
-        return [n for n in self.order if self.base[n] == base]
+        """The nodes living in `base` (itself, concat slices, in-place results, views), in order."""
+        if self._members is None:
+            self._members = {}
+            for n in self.order:
+                self._members.setdefault(self.base[n], []).append(n)
+        return self._members.get(base, [])
 
     def node_lifetime(self, n: str) -> tuple[int, int]:
         """(written, last read) of one node's value: its flatten views' readers count."""
-        g = self.graph
-        last = self.time[n]
-        stack = [n]
-        while stack:
-            m = stack.pop()
-            if m in g.outputs:
-                last = self.end
-            for u in g.successors(m):
-                last = max(last, self.time[u])
-                if self.kind[u] == "view":
-                    stack.append(u)
-        return self.time[n], last
+        return self.time[n], self.last_read[n]
 
     def peak_live(self) -> int:
         """The most values per sample alive at once (exact sizes): no packing of these base buffers
@@ -168,12 +164,26 @@ def make_plan(g: Graph | Schedule, inplace: bool = True) -> Plan:
     for n in order:  # views of views: follow to the first real tensor
         if p.kind[n] == "view":
             p.base[n] = p.base[g.args(n)[0]]
+    p.last_read = _last_reads(p)
     _place_concats(p)
     if inplace:
         _place_inplace(p)
+    p._members = None  # bases are final: index them on first use
     _lifetimes(p)
     _allocate(p)
     return p
+
+
+def _last_reads(p: Plan) -> dict[str, int]:
+    """Every node's last read: by its readers, through flatten views (whose readers read it), at
+    the end for an output.  One pass, readers first: the launch order is topological."""
+    g, outputs, last = p.graph, set(p.graph.outputs), {}
+    for n in reversed(p.order):
+        t = p.end if n in outputs else p.time[n]
+        for u in g.successors(n):
+            t = max(t, last[u] if p.kind[u] == "view" else p.time[u])
+        last[n] = t
+    return last
 
 
 def _sliceable(p: Plan, a: str) -> bool:
@@ -198,12 +208,17 @@ def _place_concats(p: Plan) -> None:
         p.copies[c] = copies
 
 
-def _group_last_read(p: Plan, base: str) -> int:
-    return max(p.node_lifetime(m)[1] for m in p.members(base) if p.kind[m] != "view")
-
-
 def _place_inplace(p: Plan) -> None:
+    """Linear in the graph: each base's last read and its views are kept up to date as in-place
+    steps join it, instead of being recomputed from every member for every candidate."""
     g = p.graph
+    group_last: dict[str, int] = {}  # base -> the last read of any tensor living in it
+    views: dict[str, list[str]] = {}  # base -> the flatten views of its tensors
+    for n in p.order:
+        if p.kind[n] == "view":
+            views.setdefault(p.base[n], []).append(n)
+        else:
+            group_last[p.base[n]] = max(group_last.get(p.base[n], -2), p.last_read[n])
     for n in p.order:
         spec = OPS[g.op(n)]
         if not spec.inplace_ports or p.kind[n] != "buffer":
@@ -222,21 +237,23 @@ def _place_inplace(p: Plan) -> None:
             others = [y for q, y in enumerate(args) if q != port and p.base[y] == root]
             if others and (spec.fusion != "elementwise" or any(y != x for y in others)):
                 continue  # another operand shares the buffer (x twice is fine elementwise)
-            if _group_last_read(p, root) > p.time[n]:
+            if group_last[root] > p.time[n]:
                 continue
             p.kind[n], p.base[n], p.over[n] = "inplace", root, x
-            for v in p.order:  # flatten views of n follow it
-                if p.kind[v] == "view" and p.base[v] == n:
-                    p.base[v] = root
+            group_last[root] = max(group_last[root], group_last.pop(n))
+            for v in views.pop(n, ()):  # flatten views of n follow it
+                p.base[v] = root
+                views.setdefault(root, []).append(v)
             break
 
 
 def _lifetimes(p: Plan) -> None:
-    for b in p.bases:
-        members = [m for m in p.members(b) if p.kind[m] != "view"]
-        first = min(p.time[m] for m in members)
-        last = max(p.node_lifetime(m)[1] for m in members)
-        p.lifetime[b] = (first, last)
+    for n in p.order:
+        if p.kind[n] in ("view", "onchip"):
+            continue
+        b = p.base[n]
+        first, last = p.lifetime.get(b, (p.time[n], p.last_read[n]))
+        p.lifetime[b] = (min(first, p.time[n]), max(last, p.last_read[n]))
 
 
 def _allocate(p: Plan) -> None:

@@ -10,6 +10,7 @@ whole (``g.graph["launch_groups"]``), never in node attributes; the launch sched
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
@@ -28,13 +29,13 @@ class LaunchGroups:
 
     def launched_by(self, n: str) -> str | None:
         """The node whose launch computes `n`, when that is not `n` itself."""
-        for first, rest in self.siblings.items():
-            if n in rest:
-                return first
-        for second, first in self.chains.items():
-            if first == n:
-                return second
-        return None
+        return self._launcher.get(n)
+
+    @functools.cached_property
+    def _launcher(self) -> dict[str, str]:  # computed once per (immutable) set of groups
+        by = {m: first for first, rest in self.siblings.items() for m in rest}
+        by.update({first: second for second, first in self.chains.items()})
+        return by
 
     def grouped(self, n: str) -> bool:
         """Whether `n` takes part in any launch group already."""
