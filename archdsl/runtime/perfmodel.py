@@ -1,0 +1,360 @@
+"""A per-launch performance model: what a kernel launch should cost on a GPU, from ceilings.
+
+Why: a GPU is lent rarely and briefly, so tuning cannot try every configuration of every
+launch there (ResNet-50's conv space is ~450 compiled variants, ~26 minutes of compiling).  The
+model ranks the candidates of a launch on paper, so that only a handful per launch are
+compiled and timed, and it says what each launch *should* take, so that a measured time far
+from its prediction points at the launch worth a look.
+
+The model (a roofline with wave quantization; every constant is a lead until calibrated
+against measurements, see `Ceilings`):
+
+    tiles      = ceil(M / BM) * ceil(N / BN) * groups          output tiles, one program each
+    per_sm     = ceil(tiles / SMs)                               tiles on the busiest SM
+    compute    = per_sm * flops_per_tile / (rate / SMs) / eff    the SM's share of the peak
+    memory     = dram_bytes / bandwidth
+    time       = launch + max(compute, memory)
+
+`flops_per_tile` counts the padded tile (2 * BM * BN * ceil(K / BK) * BK), so ragged edges
+cost what the hardware spends on them.  `eff` is the fraction of the peak a program reaches
+with the warps resident on its SM: latency hiding needs about two warp groups (8 warps)
+in flight; fewer scale it down.  `dram_bytes` is each operand once (programs run in grouped
+order, so those that share an activation panel run together), except weights larger than half
+of L2, read once per wave.
+
+Occupancy (programs resident per SM) comes from the compiled kernel's registers and shared
+memory (`Occupancy.from_compiled`) or, before compiling, from an estimate of both
+(`Occupancy.estimate`).  Hopper (sm_90) limits: 64 warps, 32 programs, 64 Ki registers and
+228 KiB of shared memory per SM (1 KiB of it reserved per program); registers are allocated
+per warp in units of 256.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Mapping, Sequence
+
+# ---- the device ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """What a GPU can do at most; measured in the same run where possible (`measured` says).
+
+    matmul_tflops: dense fp16/bf16 tensor-core rate; fp32_tflops: IEEE fp32 FMA rate (our fp32
+    kernels do not use TF32 unless asked); vector_tflops: the CUDA-core rate for non-MMA
+    kernels (depthwise); bandwidth_gbs: device-memory copy bandwidth (read + write counted);
+    launch_us: one launch's fixed cost inside a CUDA graph.
+    """
+
+    name: str
+    sms: int
+    matmul_tflops: float
+    fp32_tflops: float
+    bandwidth_gbs: float
+    l2_bytes: int
+    launch_us: float = 2.5
+    efficiency: float = 0.8  # the fraction of peak a well-fed MMA program reaches
+    measured: bool = False
+
+    @classmethod
+    def h200_datasheet(cls) -> "Ceilings":
+        """The vendor's H200 SXM figures (dense bf16 ~990 TFLOP/s, fp32 ~67, 4.8 TB/s, 50 MB
+        L2, 132 SMs): leads, not measurements; replace them with the first-contact check's."""
+        return cls("NVIDIA H200 (datasheet)", 132, 989.0, 67.0, 4800.0, 50 * 2 ** 20)
+
+    def with_measured(self, *, matmul_tflops: float | None = None, bandwidth_gbs: float | None = None,
+                      name: str | None = None) -> "Ceilings":
+        """These ceilings with the rates measured on the device (others kept)."""
+        return replace(self, name=name or self.name, measured=True,
+                       matmul_tflops=matmul_tflops or self.matmul_tflops,
+                       bandwidth_gbs=bandwidth_gbs or self.bandwidth_gbs)
+
+
+# Hopper's per-SM limits (CUDA occupancy rules for compute capability 9.0)
+SM_WARPS, SM_PROGRAMS, SM_REGISTERS = 64, 32, 65536
+SM_SHARED, SHARED_RESERVED = 228 * 1024, 1024
+REG_UNIT = 256  # registers are allocated per warp in units of 256
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """Programs (CTAs) of one kernel resident on an SM at once, and what limits them."""
+
+    programs: int
+    limit: str  # "warps", "registers", "shared memory" or "programs"
+    warps: int
+
+    @classmethod
+    def from_resources(cls, warps: int, registers: int, shared: int) -> "Occupancy":
+        """From a compiled kernel's `num_warps`, registers per thread and shared bytes."""
+        per_warp = math.ceil(registers * 32 / REG_UNIT) * REG_UNIT
+        limits = {
+            "warps": SM_WARPS // warps,
+            "registers": SM_REGISTERS // (per_warp * warps) if per_warp else SM_PROGRAMS,
+            "shared memory": SM_SHARED // (shared + SHARED_RESERVED),
+            "programs": SM_PROGRAMS,
+        }
+        limit = min(limits, key=limits.get)
+        return cls(limits[limit], limit, warps)
+
+    @classmethod
+    def from_compiled(cls, kernel: Any) -> "Occupancy":
+        """From a `triton.compile` result (its n_regs, metadata.shared and num_warps)."""
+        return cls.from_resources(kernel.metadata.num_warps, kernel.n_regs, kernel.metadata.shared)
+
+    @classmethod
+    def estimate(cls, tile: "Tile", elem_bytes: int) -> "Occupancy":
+        """Before compiling: the pipeline's shared memory and the fp32 accumulator's registers
+        (plus ~64 per thread for addresses and operands), for ranking candidates only."""
+        threads = 32 * tile.warps
+        shared = tile.stages * (tile.bm * tile.bk + tile.bk * tile.bn) * elem_bytes
+        registers = min(255, tile.bm * tile.bn // threads + 64)
+        return cls.from_resources(tile.warps, registers, shared)
+
+
+# ---- the work of one launch ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tile:
+    bm: int
+    bn: int
+    bk: int
+    warps: int = 4
+    stages: int = 3
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], default: "Tile") -> "Tile":
+        """A tuning config (``block_m``, ``block_n``, ``block_k``, ``num_warps``, ``num_stages``)."""
+        return cls(config.get("block_m") or default.bm, config.get("block_n") or default.bn,
+                   config.get("block_k") or default.bk, config.get("num_warps") or default.warps,
+                   config.get("num_stages") or default.stages)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One launch as a (grouped) GEMM: `groups` products of (M x K) by (K x N), plus the bytes
+    that must cross device memory at least once (operands, output, residual)."""
+
+    name: str
+    m: int
+    n: int
+    k: int
+    groups: int = 1
+    a_bytes: int = 0  # the activation operand (input feature map)
+    b_bytes: int = 0  # the weights
+    out_bytes: int = 0  # outputs and residuals
+    mma: bool = True  # a tensor-core (dot) kernel; False: CUDA cores (depthwise)
+    elem_bytes: int = 2
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.m * self.n * self.k * self.groups
+
+    @property
+    def min_bytes(self) -> int:
+        return self.a_bytes + self.b_bytes + self.out_bytes
+
+
+@dataclass(frozen=True)
+class Prediction:
+    name: str
+    us: float
+    compute_us: float
+    memory_us: float
+    tiles: int
+    per_sm: int
+    occupancy: Occupancy
+    dram_bytes: int
+
+    @property
+    def bound(self) -> str:
+        return "compute" if self.compute_us >= self.memory_us else "memory"
+
+    def row(self) -> dict:
+        return {"launch": self.name, "predicted_us": round(self.us, 2), "compute_us": round(self.compute_us, 2),
+                "memory_us": round(self.memory_us, 2), "bound": self.bound, "tiles": self.tiles,
+                "per_sm": self.per_sm, "programs_per_sm": self.occupancy.programs,
+                "occupancy_limit": self.occupancy.limit}
+
+
+def _rate_tflops(problem: Problem, ceilings: Ceilings) -> float:
+    if not problem.mma or problem.elem_bytes == 4:
+        return ceilings.fp32_tflops
+    return ceilings.matmul_tflops
+
+
+def predict(problem: Problem, tile: Tile, ceilings: Ceilings, occupancy: Occupancy | None = None) -> Prediction:
+    """The predicted time of `problem` run with `tile` (see the module docstring)."""
+    occupancy = occupancy or Occupancy.estimate(tile, problem.elem_bytes)
+    tiles = math.ceil(problem.m / tile.bm) * math.ceil(problem.n / tile.bn) * problem.groups
+    per_sm = math.ceil(tiles / ceilings.sms)
+    flops_per_tile = 2 * tile.bm * tile.bn * math.ceil(problem.k / tile.bk) * tile.bk
+    resident_warps = max(1, min(occupancy.programs, per_sm)) * tile.warps
+    eff = ceilings.efficiency * min(1.0, resident_warps / 8)
+    sm_rate = _rate_tflops(problem, ceilings) * 1e12 / ceilings.sms
+    compute_us = per_sm * flops_per_tile / (sm_rate * eff) * 1e6
+
+    # Programs run in grouped order: the programs sharing an activation panel run together, so
+    # it comes from DRAM once; the weights are read by every wave, from L2 while they fit in
+    # half of it, else from DRAM once per wave.
+    waves = math.ceil(per_sm / max(1, occupancy.programs))
+    b_reads = 1 if problem.b_bytes <= ceilings.l2_bytes // 2 else waves
+    dram = problem.a_bytes + problem.b_bytes * b_reads + problem.out_bytes
+    memory_us = dram / (ceilings.bandwidth_gbs * 1e9) * 1e6
+    us = ceilings.launch_us + max(compute_us, memory_us)
+    return Prediction(problem.name, us, compute_us, memory_us, tiles, per_sm, occupancy, dram)
+
+
+def floor_us(problem: Problem, ceilings: Ceilings) -> float:
+    """The roofline floor: max(FLOPs / peak, minimal bytes / bandwidth), no launch cost."""
+    return max(problem.flops / (_rate_tflops(problem, ceilings) * 1e12),
+               problem.min_bytes / (ceilings.bandwidth_gbs * 1e9)) * 1e6
+
+
+def prune(problem: Problem, candidates: Iterable[Mapping[str, Any]], ceilings: Ceilings, *, keep: int = 4,
+          default: Tile = Tile(128, 128, 64, 8, 3)) -> list[dict]:
+    """The `keep` candidates predicted fastest for `problem`, fastest first (ties: the one
+    with less shared memory, then the earlier).  What autotuning compiles and times."""
+    scored = []
+    for i, config in enumerate(candidates):
+        tile = Tile.from_config(config, default)
+        p = predict(problem, tile, ceilings)
+        shared = tile.stages * (tile.bm * tile.bk + tile.bk * tile.bn)
+        scored.append((p.us, shared, i, dict(config)))
+    scored.sort(key=lambda s: s[:3])
+    return [s[3] for s in scored[:keep]]
+
+
+# ---- launches of a generated program as problems --------------------------------------------------
+
+
+def conv_problem(name: str, x_shape: Sequence[int], out_shape: Sequence[int], kernel: Sequence[int], groups: int,
+                 residual: bool, elem_bytes: int, depthwise: bool = False) -> Problem:
+    """A conv2d launch (NHWC shapes, as `archdsl.runtime.tune.ConvLaunch` has them) as a GEMM:
+    M = N*P*Q output pixels, N = output channels per group, K = input channels per group * taps."""
+    n, h, w, c = x_shape
+    _, p, q, k = out_shape
+    taps = kernel[0] * kernel[1]
+    out_elems = n * p * q * k * (2 if residual else 1)
+    read_pixels = min(n * h * w, n * p * q * taps)  # a strided 1x1 conv reads 1 pixel in stride**2
+    return Problem(name, m=n * p * q, n=k // groups, k=c // groups * taps, groups=groups,
+                   a_bytes=read_pixels * c * elem_bytes, b_bytes=k * (c // groups) * taps * elem_bytes,
+                   out_bytes=out_elems * elem_bytes, mma=not depthwise, elem_bytes=elem_bytes)
+
+
+def chain_problem(name: str, x_shape: Sequence[int], mid: int, out_shape: Sequence[int], kernel: Sequence[int],
+                  residual: bool, elem_bytes: int) -> Problem:
+    """A conv2d_chain launch: conv (kernel, C -> mid) then 1x1 (mid -> K) per pixel tile, the
+    mid tile on chip.  Parallel over pixels only: one program per BLOCK_M pixels owns all K
+    output channels, so the problem is (M x K1+...) with N = K as one column tile."""
+    n, h, w, c = x_shape
+    _, p, q, k = out_shape
+    taps = kernel[0] * kernel[1]
+    out_elems = n * p * q * k * (2 if residual else 1)
+    # the two GEMMs' MACs per pixel, expressed over one (M x k) product: k_eff = MACs / (M * k)
+    macs_per_pixel = c * taps * mid + mid * k
+    return Problem(name, m=n * p * q, n=k, k=math.ceil(macs_per_pixel / k),
+                   a_bytes=n * h * w * c * elem_bytes, b_bytes=(c * taps * mid + mid * k) * elem_bytes,
+                   out_bytes=out_elems * elem_bytes, elem_bytes=elem_bytes)
+
+
+def memory_problem(name: str, read_bytes: int, write_bytes: int) -> Problem:
+    """A launch with no matrix product (pooling, elementwise): its bytes are its cost."""
+    return Problem(name, m=0, n=0, k=0, a_bytes=read_bytes, out_bytes=write_bytes, mma=False)
+
+
+def predict_memory(problem: Problem, ceilings: Ceilings) -> Prediction:
+    memory_us = problem.min_bytes / (ceilings.bandwidth_gbs * 1e9) * 1e6
+    return Prediction(problem.name, ceilings.launch_us + memory_us, 0.0, memory_us, 0, 0,
+                      Occupancy(0, "none", 0), problem.min_bytes)
+
+
+# ---- a whole generated program ----------------------------------------------------------------------
+
+
+def _kernel_defaults():
+    """conv2d.py and conv2d_chain.py executed in order into one module (the chain template calls
+    conv2d's helpers, as in a generated program): their default-block functions."""
+    import sys
+    import types
+
+    from ..codegen.emit import kernel_dir
+
+    module = types.ModuleType("archdsl_perfmodel_kernels")
+    sys.modules[module.__name__] = module
+    for name in ("conv2d.py", "conv2d_chain.py"):
+        path = kernel_dir() / name
+        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
+    return module
+
+
+def _torch_dtype(dtype: Any):
+    import torch
+
+    from .tune import dtype_name
+
+    return getattr(torch, dtype_name(dtype))
+
+
+def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
+                     tuning: Mapping[str, Mapping[str, Any]] | None = None) -> list[Prediction]:
+    """The predicted time of every launch of a launch schedule (`archdsl.codegen.schedule`) at
+    `batch`, in execution order.  conv2d launches use `tuning[node]` where given (a tuning
+    table's kwargs), else the launcher's defaults (`conv_default_blocks`); chains their
+    `_chain_defaults`; every other launch is costed by its bytes."""
+    from ..codegen.schedule import Schedule, make_schedule
+    from .tune import conv_launches
+
+    schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
+    graph, tuning = schedule.graph, tuning or {}
+    K = _kernel_defaults()
+    tdtype = _torch_dtype(dtype)
+    elem = tdtype.itemsize
+    convs = {c.node: c for c in conv_launches(schedule, batch)}
+    preds = []
+    for launch in schedule.launches:
+        if launch.kernel == "conv2d":
+            c = convs[launch.node]
+            g = c.groups
+            cg, kg = c.x_shape[3] // g, c.out_shape[3] // g
+            m = c.out_shape[0] * c.out_shape[1] * c.out_shape[2]
+            taps = c.kernel[0] * c.kernel[1]
+            depthwise = c.path == "depthwise"
+            bm, bn, bk, warps, stages = K.conv_default_blocks(c.path, m, c.out_shape[3] if depthwise else kg,
+                                                              taps * cg, tdtype, False, cg=cg)
+            tile = Tile.from_config(tuning.get(c.node, {}), Tile(bm, bn, bk, warps, stages))
+            problem = conv_problem(c.node, c.x_shape, c.out_shape, c.kernel, g, c.residual, elem, depthwise)
+            if depthwise:  # one program per (BLOCK_M pixels, BLOCK_C channels), taps as its K
+                problem = replace(problem, n=c.out_shape[3], groups=1)
+                tile = replace(tile, bk=1)
+            preds.append(predict(problem, tile, ceilings))
+        elif launch.kernel == "conv2d_chain":
+            first, second = launch.on_chip[0], launch.node
+            a = graph.nodes[first]["attrs"]
+            cin, h, w = graph.shape(graph.args(first)[0])
+            mid = graph.shape(first)[0]
+            k, p, q = graph.shape(second)
+            kernel = a["kernel"] if not isinstance(a["kernel"], int) else (a["kernel"], a["kernel"])
+            taps = kernel[0] * kernel[1]
+            walk = "flat" if cin % 16 else "tap"
+            bm, _, bk, warps, stages = K._chain_defaults(tdtype, False, False, walk, cin, taps, mid,
+                                                         batch * p * q, k)
+            problem = chain_problem(second, (batch, h, w, cin), mid, (batch, p, q, k), kernel,
+                                    launch.epilogue.residual, elem)
+            preds.append(predict(problem, Tile(bm, k, bk, warps, stages), ceilings))
+        else:
+            read = sum(batch * math.prod(graph.shape(t)) for t in launch.inputs) * elem
+            write = sum(batch * math.prod(graph.shape(t)) for t in launch.outputs) * elem
+            if launch.kernel == "linear":
+                f = math.prod(graph.shape(launch.inputs[0]))
+                o = math.prod(graph.shape(launch.node))
+                problem = Problem(launch.node, m=batch, n=o, k=f, a_bytes=batch * f * elem, b_bytes=f * o * elem,
+                                  out_bytes=write, elem_bytes=elem)
+                preds.append(predict(problem, Tile(*K.conv_default_blocks("gemm", batch, o, f, tdtype, False)),
+                                     ceilings))
+            elif read or write:
+                preds.append(predict_memory(memory_problem(launch.node, read, write), ceilings))
+    return preds

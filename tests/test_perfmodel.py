@@ -1,0 +1,114 @@
+"""The per-launch performance model (archdsl.runtime.perfmodel): its arithmetic, shown by hand."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+import archdsl
+from archdsl.runtime import perfmodel as pm
+
+H200 = pm.Ceilings.h200_datasheet()
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_occupancy_limits_worked_by_hand():
+    # 8 warps at 255 registers: 255 * 32 = 8160 registers a warp, rounded up to 256s: 8192;
+    # 65536 / (8192 * 8) = 1 program, the registers being the limit.
+    o = pm.Occupancy.from_resources(8, 255, 0)
+    assert (o.programs, o.limit) == (1, "registers")
+    # 4 warps at 32 registers (1024 a warp: 16 programs by registers, 16 by warps) with 16 KiB of
+    # shared memory each: 228 KiB / (16 KiB + 1 KiB reserved) = 13 programs.
+    o = pm.Occupancy.from_resources(4, 32, 16 * 1024)
+    assert (o.programs, o.limit) == (233472 // 17408, "shared memory") == (13, "shared memory")
+    # 2 warps, tiny: 64 / 2 = 32 by warps, and 32 programs an SM at most
+    assert pm.Occupancy.from_resources(2, 16, 0).programs == 32
+
+
+def test_from_compiled_reads_a_kernels_resources():
+    class Meta:
+        num_warps, shared = 8, 100 * 1024
+
+    class Compiled:
+        n_regs, metadata = 128, Meta
+
+    # 128 * 32 = 4096 registers a warp: 65536 / (4096 * 8) = 2 programs; shared: 233472 // 103424 = 2
+    assert pm.Occupancy.from_compiled(Compiled).programs == 2
+
+
+def _gemm(m, n, k, elem=2):
+    return pm.Problem("g", m=m, n=n, k=k, a_bytes=m * k * elem, b_bytes=k * n * elem, out_bytes=m * n * elem,
+                      elem_bytes=elem)
+
+
+def test_wave_quantization():
+    """One tile more than the SMs can take at once costs a whole second wave on the busiest SM."""
+    tile = pm.Tile(128, 128, 64, 8, 3)
+    full = pm.predict(_gemm(128 * H200.sms, 128, 4096), tile, H200)
+    one_more = pm.predict(_gemm(128 * (H200.sms + 1), 128, 4096), tile, H200)
+    assert (full.tiles, full.per_sm, one_more.per_sm) == (132, 1, 2)
+    assert one_more.compute_us == pytest.approx(2 * full.compute_us)
+
+
+def test_a_large_gemm_approaches_the_roofline_floor():
+    p = _gemm(8192, 8192, 8192)
+    pred = pm.predict(p, pm.Tile(128, 256, 64, 8, 3), H200)
+    floor = pm.floor_us(p, H200)
+    assert pred.bound == "compute"
+    # 2 * 8192^3 / 989e12 s = 1111.7 us; the model adds the efficiency, the launch and the last
+    # wave's quantization (2048 tiles over 132 SMs: 16 per SM for 15.5 on average)
+    assert floor == pytest.approx(2 * 8192 ** 3 / 989e12 * 1e6)
+    assert floor < pred.us <= floor / H200.efficiency * 16 / (2048 / 132) + H200.launch_us + 1e-6
+
+
+def test_memory_bound_launch_costs_its_bytes():
+    p = pm.memory_problem("relu", 256 * 2 ** 20, 256 * 2 ** 20)
+    pred = pm.predict_memory(p, H200)
+    assert pred.us == pytest.approx(H200.launch_us + 512 * 2 ** 20 / 4.8e12 * 1e6)
+    assert pred.bound == "memory"
+
+
+def test_prune_keeps_the_predicted_fastest_first():
+    # 64 output rows: a 128-row tile computes twice the rows it keeps; 64-row tiles do not
+    problem = _gemm(64, 4096, 4096)
+    candidates = [{"block_m": bm, "block_n": bn, "block_k": 64, "num_warps": w, "num_stages": 3}
+                  for bm, bn, w in ((128, 128, 8), (64, 128, 4), (64, 64, 4), (128, 64, 4))]
+    kept = pm.prune(problem, candidates, H200, keep=2)
+    times = [pm.predict(problem, pm.Tile.from_config(c, pm.Tile(1, 1, 1)), H200).us for c in candidates]
+    assert len(kept) == 2
+    assert kept[0] == candidates[times.index(min(times))]
+    assert all(c["block_m"] == 64 for c in kept)
+
+
+def test_conv_problem_counts_the_gemm_of_a_convolution():
+    # ResNet-50's layer1 3x3: batch 2, 64 -> 64 channels at 56x56, pad 1
+    p = pm.conv_problem("c", (2, 56, 56, 64), (2, 56, 56, 64), (3, 3), 1, False, 2)
+    assert (p.m, p.n, p.k) == (2 * 56 * 56, 64, 64 * 9)
+    assert p.flops == 2 * 2 * 56 * 56 * 64 * 64 * 9
+    # a stride-2 1x1 projection reads one input pixel in four
+    s2 = pm.conv_problem("d", (2, 56, 56, 256), (2, 28, 28, 512), (1, 1), 1, False, 2)
+    assert s2.a_bytes == 2 * 28 * 28 * 256 * 2
+
+
+def test_predict_schedule_covers_every_launch_and_reads_the_tuning_table():
+    from archdsl.codegen.schedule import make_schedule
+    from archdsl.passes import optimize
+
+    g = archdsl.load(EXAMPLES / "resnet50.arch", params={"width": 16}, input_shape=(3, 64, 64))
+    schedule = make_schedule(optimize(g).graph)
+    preds = pm.predict_schedule(schedule, 8, "bfloat16", H200)
+    names = [p.name for p in preds]
+    assert len(set(names)) == len(names)
+    assert set(names) <= {launch.node for launch in schedule.launches}
+    gemms = [launch.node for launch in schedule.launches if launch.kernel in ("conv2d", "conv2d_chain", "linear")]
+    assert set(gemms) <= set(names)
+    assert all(p.us > H200.launch_us for p in preds)
+
+    first_conv = next(launch.node for launch in schedule.launches if launch.kernel == "conv2d")
+    default = next(p for p in preds if p.name == first_conv)
+    tuned = pm.predict_schedule(schedule, 8, "bfloat16", H200,
+                                tuning={first_conv: {"block_m": 16, "block_n": 16, "num_warps": 4}})
+    small = next(p for p in tuned if p.name == first_conv)
+    assert small.tiles > default.tiles
+    assert math.isclose(sum(p.us for p in tuned if p.name != first_conv),
+                        sum(p.us for p in preds if p.name != first_conv))
