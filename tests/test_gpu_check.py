@@ -8,7 +8,6 @@ and (slow) the whole check at toy sizes under Triton's interpreter.
 
 import json
 import multiprocessing
-import os
 import sys
 from pathlib import Path
 

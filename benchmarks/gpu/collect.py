@@ -97,7 +97,8 @@ def sections(rows: list[dict]) -> list[tuple[str, list[str], list[list]]]:
                       (r.get("error") or r.get("why") or "")[:80]] for r in stages]))
     ceilings = [r for r in rows if r.get("kind") == "ceiling"]
     if ceilings:
-        out.append(("Measured ceilings", ["what", "value", "unit"], [[r["what"], r["value"], r["unit"]] for r in ceilings]))
+        out.append(("Measured ceilings", ["what", "value", "unit"],
+                    [[r["what"], r["value"], r["unit"]] for r in ceilings]))
     checks = [r for r in rows if r.get("kind") == "check" and "err" in r]
     if checks:
         out.append(("Correctness (relative error vs float64)",
@@ -148,7 +149,8 @@ def summary_table(rows: list[dict]) -> str:
     lines = []
     for r in rows:
         if r.get("kind") == "stage":
-            lines.append(f"{r['stage']:<13} {r['status']:<8} {_num(r.get('seconds'))}s {(r.get('error') or r.get('why') or '')[:90]}")
+            note = (r.get("error") or r.get("why") or "")[:90]
+            lines.append(f"{r['stage']:<13} {r['status']:<8} {_num(r.get('seconds'))}s {note}")
     fails = [r for r in rows if passed(r) is False]
     lines.append(f"verdicts: {sum(1 for r in rows if passed(r))} ok, {len(fails)} FAIL")
     for r in fails[:20]:

@@ -21,10 +21,18 @@ def pytest_configure(config):
     knobs.runtime.jit_cache_hook = _hook_recording_into(_found)
 
 
+def _save() -> None:
+    path = os.environ.get("ARCHDSL_RECORD_KERNELS")
+    if path:
+        save_records(list(_found.values()), path)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    _save()  # after every test: a pass cut by a time-out keeps what it recorded
+
+
 def pytest_unconfigure(config):
     from triton import knobs
 
     knobs.runtime.jit_cache_hook = None
-    path = os.environ.get("ARCHDSL_RECORD_KERNELS")
-    if path:
-        save_records(list(_found.values()), path)
+    _save()
