@@ -112,3 +112,23 @@ def test_predict_schedule_covers_every_launch_and_reads_the_tuning_table():
     assert small.tiles > default.tiles
     assert math.isclose(sum(p.us for p in tuned if p.name != first_conv),
                         sum(p.us for p in preds if p.name != first_conv))
+
+
+def test_tuning_space_pruned_to_fit_a_gpu_window():
+    """ResNet-50 at batch 32 in bf16: every distinct conv2d launch tries `keep` candidates on a GPU
+    instead of its path's whole list (which is what compiling ~450 variants came from)."""
+    from archdsl.codegen.schedule import make_schedule
+    from archdsl.passes import optimize
+    from archdsl.runtime.tune import conv_candidates, conv_launches, launch_candidates
+
+    schedule = make_schedule(optimize(archdsl.load(EXAMPLES / "resnet50.arch")).graph)
+    distinct = {c.signature(): c for c in conv_launches(schedule, 32)}
+    full = sum(len(conv_candidates(c.path, "bfloat16", "cuda")) for c in distinct.values())
+    pruned = {sig: launch_candidates(c, "bfloat16", "cuda", keep=3, ceilings=H200) for sig, c in distinct.items()}
+    assert all(1 <= len(p) <= 3 for p in pruned.values())
+    assert all(set(map(str, p)) <= set(map(str, conv_candidates(distinct[s].path, "bfloat16", "cuda")))
+               for s, p in pruned.items())
+    assert sum(map(len, pruned.values())) <= 3 * len(distinct) < full / 5
+    # on the CPU (the interpreter) nothing is pruned: its few small blocks are for correctness
+    any_launch = next(iter(distinct.values()))
+    assert launch_candidates(any_launch, "float32", "cpu") == conv_candidates(any_launch.path, "float32", "cpu")

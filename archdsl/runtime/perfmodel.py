@@ -64,6 +64,15 @@ class Ceilings:
         L2, 132 SMs): leads, not measurements; replace them with the first-contact check's."""
         return cls("NVIDIA H200 (datasheet)", 132, 989.0, 67.0, 4800.0, 50 * 2 ** 20)
 
+    @classmethod
+    def for_device(cls, device: Any = "cuda") -> "Ceilings":
+        """The datasheet rates with this device's SM count and L2 size (what ranking needs most)."""
+        import torch
+
+        props = torch.cuda.get_device_properties(device)
+        return replace(cls.h200_datasheet(), name=f"{props.name} (H200 datasheet rates)",
+                       sms=props.multi_processor_count, l2_bytes=props.L2_cache_size)
+
     def with_measured(self, *, matmul_tflops: float | None = None, bandwidth_gbs: float | None = None,
                       name: str | None = None) -> "Ceilings":
         """These ceilings with the rates measured on the device (others kept)."""

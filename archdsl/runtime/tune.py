@@ -495,7 +495,8 @@ def conv_launches(schedule, batch: int) -> list[ConvLaunch]:
 
 
 def network_tuning(schedule, batch: int, dtype: Any, cache: TuneCache | None = None, info: DeviceInfo | None = None, *,
-                   autotune_missing: bool = False, device: Any = None, timer=None, seed: int = 0) -> dict[str, dict]:
+                   autotune_missing: bool = False, device: Any = None, timer=None, seed: int = 0,
+                   keep: int | None = 4) -> dict[str, dict]:
     """{node: conv2d keyword arguments} for the conv2d launches of a launch schedule (or an
     optimized graph, scheduled first) at `batch`:
     the cached configurations (a node without one is left out: the kernel's defaults).  The
@@ -506,6 +507,8 @@ def network_tuning(schedule, batch: int, dtype: Any, cache: TuneCache | None = N
     With `autotune_missing`, every signature not in the cache is first tuned on random tensors of
     its shapes on `device` (one tuning per distinct signature) and recorded.  This is what a
     runtime calls once per batch size; the generated program takes the result as its tuning table.
+    On a GPU only the `keep` candidates the performance model ranks fastest are tried
+    (`launch_candidates`; None: all of them).
     """
     import torch
 
@@ -521,14 +524,34 @@ def network_tuning(schedule, batch: int, dtype: Any, cache: TuneCache | None = N
         config = cache.get(key)
         if config is None and autotune_missing:
             if sig not in tuned:
-                tuned[sig] = _tune_launch(launch, dt, device, cache, info, timer, seed)
+                tuned[sig] = _tune_launch(launch, dt, device, cache, info, timer, seed, keep)
             config = tuned[sig]
         if config:
             table[launch.node] = {k: v for k, v in config.items() if k != "path"}
     return table
 
 
-def _tune_launch(launch: ConvLaunch, dtype, device, cache, info, timer, seed) -> dict:
+def launch_candidates(launch: ConvLaunch, dtype: Any, device: Any = "cuda", keep: int | None = 4,
+                      ceilings: Any = None) -> list[dict]:
+    """The configurations autotuning tries for one conv2d launch: `conv_candidates` of its path,
+    on a GPU pruned to the `keep` the performance model (`archdsl.runtime.perfmodel`) predicts
+    fastest with `ceilings` (default: the device's SM count and L2 on H200 datasheet rates)."""
+    import torch
+
+    from .perfmodel import Ceilings, conv_problem, prune
+
+    device = torch.device(device)
+    candidates = conv_candidates(launch.path, dtype, device.type)
+    if not keep or device.type != "cuda":
+        return candidates
+    ceilings = ceilings or Ceilings.for_device(device)
+    problem = conv_problem(launch.node, launch.x_shape, launch.out_shape, launch.kernel, launch.groups,
+                           launch.residual, getattr(torch, dtype_name(dtype)).itemsize,
+                           depthwise=launch.path == "depthwise")
+    return prune(problem, candidates, ceilings, keep=keep)
+
+
+def _tune_launch(launch: ConvLaunch, dtype, device, cache, info, timer, seed, keep=4) -> dict:
     import torch
 
     mod = kernel_module("conv2d")
@@ -542,9 +565,9 @@ def _tune_launch(launch: ConvLaunch, dtype, device, cache, info, timer, seed) ->
     bias = torch.randn(cout, generator=g).to(device)
     res = torch.randn(launch.out_shape, generator=g).to(device=device, dtype=dtype) if launch.residual else None
     return tune_conv2d(x, wp, out, bias=bias, residual=res, act=launch.act, timer=timer, cache=cache, info=info,
-                       **launch.geometry()).config
+                       candidates=launch_candidates(launch, dtype, device, keep), **launch.geometry()).config
 
 
 __all__ = ["ConvLaunch", "DeviceInfo", "TuneCache", "TuneCacheWarning", "TuneError", "TuneKey", "TuneResult", "Trial", "autotune",
-           "conv_candidates", "conv_launches", "conv_signature", "default_cache_path", "kernel_module",
+           "conv_candidates", "conv_launches", "conv_signature", "default_cache_path", "kernel_module", "launch_candidates",
            "lookup_conv2d", "network_tuning", "tune_conv2d"]
