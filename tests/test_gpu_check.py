@@ -143,6 +143,19 @@ def test_the_plot_is_drawn_where_matplotlib_is(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_command_line_names_its_stages():
+    from benchmarks.gpu import check
+
+    assert check.parse_args([]).stage_names == check.MAIN_RUN
+    assert check.parse_args(["--only", "pytest-gpu"]).stage_names == ("stack", "pytest_gpu")
+    assert check.parse_args(["--stages", "stack,correctness"]).stage_names == ("stack", "correctness")
+    with pytest.raises(SystemExit) as exc:
+        check.parse_args(["--stages", "stack,bogus"])
+    assert exc.value.code == 2
+    # every stage of the main run has a budget on the GPU (none may start with no time left)
+    assert all(profiles.FULL.budgets[name] > 0 for name in check.MAIN_RUN)
+
+
 # ---- the programs and the warm stage -----------------------------------------------------------
 
 
