@@ -269,10 +269,10 @@ def randomize_inputs(launch: Launch, seed: int) -> None:
     unwritten outputs and can run faster than real data); the weights stay the network's."""
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
     for t in (launch.args[0], launch.kwargs.get("residual")):
-        if t is not None:
-            t.copy_(torch.randn(t.shape, generator=gen))
+        if t is not None:  # drawn on the device: a batch-256 activation is 10^8 numbers
+            gen = torch.Generator(device=t.device).manual_seed(seed)
+            t.copy_(torch.randn(t.shape, generator=gen, device=t.device, dtype=t.dtype))
 
 
 def outputs_nchw(launch: Launch) -> tuple:
