@@ -61,7 +61,8 @@ def _lexer() -> Lark:
 
 def reference_tokens(text: str) -> list[tuple[int, str, str]]:
     """(offset, class, text) of the grammar's tokens, classified."""
-    toks = [t for t in _lexer().lex(text, dont_ignore=True) if t.type not in ("_NL", "CONTINUATION") and t.value.strip()]
+    toks = [t for t in _lexer().lex(text, dont_ignore=True)
+            if t.type not in ("_NL", "CONTINUATION") and t.value.strip()]
     out = []
     for i, t in enumerate(toks):
         prev = toks[i - 1].value if i else ""

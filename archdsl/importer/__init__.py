@@ -58,7 +58,7 @@ def from_torch(module, input_shape: tuple[int, int, int] = (3, 224, 224), name: 
         r = Renderer(lit=lambda lit, d=d: d.exprs.get(id(lit), value(lit.value)))
         params = ", ".join(p if default is None else f"{p} = {value(default)}" for p, default, _ in d.params)
         lines.append(f"# {d.cls.__module__}.{d.cls.__qualname__}")
-        lines.append(f"block {d.name}({params}) {{")
+        lines.append(f"block {d.name}({params}) {'sequence ' if d.sequence else ''}{{")
         for chain in d.body:
             lines += r.statement(chain, 1)
         lines += ["}", ""]
@@ -88,7 +88,7 @@ def _verify(text: str, traced, module, loads) -> None:
                                 hint="archdsl numbers the elements of a labelled sequence by position; a loop over "
                                      "an nn.ModuleList with other ops between its modules is not expressible yet")
     used = {".".join(n.path) for n in traced.nodes if n.stateful}
-    unused = sorted({k.rsplit(".", 1)[0] for k in module.state_dict()} - used)
+    unused = sorted({k.rsplit(".", 1)[0] for k in module.state_dict() if k not in used} - used)
     if unused:
         raise ArchError(f"{len(unused)} module(s) with weights are not used by forward: {', '.join(unused[:5])}",
                         NO_LOC, hint="an archdsl network holds only the layers that compute its outputs (GoogLeNet's "
@@ -111,6 +111,8 @@ def load_callable(spec: str):
         sys.path.insert(0, str(path.resolve().parent))
         try:
             loader_spec.loader.exec_module(mod)
+        except Exception as exc:  # noqa: BLE001 - the user's file does not run
+            raise ArchError(f"running {target} failed: {type(exc).__name__}: {exc}", NO_LOC) from None
         finally:
             sys.path.pop(0)
     else:
@@ -123,7 +125,11 @@ def load_callable(spec: str):
     fn = getattr(mod, attr, None)
     if fn is None or not callable(fn):
         raise ArchError(f"{target} has no callable `{attr}`", NO_LOC)
-    return fn()
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - e.g. a constructor that needs arguments
+        raise ArchError(f"{spec}() failed: {type(exc).__name__}: {exc}", NO_LOC,
+                        hint="SPEC names something callable with no arguments: wrap the call in a function") from None
 
 
 def _prepare_torchvision() -> None:

@@ -25,6 +25,7 @@ class BlockDef:
     cls: type
     params: list  # (name, default or None)
     body: list
+    sequence: bool = False
     exprs: dict = field(default_factory=dict)  # id(Lit) -> expression text
     conds: dict = field(default_factory=dict)
 
@@ -128,7 +129,7 @@ def rename_tensors(body: list) -> None:
 
 # ---- runs ------------------------------------------------------------------------------------------
 
-_NUMBERED = re.compile(r"(.*?[A-Za-z_])(\d+)\Z")
+_NUMBERED = re.compile(r"(.*?[A-Za-z_-])(\d+)\Z")
 
 
 def _call_text(c: Call) -> str:
@@ -240,9 +241,10 @@ def extract(block_scopes: list[Scope], taken: set[str]) -> list[BlockDef]:
         for s in by_height[h]:
             s.body = compress_tree(s.body, sequence=False)
             rename_tensors(s.body)
+            s.wrapped = _unwrap(s)
             res: list = []
             main = _key(s.body, {}, None, res)
-            groups.setdefault((s.cls, main), []).append((s, [_key(r.shortcut, {}, None, None)
+            groups.setdefault((s.cls, main, s.sequence), []).append((s, [_key(r.shortcut, {}, None, None)
                                                              if r.shortcut is not None else None for r in res]))
         groups = _split_shortcuts(groups)
         for key, scopes in sorted(groups.items(), key=lambda kv: kv[1][0].order):
@@ -281,7 +283,7 @@ def _define(cls: type, scopes: list[Scope], taken: set[str]) -> BlockDef:
     contexts(rep.body, ctx)
     holes = [[lits[j].value for lits in lits_per] for j in range(len(lits_per[0]))]
     in_c = [s.in_c for s in scopes]
-    block = BlockDef(name, cls, [], rep.body)
+    block = BlockDef(name, cls, [], rep.body, rep.sequence)
     exprs: dict[int, str] = {}
     found: list[tuple[str, list]] = []  # (expression, vector) usable by later holes
     for j, vec in enumerate(holes):
@@ -333,6 +335,7 @@ def _define(cls: type, scopes: list[Scope], taken: set[str]) -> BlockDef:
             exprs[id(lit)] = expr
         if not all(present):
             res.cond = _condition(present, [rp[r].meta for rp in resid_per], block, found, res)
+    _rewrap(block, scopes, found)
     block.exprs = exprs
     # order: parameters without a default first (they are passed by position)
     block.params.sort(key=lambda p: p[1] is not None)
@@ -342,11 +345,41 @@ def _define(cls: type, scopes: list[Scope], taken: set[str]) -> BlockDef:
             v = vec[i]
             if default is None:
                 args.append(Lit(v))
-            elif v is not None and repr(v) != repr(default):
-                kwargs[pname] = Lit(v)
+            else:  # every keyword, so that calls compare argument by argument; defaults are not written
+                kwargs[pname] = Lit(default if v is None else v, default)
         s.elem.name, s.elem.args, s.elem.kwargs = name, args, kwargs
         s.elem.param_names = [p[0] for p in block.params if p[1] is None]
     return block
+
+
+def _unwrap(scope: Scope) -> bool:
+    """A body that is one `residual { … }` without a shortcut compares as its inside, so that
+    MobileNet's inverted residuals with and without the add share a block (`residual if`)."""
+    body = scope.body
+    if len(body) == 1 and len(body[0]) == 1 and isinstance(body[0][0], Residual):
+        r = body[0][0]
+        if r.shortcut is None and not r.as_ and r.meta.get("at_input"):
+            scope.body = r.body
+            return True
+    return False
+
+
+def _rewrap(block: BlockDef, scopes: list[Scope], found: list) -> None:
+    wrapped = [s.wrapped for s in scopes]
+    if not any(wrapped):
+        return
+    when = None
+    if not all(wrapped):
+        out_c, in_c = [s.out_c for s in scopes], [s.in_c for s in scopes]
+        oc = next((e for e, v in found if v == out_c), None) or _relate(out_c, found, in_c)
+        strides = [(p[0], p[2]) for p in block.params if p[0].startswith("stride")]
+        if oc is not None and oc != "in.c" and all(
+                w == (all(v[i] == 1 for _, v in strides) and in_c[i] == out_c[i]) for i, w in enumerate(wrapped)):
+            when = " and ".join([f"{s} == 1" for s, _ in strides] + [f"in.c == {oc}"])
+        else:
+            when = _param_name(("", "use_residual", True), block.params)
+            block.params.append((when, False, wrapped))
+    block.body = [[Residual(block.body, None, when=when)]]
 
 
 def _param_name(ctx: tuple, params: list) -> str:
@@ -368,7 +401,10 @@ def _relate(vec: list, found: list, in_c: list) -> str | None:
             return expr
     if not ints:
         return None
-    for expr, other in found + [("in.c", in_c)]:
+    if pairs(in_c) and all(v == o for v, o in pairs(in_c)):
+        return "in.c"
+    bases = [(e, v) for e, v in found if " " not in e]  # a parameter or in.c, not an expression of one
+    for expr, other in bases + [("in.c", in_c)]:
         ps = pairs(other)
         if not ps or not all(isinstance(o, int) and not isinstance(o, bool) and o > 0 for _, o in ps):
             continue
@@ -396,7 +432,8 @@ def _condition(present: list, metas: list, block: BlockDef, found: list, res: Re
     """`stride != 1 or in.c != 4 * c` when the shape change decides it, else a boolean parameter."""
     if all(m.get("at_input") for m in metas):
         out_c = [m["out_c"] for m in metas]
-        oc = next((expr for expr, vec in found if vec == out_c), None) or _relate(out_c, found, [m["in_c"] for m in metas])
+        in_c = [m["in_c"] for m in metas]
+        oc = next((expr for expr, vec in found if vec == out_c), None) or _relate(out_c, found, in_c)
         strides = [(p[0], p[2]) for p in block.params if p[0].startswith("stride")]
         if oc is not None and oc != "in.c":
             ok = all(want == (any(v[i] != 1 for _, v in strides) or metas[i]["in_c"] != out_c[i])

@@ -7,7 +7,7 @@ import networkx as nx
 from ..errors import ArchError
 from ..ops import OPS
 from ..ops.registry import REQUIRED
-from .structure import (CannotStructure, Call, Dense, Group, Item, Join, Lit, Ref, Residual, Scope, is_sequence,
+from .structure import (CannotStructure, Call, Dense, Group, Item, Join, Lit, Output, Ref, Residual, Scope, is_sequence,
                         scope_items)
 from .trace import OpNode, Traced
 
@@ -49,7 +49,13 @@ class Emitter:
         """The element standing for a child scope: a block call or a labelled group."""
         body = self.body(scope)
         scope.body = body
-        if scope.cls is None or is_sequence(scope):
+        if scope.name.isdigit() and scope.cls is not None and is_sequence(scope):
+            # at a numbered position a group would be transparent: a `sequence` block opens the
+            # scope `N` and numbers its own elements as nn.Sequential does
+            scope.elem = Call("?", [], {}, label=None, block=True)
+            scope.sequence = True
+            self.block_scopes.append(scope)
+        elif scope.cls is None or is_sequence(scope):
             scope.elem = Group(scope.name if not scope.name.isdigit() else None, body)
         else:
             scope.elem = Call("?", [], {}, label=scope.name if not scope.name.isdigit() else None, block=True)
@@ -62,6 +68,7 @@ class Emitter:
             if it.child is not None:
                 self.scope_elem(it.child)
                 it.child.in_c = self.shape[it.child.inputs[0]][0] if it.child.inputs else 0
+                it.child.out_c = self.shape[it.child.outputs[0]][0]
                 if len(it.child.inputs) != 1:
                     raise ArchError(f"`{'.'.join(it.child.path)}` takes {len(it.child.inputs)} tensors from outside it "
                                     "(archdsl's blocks and groups take one input)",
@@ -135,7 +142,6 @@ class Structurer:
         if any(self.visits.get(it.out, 0) != 1 for it in self.items):
             raise CannotStructure("a tensor used on two paths")
         if len(self.outs) > 1:
-            from .structure import Output
             body.append([Output(extra_names)])
         return [chain for chain in body if chain]
 
@@ -168,13 +174,25 @@ class Structurer:
 
     def join(self, node: OpNode, branches: list, d: str):
         kind = node.op
-        if kind == "add" and len(branches) == 2 and branches[0]:
+        if kind == "add" and len(branches) == 2 and (branches[0] or branches[1]):
+            # x + f(x) and f(x) + x are the same numbers (IEEE addition commutes): the path is the
+            # branch that is not the identity, or not the projection (`downsample`, `proj`, ...)
+            path, short = branches if branches[0] else branches[::-1]
+            if short and _is_projection(path) and not _is_projection(short):
+                path, short = short, path
             src = self.src if d == "IN" else d
             meta = {"in_c": self.e.shape[src][0], "out_c": node.shape[0], "at_input": d == "IN"}
-            return Residual([branches[0]], [branches[1]] if branches[1] else None, meta=meta)
+            return Residual([path], [short] if short else None, meta=meta)
         if kind == "concat" and len(branches) == 2 and not branches[0] and branches[1]:
             return Dense([branches[1]])
         return Join(kind, [b if b else [self.identity_ref(d)] for b in branches])
+
+
+PROJECTIONS = ("downsample", "proj", "shortcut", "skip")
+
+
+def _is_projection(chain: list) -> bool:
+    return any(isinstance(e, (Call, Group)) and e.label and e.label.startswith(PROJECTIONS) for e in chain)
 
 
 class Flat:
@@ -204,11 +222,8 @@ class Flat:
             body.append(chain)
             prev = it.out
         if len(self.outs) > 1 or (self.outs and self.outs[0] != prev):
-            from .structure import Output
-
             if self.scope.path == ():
                 body.append([Output([tensor_name(elems[o], self.e) for o in self.outs])])
             else:
-                body.append([ref(self.outs[0])])
-                raise CannotStructure("a block whose result is not its last statement")
+                body.append([ref(self.outs[0])])  # the block's result: `@t3` as its last statement
         return body

@@ -59,7 +59,7 @@ class Renderer:
         elif isinstance(e, Join):
             text = self.join(e, depth)
         elif isinstance(e, Residual):
-            text = "residual " + self.braces(e.body, depth)
+            text = "residual " + (f"if {e.when} " if e.when else "") + self.braces(e.body, depth)
             if e.shortcut is not None:
                 text += " shortcut " + (f"if {e.cond} " if e.cond else "") + self.braces(e.shortcut, depth)
         elif isinstance(e, Dense):
@@ -112,7 +112,8 @@ class Renderer:
             text = self.elem(e, depth)
             current = pieces[-1]
             after_ref = len(current) == 1 and isinstance(chain[0], Ref) and len(pieces) == 1
-            if current and not after_ref and (_starts_line(e) or len(" -> ".join(current + [text])) + 4 * depth > WIDTH):
+            too_long = len(" -> ".join(current + [text])) + 4 * depth > WIDTH
+            if current and not after_ref and (_starts_line(e) or too_long):
                 pieces.append([])
             pieces[-1].append(text)
             if "\n" in text:  # a multi-line group or join ends its line
@@ -131,7 +132,8 @@ class Renderer:
     def loop(self, loop: Loop, depth: int) -> list[str]:
         index = "i" if loop.start == 0 else f"i + {loop.start}"
         head = f"for i in range({arg(loop.count, self.lit)}) {{"
-        inner = f"{loop.prefix}{{{index}}}: {self.call(loop.call)}"
+        label = f"{loop.prefix}{{{index}}}"
+        inner = f"{label_text(label) if '-' in label else label}: {self.call(loop.call)}"
         one = INDENT * depth + f"{head} {inner} }}"
         if len(one) <= WIDTH:
             return [one]

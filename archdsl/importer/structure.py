@@ -72,8 +72,9 @@ class Join:
 class Residual:
     body: list  # statements
     shortcut: list | None  # statements, or None for the identity
-    cond: str | None = None
+    cond: str | None = None  # `shortcut if COND`
     as_: str | None = None
+    when: str | None = None  # `residual if WHEN`: the add only in some instances of a block
     meta: dict = field(default_factory=dict)  # in_c, out_c, at_input: for the shortcut's condition
 
 
@@ -118,6 +119,10 @@ class Scope:
     outputs: list[str] = field(default_factory=list)
     elem: Any = None  # the element that stands for this scope in its parent's body
     body: list | None = None  # its body (blocks and groups)
+    sequence: bool = False  # written as a `sequence` block
+    in_c: int = 0
+    out_c: int = 0
+    wrapped: bool = False  # its body was one `residual { … }` (blocks.py unwraps it while comparing)
 
     @property
     def name(self) -> str:
@@ -262,7 +267,11 @@ def scope_items(scope: Scope, all_users: dict[str, list[str]], network_outputs: 
                 outs.append(n.id)
         child.inputs, child.outputs = ins, outs
         if len(outs) != 1:
-            raise CannotStructure(f"`{'.'.join(child.path)}` has {len(outs)} outputs")
+            first = next(child.all_nodes())
+            raise ArchError(f"`{'.'.join(child.path)}` is not one piece of the network: {len(outs)} of its results are "
+                            "used outside it (archdsl's blocks and groups have one output)", first.loc,
+                            hint="a loop over an nn.ModuleList with other ops between its modules interleaves them: "
+                                 "put each step (module and ops) in a module of its own")
         items.append((child.order, Item("scope:" + ".".join(child.path), ins, outs[0], child=child)))
     items.sort(key=lambda t: t[0])
     return [it for _, it in items]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,9 +60,18 @@ class Traced:
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self):
-        super().__init__()
+    """fx's tracer, with the layers of other libraries that archdsl has an op for as leaves."""
+
+    def __init__(self, autowrap_functions=()):
+        super().__init__(autowrap_functions=autowrap_functions)
         self.record_stack_traces = True
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return _qualified(type(m)) in FOREIGN_LEAVES or super().is_leaf_module(m, qualname)
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\w+)\n\s*(.*)')
@@ -191,7 +201,21 @@ def _lrn(m: nn.LocalResponseNorm, shape_in) -> tuple[str, dict]:
     return "lrn", {"size": m.size, "alpha": m.alpha, "beta": m.beta, "k": m.k}
 
 
+def _layer_norm(m: nn.LayerNorm, shape_in, axis: int | None = None) -> tuple[str, dict]:
+    if len(m.normalized_shape) != 1 or (m.bias is None) != (m.weight is None):
+        raise ValueError(f"normalized_shape={tuple(m.normalized_shape)} (archdsl normalizes one axis)")
+    if axis is None:
+        axis = 0 if len(shape_in) == 1 else -1
+    return "layer_norm", {"eps": m.eps, "axis": axis, "affine": m.elementwise_affine}
+
+
+def _gelu(m: nn.GELU, shape_in) -> tuple[str, dict]:
+    return "gelu", {"approximate": m.approximate}
+
+
 LEAF_MODULES = {
+    nn.LayerNorm: _layer_norm,
+    nn.GELU: _gelu,
     nn.Conv2d: _conv,
     nn.BatchNorm2d: _bn,
     nn.BatchNorm1d: _bn,
@@ -212,6 +236,32 @@ LEAF_MODULES = {
     nn.Hardsigmoid: _act("hardsigmoid"),
     nn.SiLU: _act("silu"),
 }
+
+# layers of other libraries, by qualified class name (no import of the library needed)
+FOREIGN_LEAVES = {
+    "torchvision.ops.stochastic_depth.StochasticDepth":
+        lambda m, s: ("stochastic_depth", {"p": float(m.p), "mode": m.mode}),
+    "torchvision.ops.misc.Permute": lambda m, s: ("permute", {"order": tuple(d - 1 for d in m.dims[1:])}),
+    "torchvision.models.convnext.LayerNorm2d": lambda m, s: _layer_norm(m, s, axis=0),
+}
+
+# functions of other libraries that are one archdsl op (traced as calls, not into): name -> lowering
+FOREIGN_FUNCTIONS = {
+    "channel_shuffle": lambda args: ("channel_shuffle", {"groups": args[1]}),  # torchvision's ShuffleNetV2
+}
+
+
+def _foreign_functions(module: nn.Module) -> tuple:
+    """The FOREIGN_FUNCTIONS defined in the modules of the network's classes."""
+    found = []
+    for m in module.modules():
+        namespace = vars(sys.modules.get(type(m).__module__, object))
+        for name in FOREIGN_FUNCTIONS:
+            fn = namespace.get(name)
+            if callable(fn) and fn not in found and getattr(fn, "__module__", "") == type(m).__module__:
+                found.append(fn)
+    return tuple(found)
+
 
 # ---- functional ops -----------------------------------------------------------------------------
 
@@ -246,6 +296,9 @@ class _Lowering:
         self.input: str | None = None
         self.outputs: list[str] = []
         self.tuples: dict[str, list] = {}
+        self.chunks: dict[str, tuple] = {}
+        self.scales: dict[str, fx.Node] = {}
+        self.foreign: tuple = ()
 
     # -- helpers
     def ref(self, a) -> str:
@@ -301,6 +354,14 @@ class _Lowering:
             self.outputs.append(self.ref(item))
 
     def on_get_attr(self, node: fx.Node) -> None:
+        value = self.gm
+        for part in str(node.target).split("."):
+            value = getattr(value, part, None)
+        users = list(node.users)
+        if isinstance(value, nn.Parameter) and len(users) == 1 and users[0].target in (operator.mul, torch.mul) \
+                and len(users[0].args) == 2 and value.dim() >= 1 and value.shape[0] == value.numel():
+            self.scales[users[0].name] = node  # γ · x: ConvNeXt's layer scale, lowered at the mul
+            return None
         raise _fail(f"a tensor attribute `{node.target}` used directly in forward (a parameter or buffer "
                     "outside a layer)", node, self.where(node),
                     hint="archdsl's layers own their weights; use nn.Conv2d / nn.Linear / nn.BatchNorm2d modules")
@@ -308,7 +369,8 @@ class _Lowering:
     def on_call_module(self, node: fx.Node) -> None:
         module = self.gm.get_submodule(node.target)
         path = _split(node.target)
-        lower = next((fn for cls, fn in LEAF_MODULES.items() if type(module) is cls), None)
+        lower = next((fn for cls, fn in LEAF_MODULES.items() if type(module) is cls), None) or \
+            FOREIGN_LEAVES.get(_qualified(type(module)))
         if lower is None:
             raise _fail(f"archdsl has no op for {type(module).__name__}", node, f"module `{node.target}`",
                         hint="layers archdsl imports: " + ", ".join(sorted(c.__name__ for c in LEAF_MODULES)))
@@ -317,7 +379,7 @@ class _Lowering:
         except ValueError as exc:
             raise _fail(f"{type(module).__name__} with {exc} cannot be expressed", node,
                         f"module `{node.target}`") from None
-        stateful = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+        stateful = next(iter(module.state_dict(keep_vars=True)), None) is not None
         self.calls[node.target] = self.calls.get(node.target, 0) + 1
         self.add(node, op, attrs, [node.args[0]], path, stateful)
 
@@ -328,6 +390,13 @@ class _Lowering:
             return None
         if fn in _ACT_FUNCS:
             return self.add(node, _ACT_FUNCS[fn], {}, [node.args[0]])
+        if node.name in self.scales:
+            gamma = self.scales[node.name]
+            x = next(a for a in node.args if a is not gamma)
+            if tuple(self.scales[node.name].meta["tensor_meta"].shape) != _param_shape(self.shape(x)):
+                raise _fail(f"`{gamma.target}` · x with γ of shape {tuple(gamma.meta['tensor_meta'].shape)}",
+                            node, self.where(node), hint="archdsl's layer_scale is one γ per channel (C×1×1)")
+            return self.add(node, "layer_scale", {}, [x], path=_split(str(gamma.target)), stateful=True)
         if fn in _JOIN_FUNCS:
             return self.join(node, _JOIN_FUNCS[fn], list(node.args[:2]))
         if fn is torch.cat:
@@ -360,6 +429,14 @@ class _Lowering:
             return self.mean(node, _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
         if fn is F.softmax:
             return self.softmax(node, _arg(node, 1, "dim"))
+        if fn is operator.getitem and isinstance(node.args[0], fx.Node) and node.args[0].name in self.chunks:
+            src, parts = self.chunks[node.args[0].name]
+            return self.add(node, "chunk", {"parts": parts, "index": node.args[1] % parts}, [src])
+        if callable(fn) and getattr(fn, "__name__", None) in FOREIGN_FUNCTIONS and fn in self.foreign:
+            op, attrs = FOREIGN_FUNCTIONS[fn.__name__](node.args)
+            return self.add(node, op, attrs, [node.args[0]])
+        if fn is torch.chunk:
+            return self.chunk(node, _arg(node, 1, "chunks"), _arg(node, 2, "dim", 0))
         if fn in (getattr, operator.getitem) and self.shape_only(node):
             return None
         raise _fail(f"archdsl has no op for `{_describe(node)}`", node, self.where(node))
@@ -379,6 +456,8 @@ class _Lowering:
             if src == dst:
                 self.alias[node.name] = self.ref(node.args[0])
                 return None
+        if name == "chunk":
+            return self.chunk(node, _arg(node, 1, "chunks"), _arg(node, 2, "dim", 0))
         if name == "mean":
             return self.mean(node, _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
         if name == "softmax":
@@ -409,6 +488,12 @@ class _Lowering:
                         node, self.where(node))
         return self.add(node, op, {}, args)
 
+    def chunk(self, node: fx.Node, parts: int, dim: int) -> None:
+        """x.chunk(n, dim=1): each `[i]` of it is one `chunk(n, i)` node."""
+        if dim % 4 != 1 or not all(u.op == "call_function" and u.target is operator.getitem for u in node.users):
+            raise _fail(f"`{_describe(node)}` other than channel chunks taken apart with [i]", node, self.where(node))
+        self.chunks[node.name] = (node.args[0], parts)
+
     def flatten(self, node: fx.Node, start: int, end: int) -> None:
         if start != 1 or end not in (-1, len(self.shape(node.args[0]))):
             raise _fail(f"flatten({start}, {end}) (archdsl flattens from dim 1 to the end)", node, self.where(node))
@@ -433,6 +518,10 @@ class _Lowering:
         return self.add(node, "softmax", {}, [node.args[0]])
 
 
+def _param_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[0], 1, 1) if len(shape) == 3 else (shape[0],)
+
+
 def _describe(node: fx.Node) -> str:
     t = node.target
     if node.op == "call_method":
@@ -450,8 +539,9 @@ def _describe(node: fx.Node) -> str:
 
 def trace(module: nn.Module, input_shape: tuple[int, int, int]) -> Traced:
     """The archdsl nodes of `module`'s forward on a 1×C×H×W input (float32, on the CPU)."""
+    foreign = _foreign_functions(module)
     try:
-        graph = _Tracer().trace(module)
+        graph = _Tracer(foreign).trace(module)
     except ArchError:
         raise
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the user's module's
@@ -471,6 +561,7 @@ def trace(module: nn.Module, input_shape: tuple[int, int, int]) -> Traced:
                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", None,
                         hint="pass the input shape the network takes with --input CxHxW") from None
     lowering = _Lowering(gm, module)
+    lowering.foreign = foreign
     lowering.run()
     calls = lowering.calls
     for i, n in enumerate(lowering.nodes):
