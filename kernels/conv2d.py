@@ -117,7 +117,7 @@ import torch
 import triton
 import triton.language as tl
 
-ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID = 0, 1, 2, 3
+ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 # --------------------------------------------------------------------------------------
@@ -183,7 +183,8 @@ def _conv_round_to_bf16(y):
 
 @triton.jit
 def _conv_activation(y, ACT: tl.constexpr):
-    """act(y) on an fp32 block; ACT is one of ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID.
+    """act(y) on an fp32 block; ACT is one of the ACT_* codes (none, relu, tanh, sigmoid, relu6,
+    hardsigmoid, hardswish, silu).
 
     NaN propagates through every activation, as in PyTorch.
 
@@ -202,6 +203,15 @@ def _conv_activation(y, ACT: tl.constexpr):
         # sigmoid without overflow: with t = e^{-|y|}, 1/(1+t) for y >= 0, t/(1+t) below.
         t = tl.exp(-tl.abs(y))
         y = tl.where(y >= 0.0, 1.0 / (1.0 + t), t / (1.0 + t))
+    elif ACT == 4:  # ACT_RELU6: min(max(y, 0), 6), selects so that NaN propagates
+        y = tl.where(y < 0.0, 0.0, tl.where(y > 6.0, 6.0, y))
+    elif ACT == 5:  # ACT_HARDSIGMOID: relu6(y + 3) / 6
+        y = tl.where(y <= -3.0, 0.0, tl.where(y >= 3.0, 1.0, y / 6.0 + 0.5))
+    elif ACT == 6:  # ACT_HARDSWISH: y * relu6(y + 3) / 6
+        y = tl.where(y <= -3.0, 0.0, tl.where(y >= 3.0, y, y * (y + 3.0) / 6.0))
+    elif ACT == 7:  # ACT_SILU: y * sigmoid(y), the sigmoid as above (no overflow)
+        t = tl.exp(-tl.abs(y))
+        y = y * tl.where(y >= 0.0, 1.0 / (1.0 + t), t / (1.0 + t))
     return y
 
 
@@ -617,7 +627,7 @@ def _conv_depthwise_kernel(
 # --------------------------------------------------------------------------------------
 
 _CONV_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_CONV_ACTS = (ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID)
+_CONV_ACTS = (ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU)
 
 
 def pack_conv_weight(w: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
@@ -717,7 +727,7 @@ def _conv_check_common(x, w_packed, out, residual, scale, bias, act):
     _conv_check_vec(scale, k, "scale", x.device)
     _conv_check_vec(bias, k, "bias", x.device)
     if act not in _CONV_ACTS:
-        raise ValueError(f"act must be one of ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, got {act!r}")
+        raise ValueError(f"act must be one of the ACT_* codes {_CONV_ACTS}, got {act!r}")
 
 
 def _conv_outputs(out, act):
@@ -765,7 +775,7 @@ def _conv_check_prologue(x, in_scale, in_shift, in_act):
     _conv_check_vec(in_scale, c, "in_scale", x.device)
     _conv_check_vec(in_shift, c, "in_shift", x.device)
     if in_act not in _CONV_ACTS:
-        raise ValueError(f"in_act must be one of ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, got {in_act!r}")
+        raise ValueError(f"in_act must be one of the ACT_* codes {_CONV_ACTS}, got {in_act!r}")
 
 
 def _conv_fusion_args(in_scale, in_shift, in_act, residual_after_act, out_scale, dummy):

@@ -285,8 +285,8 @@ def _chain_check(x, w1_packed, w2_packed, out, residual, bias1, bias2, act1, act
     _conv_check_vec(bias1, c_mid, "bias1", x.device)
     _conv_check_vec(bias2, k, "bias2", x.device)
     for name, act in (("act1", act1), ("act2", act2)):
-        if act not in (ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID):
-            raise ValueError(f"{name} must be one of ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, got {act!r}")
+        if act not in _CONV_ACTS:
+            raise ValueError(f"{name} must be one of the ACT_* codes {_CONV_ACTS}, got {act!r}")
     return c_mid, k
 
 

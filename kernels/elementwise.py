@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID = 0, 1, 2, 3
+ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU = 0, 1, 2, 3, 4, 5, 6, 7
 
 _EW_MAX_INPUTS = 4  # inputs one launch of _ew_sum_kernel reads; more are chained through fp32
 
@@ -27,7 +27,8 @@ _EW_MAX_INPUTS = 4  # inputs one launch of _ew_sum_kernel reads; more are chaine
 
 @triton.jit
 def _ew_activation(y, ACT: tl.constexpr):
-    """y (fp32) -> act(y). ACT: 0 none, 1 relu, 2 tanh, 3 sigmoid (the ACT_* constants).
+    """y (fp32) -> act(y). ACT: 0 none, 1 relu, 2 tanh, 3 sigmoid, 4 relu6, 5 hardsigmoid,
+    6 hardswish, 7 silu (the ACT_* constants).
 
     NaN propagates through every activation, as in PyTorch."""
     if ACT == 1:
@@ -45,6 +46,15 @@ def _ew_activation(y, ACT: tl.constexpr):
         y = tl.where(y < 0.0, -t, t)
     elif ACT == 3:
         y = 1.0 / (1.0 + tl.exp(-y))
+    elif ACT == 4:  # relu6, by selects so that NaN propagates
+        y = tl.where(y < 0.0, 0.0, tl.where(y > 6.0, 6.0, y))
+    elif ACT == 5:  # hardsigmoid: relu6(y + 3) / 6
+        y = tl.where(y <= -3.0, 0.0, tl.where(y >= 3.0, 1.0, y / 6.0 + 0.5))
+    elif ACT == 6:  # hardswish: y * relu6(y + 3) / 6
+        y = tl.where(y <= -3.0, 0.0, tl.where(y >= 3.0, y, y * (y + 3.0) / 6.0))
+    elif ACT == 7:  # silu: y * sigmoid(y); the sigmoid without overflow
+        t = tl.exp(-tl.abs(y))
+        y = y * tl.where(y >= 0.0, 1.0 / (1.0 + t), t / (1.0 + t))
     return y
 
 

@@ -480,3 +480,53 @@ def test_new_op_mistakes_are_clear_errors(text, message):
 def test_inception_v3_with_its_auxiliary_head_at_full_size(tvm, one_thread):
     """The auxiliary head needs Mixed_6e at 17x17: torchvision's own 299x299 (AuxLogits in the state dict)."""
     compare_outputs(tvm, variant("inception_v3"), 299)
+
+
+# ---- 5. the Triton lowering, as far as it goes: the new activations in epilogues -------------------
+
+ACTS_NETWORK = """
+network acts {{
+    input 3 x 7 x 6
+    conv(8, 3, pad=1, bias=false) -> bn -> {act} as a              # conv + BN + act: one conv epilogue
+    add {{ conv(8, 1); @a }} -> {act} as b                          # add + act: the residual epilogue
+    @b -> maxpool(2) -> {act} -> flatten -> fc(12) -> {act} -> fc(5)  # alone (scale-shift kernel); fc epilogue
+}}
+"""
+
+
+@pytest.mark.parametrize("act", ["relu6", "hardsigmoid", "hardswish", "silu"])
+def test_new_activations_run_in_kernel_epilogues_under_the_interpreter(act, monkeypatch):
+    import torch.nn.functional as F
+
+    model = archdsl.compile(source=ACTS_NETWORK.format(act=act), device="cpu")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif name.endswith(("running_mean", "bias")):
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
+            elif t.is_floating_point():
+                t.copy_(torch.randn(t.shape, generator=gen) * (1.5 if t.dim() > 1 else 1.0))
+    reference = archdsl.to_torch(model.graph).eval()
+    reference.load_state_dict(model.state_dict())
+    x = 2 * torch.randn(2, 3, 7, 6, generator=gen)  # spans every piece of the piecewise activations
+    model(x)  # weights prepared (with torch) on the first call
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("torch computed what a kernel should")
+
+    for name in ("conv2d", "linear", "relu6", "hardtanh", "hardsigmoid", "hardswish", "silu", "max_pool2d"):
+        monkeypatch.setattr(F, name, forbidden)
+    for name in ("conv2d", "sigmoid", "clamp"):
+        monkeypatch.setattr(torch, name, forbidden)
+    out = model(x)
+    monkeypatch.undo()
+    with torch.no_grad():
+        ref = reference.double()(x.double())
+    assert out.shape == ref.shape == (2, 5)
+    assert ((out.double() - ref).norm() / ref.norm()).item() <= 1e-5
+    g = model.compiled.optimized.graph  # the conv + BN, add and fc epilogues apply it; after the pool, alone
+    assert {n: g.nodes[n]["attrs"].get("act") for n in ("conv", "conv_1", "fc")} == dict.fromkeys(
+        ("conv", "conv_1", "fc"), act)
+    assert [g.op(n) for n in g.successors("maxpool")] == [act]

@@ -59,26 +59,28 @@ ORDER = Kind("a permutation of the per-sample axes, e.g. (1, 2, 0)", _order)
 # ---- activations ---------------------------------------------------------------------------------
 
 
-def _activation(name: str, doc: str, ops_per_element: int, module, inplace: bool, params=(), describe=None):
-    # No act_code and no strided_out yet: the kernels learn these activations with their lowering.
+def _activation(name: str, doc: str, ops_per_element: int, module, inplace: bool, params=(), describe=None,
+                act_code: int | None = None):
+    # act_code: the kernels' ACT_* code (kernels/conv2d.py, elementwise.py), applied in conv and fc
+    # epilogues and by the scale-shift kernel; gelu has none yet (no kernel).
     register(OpSpec(
         name=name, doc=doc, params=params, shape=_same, activation="inplace" if inplace else "new",
         other_ops=lambda a, ins, out: ops_per_element(a) * numel(out) if callable(ops_per_element)
         else ops_per_element * numel(out),
         describe=describe or (lambda a: ""),
         torch=module,
-        fusion="elementwise", inplace_ports=(0,),
+        fusion="elementwise", inplace_ports=(0,), act_code=act_code, strided_out=act_code is not None,
     ))
 
 
 _activation("relu6", "min(max(x, 0), 6) (MobileNetV2); in place. Other ops: 2 per element.", 2,
-            lambda a, ins: _nn().ReLU6(), inplace=True)
+            lambda a, ins: _nn().ReLU6(), inplace=True, act_code=4)
 _activation("hardsigmoid", "relu6(x + 3) / 6 (MobileNetV3's gate); in place. Other ops: 4 per element.", 4,
-            lambda a, ins: _nn().Hardsigmoid(), inplace=True)
+            lambda a, ins: _nn().Hardsigmoid(), inplace=True, act_code=5)
 _activation("hardswish", "x · relu6(x + 3) / 6 (MobileNetV3); in place. Other ops: 5 per element.", 5,
-            lambda a, ins: _nn().Hardswish(), inplace=True)
+            lambda a, ins: _nn().Hardswish(), inplace=True, act_code=6)
 _activation("silu", "x · sigmoid(x), also called swish (EfficientNet); in place. Other ops: 2 per element.", 2,
-            lambda a, ins: _nn().SiLU(), inplace=True)
+            lambda a, ins: _nn().SiLU(), inplace=True, act_code=7)
 _activation("gelu", 'x · Φ(x) (ConvNeXt); approximate="tanh" uses the tanh form; a new tensor. '
             "Other ops: 4 per element (8 for the tanh form).",
             lambda a: 8 if a["approximate"] == "tanh" else 4,
