@@ -256,14 +256,12 @@ def test_load_takes_paths_and_loads_takes_text(tmp_path):
     odd.write_text(TINY)
     assert archdsl.load(odd).name == "tiny" and archdsl.load(str(odd)).name == "tiny"
     assert archdsl.summary(str(odd)).network == "tiny"
-    with pytest.raises(ArchError) as err:
+    with pytest.raises(TypeError, match=r"archdsl\.loads\(text\)"):
         archdsl.load(TINY)
-    assert "loads" in err.value.hint
     with pytest.raises(TypeError):
         archdsl.loads(odd)
-    with pytest.raises(ArchError) as err:
+    with pytest.raises(TypeError, match=r"archdsl\.load\(path\)"):
         archdsl.loads(str(odd))
-    assert "archdsl.load" in err.value.hint
 
 
 # ---- where errors point, and what they print -------------------------------------------------------

@@ -166,9 +166,12 @@ class Summary:
 def analyze(g: Graph, batch: int | None = None) -> Summary:
     """Compute every node's statistics (stored in its `meta`) and return the per-layer summary."""
     rows = []
-    for n, d in g.walk():
+    nodes, preds = g._node, g._pred  # networkx's own dicts: its views cost more than the counting
+    for n in g.order():
+        d = nodes[n]
         spec = OPS[d["op"]]
-        ins = [g.shape(a) for a in g.args(n)]
+        args = _args(preds[n])
+        ins = [nodes[a]["shape"] for a in args]
         a, out = d["attrs"], d["shape"]
         meta = d["meta"]
         meta["params"] = spec.param_count(a, ins, out)
@@ -176,7 +179,7 @@ def analyze(g: Graph, batch: int | None = None) -> Summary:
         meta["macs"] = spec.macs(a, ins, out)
         meta["other_ops"] = spec.other_ops(a, ins, out)
         meta["activations"] = numel(out) if spec.activation == "new" else 0
-        meta["rf"] = _receptive_field(g, n, spec, a, ins)
+        meta["rf"] = _receptive_field(g, args, spec, a, ins)
         src = d["src"]
         rows.append(LayerStats(n, d["op"], spec.describe(a), out, meta["params"], meta["buffers"], meta["macs"],
                                meta["other_ops"], meta["activations"], meta["rf"], f"{src.file}:{src.line}"))
@@ -234,8 +237,16 @@ def _available_memory() -> int | None:
         return None
 
 
-def _receptive_field(g: Graph, n: str, spec, attrs, ins) -> RF:
-    preds = [g.nodes[a]["meta"]["rf"] for a in g.args(n)]
+def _args(pred: dict) -> list[str]:
+    """A node's inputs in port order, from its predecessor dict (what `Graph.args` returns)."""
+    ports = [(data["port"], u) for u, edges in pred.items() for data in edges.values()]
+    if len(ports) == 1:
+        return [ports[0][1]]
+    return [u for _, u in sorted(ports)]
+
+
+def _receptive_field(g: Graph, args: list[str], spec, attrs, ins) -> RF:
+    preds = [g._node[a]["meta"]["rf"] for a in args]
     if not preds:
         return RF(1, 1, 1, 1)
     # Union of the inputs' fields at output position 0 (joins), then the op's own window.

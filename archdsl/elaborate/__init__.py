@@ -125,9 +125,8 @@ def load(path: str | Path, network: str | None = None, params: dict[str, Any] | 
     characters it holds, so `models/net{v2}.arch` is a file name like any other."""
     if not isinstance(path, (str, Path)):
         raise TypeError(f"load() takes the path of a .arch file, got {type(path).__name__}")
-    if isinstance(path, str) and "\n" in path and not _exists(path):
-        raise ArchError("load() takes a path, and this is source text (it has several lines)", NO_LOC,
-                        hint="use archdsl.loads(text) for source text")
+    if isinstance(path, str) and "\n" in path and not _exists(path):  # as archdsl.compile says it
+        raise TypeError("load(path) got text with a line break: pass program text to archdsl.loads(text)")
     return elaborate(load_file(path), network, params, input_shape, limits)
 
 
@@ -149,6 +148,5 @@ def loads(text: str, network: str | None = None, params: dict[str, Any] | None =
     if not isinstance(text, str):
         raise TypeError(f"loads() takes source text (a str), got {type(text).__name__}")
     if "\n" not in text and text.strip().endswith(".arch") and _exists(text.strip()):
-        raise ArchError(f"loads() takes source text, and {text.strip()!r} is the name of a file", NO_LOC,
-                        hint="use archdsl.load(path) for a file")
+        raise TypeError(f"loads(text) got {text.strip()!r}, the name of a file: pass a path to archdsl.load(path)")
     return elaborate(load_source(text, filename), network, params, input_shape, limits)

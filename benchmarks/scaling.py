@@ -1,0 +1,127 @@
+"""How each front-end and compiler stage scales with the network's size: time at N and 2N nodes.
+
+    python -m benchmarks.scaling                 # N = 10,000 and 20,000 nodes, both shapes
+    python -m benchmarks.scaling --nodes 40000   # N = 40,000 and 80,000
+    python -m benchmarks.scaling --stages parse,elaborate,analyze,summary-json
+
+For every stage the ratio T(2N) / T(N) is printed: about 2 means linear, about 4 quadratic.
+Two shapes of network: `relu` (one long chain, `relu * n`: what in-place planning and every
+per-node walk see at their worst) and `resnet` (residual blocks of conv, bn, relu and add:
+what fusion, the passes and the planner have to work through). Timings are wall clock on
+whatever machine runs this (shared CPUs make them noisy): read the ratios, not the seconds.
+
+Stages: parse (text -> AST), elaborate (AST -> checked IR, lint included), analyze (counts
+and receptive fields), summary-json (`archdsl summary --json`'s data and its JSON text),
+passes (the optimization pipeline), plan (buffers and in-place reuse), emit (the generated
+program, plan included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from archdsl.analysis import analyze  # noqa: E402
+from archdsl.elaborate import elaborate  # noqa: E402
+from archdsl.elaborate.loader import load_source  # noqa: E402
+from archdsl.frontend.parser import parse  # noqa: E402
+
+STAGES = ("parse", "elaborate", "analyze", "summary-json", "passes", "plan", "emit")
+
+
+def relu_chain(nodes: int) -> str:
+    """`relu * n` in blocks of at most 5,000 (the repetition limit is 10,000)."""
+    per, blocks = 5_000, max(1, (nodes - 2) // 5_000)
+    rest = nodes - 2 - per * blocks
+    lines = ["block run() {", f"    relu * {per}", "}", "network chain {", "    input 8 x 8 x 8", "    conv(8, 1)"]
+    lines += ["    run()"] * blocks
+    if rest > 0:
+        lines.append(f"    relu * {rest}")
+    return "\n".join(lines + ["}", ""])
+
+
+def resnet_chain(nodes: int) -> str:
+    """Residual blocks of 7 nodes each (conv, bn, relu, conv, bn, add, relu)."""
+    blocks = max(1, (nodes - 2) // 7)
+    return "\n".join([
+        "block basic(c) {",
+        "    residual { conv(c, 3, pad=1, bias=false) -> bn -> relu -> conv(c, 3, pad=1, bias=false) -> bn }",
+        "    relu",
+        "}",
+        "block stage(n) {",
+        "    basic(8) * n",
+        "}",
+        "network deep {",
+        "    input 8 x 8 x 8",
+        "    conv(8, 1)",
+        *(["    stage(1000)"] * (blocks // 1000)),
+        *([f"    stage({blocks % 1000})"] if blocks % 1000 else []),
+        "}",
+        "",
+    ])
+
+
+SHAPES = {"relu": relu_chain, "resnet": resnet_chain}
+
+
+def _timed(fn):
+    gc.collect()
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def measure(source: str, stages: tuple[str, ...]) -> tuple[int, dict[str, float]]:
+    """(node count, seconds per stage) for one network."""
+    times: dict[str, float] = {}
+    times["parse"], _ = _timed(lambda: parse(source, "<bench>"))
+    seconds, graph = _timed(lambda: elaborate(load_source(source, "<bench>")))
+    times["elaborate"] = seconds  # includes parsing again; reported net of it below
+    times["elaborate"] -= times["parse"]
+    times["analyze"], summary = _timed(lambda: analyze(graph))
+    if "summary-json" in stages:
+        times["summary-json"], _ = _timed(lambda: json.dumps(analyze(graph).to_json(), indent=2))
+    if {"passes", "plan", "emit"} & set(stages):
+        from archdsl.codegen import generate
+        from archdsl.codegen.plan import make_plan
+        from archdsl.passes import optimize
+
+        times["passes"], optimized = _timed(lambda: optimize(graph))
+        if "plan" in stages:
+            times["plan"], _ = _timed(lambda: make_plan(optimized.graph))
+        if "emit" in stages:
+            times["emit"], _ = _timed(lambda: generate(optimized.graph))
+    return len(graph), {s: times[s] for s in stages if s in times}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", type=int, default=10_000, help="N: the smaller size (the larger is 2N)")
+    p.add_argument("--shapes", default="relu,resnet", help="network shapes: relu, resnet")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"stages to time ({', '.join(STAGES)})")
+    args = p.parse_args(argv)
+    stages = tuple(s for s in args.stages.split(",") if s)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        p.error(f"unknown stage(s): {', '.join(unknown)}")
+    for shape in args.shapes.split(","):
+        make = SHAPES[shape]
+        n1, small = measure(make(args.nodes), stages)
+        n2, large = measure(make(2 * args.nodes), stages)
+        print(f"{shape}: {n1:,} and {n2:,} nodes")
+        print(f"  {'stage':<13} {'T(N) s':>9} {'T(2N) s':>9} {'ratio':>6}")
+        for stage in small:
+            ratio = large[stage] / small[stage] if small[stage] > 0 else float("nan")
+            verdict = "" if ratio < 2.6 else "  <- superlinear"
+            print(f"  {stage:<13} {small[stage]:9.3f} {large[stage]:9.3f} {ratio:6.2f}{verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
