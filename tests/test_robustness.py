@@ -56,6 +56,12 @@ def test_compile_refuses_a_directory_holding_a_users_files_and_force_replaces_it
     assert code == 0 and not (out / "notes.txt").exists() and (out / "model.py").is_file()
 
 
+def test_compile_creates_missing_parent_directories(capsys, tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a fresh clone: no build/ yet (the README's first command)
+    assert run(capsys, "compile", tiny)[0] == 0 and (tmp_path / "build" / "tiny" / "model.py").is_file()
+    assert run(capsys, "compile", tiny, "-o", "a/b/c")[0] == 0 and (tmp_path / "a/b/c/model.py").is_file()
+
+
 def test_compile_replaces_its_own_earlier_output_and_an_empty_directory(capsys, tiny, tmp_path):
     out = tmp_path / "empty"
     out.mkdir()

@@ -136,7 +136,6 @@ def check_output_dir(out_dir: str | Path, force: bool = False) -> Path:
                                 "they would be deleted", loc,
                                 hint="choose a new or empty directory, or add --force to replace it")
         _probe_writable(parent)
-        os.stat(parent)
         if len(os.fsencode(out.name)) > 255:
             raise OSError(36, "File name too long", str(out))
     except OSError as exc:
