@@ -11,6 +11,7 @@ never a file that loads the wrong weights.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -144,8 +145,6 @@ def _prepare_torchvision() -> None:
     spec = importlib.util.find_spec("torchvision")
     if spec is None or not spec.submodule_search_locations:
         return
-    import importlib.machinery
-
     for folder in spec.submodule_search_locations:
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             so = Path(folder) / f"_C{suffix}"
