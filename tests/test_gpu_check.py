@@ -249,6 +249,7 @@ def test_conv_launches_map_to_their_nodes_and_match_pytorch():
     import torch
 
     from archdsl.bench.harness import fold_bn_graph, folded_state, reference_state, rel_error
+    from benchmarks.gpu import check
     from benchmarks.gpu import launches as L
     from benchmarks.gpu.check import compiled_model
 
@@ -261,6 +262,10 @@ def test_conv_launches_map_to_their_nodes_and_match_pytorch():
         expected_net = model(x).clone()
         recorded = L.record_conv_launches(model._module, model._network, [x], model.compiled.optimized.graph)
         assert torch.equal(model._network(x), expected_net)  # the launchers are restored
+        check.poison_arena(model, 2)
+        assert torch.equal(model(x), expected_net)  # every element rewritten after the NaN poison
+        check.poison_arena(model, 2)
+        assert torch.isnan(model._network.buffers(2)["conv1"]).all()  # the poison reaches the arena
     labels = [launch.label() for launch in recorded]
     assert labels == ["conv1", "layer1.conv1 + layer1.downsample.0", "layer1.conv2 + layer1.conv3", "layer2.conv1",
                       "layer2.downsample.0", "layer2.conv2 + layer2.conv3"]  # the fc is no conv launch

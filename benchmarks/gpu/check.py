@@ -99,7 +99,8 @@ def _first(out):
 def poison_arena(model: CompiledModel, batch: int) -> None:
     """NaN into every byte of the model's activation arena for this batch size."""
     torch = _torch()
-    for t in model._network.buffers(batch):
+    buffers = model._network.buffers(batch)  # by name (a list in older generated programs)
+    for t in buffers.values() if isinstance(buffers, dict) else buffers:
         if t is not None and t.is_floating_point():
             storage = t.untyped_storage()
             whole = torch.empty(0, dtype=t.dtype, device=t.device)
