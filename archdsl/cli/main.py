@@ -169,8 +169,10 @@ def cmd_compile(args) -> int:
     if args.weights:
         _check_weights_path(args.weights)
     check_weight_memory(graph)
-    settings = " ".join([f"--set {s}" for s in args.set] + ([f"--input {args.input}"] if args.input else [])
-                        + ([f"--dtype {args.dtype}"] if args.dtype != "float32" else []))
+    settings = ([w for s in args.set for w in ("--set", s)] + (["--network", args.network] if args.network else [])
+                + (["--input", args.input] if args.input else [])
+                + (["--dtype", args.dtype] if args.dtype != "float32" else [])
+                + [w for name in args.disable for w in ("--disable", name)])  # the model.py header's command
     stages = ["load torch", "optimize and generate", "initialize weights", "write"]
     with Stages("compile", stages) as progress:
         progress.step("load torch")

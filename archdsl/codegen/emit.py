@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import io
 import re
+import shlex
+import tokenize
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..version import __version__
 from .. import dtypes
@@ -61,7 +64,7 @@ def templates() -> list[tuple[str, str]]:
 
 def _safe(text: str) -> str:
     """Text for a comment: printable ASCII without anything that could end the comment line."""
-    return re.sub(r"[^A-Za-z0-9_.,:/+ ×()-]", "?", text)
+    return re.sub(r"[^A-Za-z0-9_.,:/+ ×()=-]", "?", text)
 
 
 @dataclass
@@ -78,14 +81,14 @@ class Program:
 
     graph: Graph
     dtype: str
-    slot: dict[str, int] = field(default_factory=dict)  # node -> index in t[]
+    slot: dict[str, str] = field(default_factory=dict)  # node -> its key in the program's tensors `t` (its name)
     buffers: list[tuple[tuple[int, ...], str]] = field(default_factory=list)  # per-sample NHWC shape, node
     views: dict[str, str] = field(default_factory=dict)  # flatten node -> node whose buffer it views
     schedule: Schedule | None = None  # the launches, in order (schedule.py)
     plan: Plan | None = None  # where each tensor lives (concat slices, in-place steps, the arena)
     steps: list[Step] = field(default_factory=list)
-    prepare: list[str] = field(default_factory=list)
-    deferred: list[str] = field(default_factory=list)  # preparation that needs every node's weights
+    weights: list[tuple[tuple, str]] = field(default_factory=list)  # (WEIGHTS row, comment): see `_prepare`
+    deferred: list[tuple[tuple, str]] = field(default_factory=list)  # rows that need every node's weights
     source: str = ""
 
     @property
@@ -101,7 +104,7 @@ class Program:
 
     # -- helpers for the rules
     def t(self, node: str) -> str:
-        return f"t[{self.slot[node]}]"
+        return f"t[{self.slot[node]!r}]"
 
     def arg(self, node: str, port: int) -> str:
         return self.t(self.graph.args(node)[port])
@@ -136,16 +139,9 @@ def _prepare_conv(p: Program, n: str) -> bool:
     src = a.get("sources", {"conv": n})
     conv, bn = src.get("conv", n), src.get("bn")
     has_bias = _has_bias(a)
-    p.prepare += [
-        p.comment(n),
-        f"wt, b = fold_bn(state, {conv!r}, {bn!r}, {a.get('bn_eps')!r})",
-        f"{wkey(n, 'w')} = pack_conv_weight(wt.to(DTYPE), {a['groups']}, DTYPE)",
-    ]
-    if has_bias:
-        p.prepare.append(f"{wkey(n, 'b')} = b.float()")
+    p.weights.append((("conv", n, conv, bn, a.get("bn_eps"), a["groups"], has_bias), p.comment(n)))
     if a.get("pre_bn_eps") is not None:
-        p.prepare.append(f"{wkey(n, 'in_scale')}, {wkey(n, 'in_shift')} = "
-                         f"bn_scale_shift(state, {src['pre_bn']!r}, {a['pre_bn_eps']!r})")
+        p.weights.append((("pre_bn", n, src["pre_bn"], a["pre_bn_eps"]), f"# {_safe(n)}: its input's batch norm"))
     return has_bias
 
 
@@ -199,16 +195,11 @@ def _sibling_launch(p: Program, n: str, has_bias: bool, geometry: list[str]) -> 
     g = p.graph
     group = list(p.schedule.launch_of(n).nodes)
     biased = {m: _has_bias(g.nodes[m]["attrs"]) for m in group}
-    weights = ", ".join(f"w.pop({m + '.w'!r})" for m in group)
-    p.deferred += [f"# {' + '.join(_safe(m) for m in group)}: one GEMM, weights side by side",
-                   f"{wkey(n, 'w')} = torch.cat([{weights}], dim=1)"]
+    p.deferred.append((("siblings", n, tuple(group), tuple(g.shape(m)[0] for m in group),
+                        tuple(biased[m] for m in group)),
+                       f"# {' + '.join(_safe(m) for m in group)}: one GEMM, weights side by side"))
     args = [p.arg(n, 0), wkey(n, "w"), "(" + ", ".join(p.t(m) for m in group) + ")", *geometry, *_prologue_args(p, n)]
-    for m in group[1:]:  # the launcher's prologue vectors serve the whole group
-        if g.nodes[m]["attrs"].get("pre_bn_eps") is not None:
-            p.deferred.append(f"del {wkey(m, 'in_scale')}, {wkey(m, 'in_shift')}")
     if any(biased.values()):
-        parts = [f"w.pop({m + '.b'!r})" if biased[m] else f"torch.zeros({g.shape(m)[0]})" for m in group]
-        p.deferred.append(f"{wkey(n, 'b')} = torch.cat([{', '.join(parts)}])")
         args.append(f"bias={wkey(n, 'b')}")
     acts = [act_constant(g.nodes[m]["attrs"]["act"]) for m in group]
     args.append(f"act={acts[0]}" if len(set(acts)) == 1 else f"act=({', '.join(acts)})")
@@ -235,16 +226,13 @@ def _fc(p: Program, n: str) -> Step:
     g = p.graph
     a = g.nodes[n]["attrs"]
     fc = a.get("sources", {"fc": n}).get("fc", n)
-    wt = f"state[{fc + '.weight'!r}]"
     src = g.args(n)[0]
     flat_map = src in p.views and g.op(src) == "flatten" and len(g.shape(g.args(src)[0])) == 3
-    if flat_map:  # a view of an NHWC map: reorder the weight's columns (a flat input is in order already)
-        c, h, w = g.shape(g.args(src)[0])
-        wt = f"chw_to_hwc_columns({wt}, {c}, {h}, {w})"
-    p.prepare += [p.comment(n), f"{wkey(n, 'w')} = pack_linear_weight({wt}.to(DTYPE), DTYPE)"]
+    # a view of an NHWC map: the weight's columns are reordered (a flat input is in order already)
+    chw = tuple(g.shape(g.args(src)[0])) if flat_map else None
+    p.weights.append((("fc", n, fc, chw, bool(a["bias"])), p.comment(n)))
     args = [p.arg(n, 0), f"{wkey(n, 'w')}", p.t(n)]
     if a["bias"]:
-        p.prepare.append(f"{wkey(n, 'b')} = state[{fc + '.bias'!r}].float()")
         args.append(f"bias={wkey(n, 'b')}")
     if a.get("act", "none") != "none":
         args.append(f"act={act_constant(a['act'])}")
@@ -253,12 +241,11 @@ def _fc(p: Program, n: str) -> Step:
 
 def _bn(p: Program, n: str) -> Step:
     a = p.graph.nodes[n]["attrs"]
-    p.prepare += [p.comment(n), f"{wkey(n, 'scale')}, {wkey(n, 'shift')} = bn_scale_shift(state, {n!r}, {a['eps']!r})"]
+    bn = a.get("sources", {}).get("bn", n)
+    p.weights.append((("bn", n, bn, a["eps"]), p.comment(n)))
     x, out = _as_map(p, p.arg(n, 0), n), _as_map(p, p.t(n), n)
     act = a.get("act", "none")
     tail = f", act={act_constant(act)}" if act != "none" else ""
-    bn = a.get("sources", {}).get("bn", n)
-    p.prepare[-1] = p.prepare[-1].replace(f"bn_scale_shift(state, {n!r},", f"bn_scale_shift(state, {bn!r},")
     return Step(p.comment(n), [f"scale_shift({x}, {out}, scale={wkey(n, 'scale')}, shift={wkey(n, 'shift')}{tail})"],
                 "scale_shift")
 
@@ -313,7 +300,7 @@ def _concat(p: Program, n: str) -> Step:
 def _flatten(p: Program, n: str) -> Step:
     src = p.graph.args(n)[0]
     if n in p.views:  # a view (plan.flatten_is_view): fc weights are reordered instead (see _fc)
-        return Step(p.comment(n) + "  (a view)", [f"t[{p.slot[n]}] = {p.t(src)}.reshape(n, -1)"], None)
+        return Step(p.comment(n) + "  (a view)", [f"{p.t(n)} = {p.t(src)}.reshape(n, -1)"], None)
     # PyTorch's channel-major order is needed as is: copy NHWC -> (C, H, W) order
     return Step(p.comment(n) + "  (NHWC -> channel-major order)",
                 [f"{p.t(n)}.copy_({p.t(src)}.permute(0, 3, 1, 2).reshape(n, -1))"], None)
@@ -358,8 +345,10 @@ RULES: dict[str, Callable[[Program, str], Step]] = {
 # ---- assembling the module --------------------------------------------------------------------------
 
 
-def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: str = "") -> Program:
-    """Emit the program for an (optimized) graph."""
+def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: str | Sequence[str] = "") -> Program:
+    """Emit the program for an (optimized) graph.  `origin`: the `.arch` file as the user named it;
+    `settings`: the other `archdsl compile` arguments that made it (a list of words, or one string
+    of space-separated words): together the header's "regenerate with" command."""
     dtype = dtypes.canonical(dtype)  # ValueError for a spelling archdsl.dtypes does not know
     if dtype not in dtypes.COMPUTE:
         raise ValueError(f"the kernels compute in {', '.join(dtypes.COMPUTE)}, not {dtype}")
@@ -368,7 +357,7 @@ def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: s
     p.plan = make_plan(p.schedule)
     order = p.plan.order
     for n in order:
-        p.slot[n] = len(p.buffers)
+        p.slot[n] = n
         p.buffers.append((nhwc(graph.shape(n)), n))
         if p.plan.kind[n] == "view":
             p.views[n] = graph.args(n)[0]
@@ -384,22 +373,34 @@ def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: s
     return p
 
 
-def _module(p: Program, origin: str, settings: str) -> str:
+def _module(p: Program, origin: str, settings: str | Sequence[str]) -> str:
+    network = _weights_table(p) + _buffers_table(p) + _network_class(p)
+    kernels = _used_templates(network)
+    body = []
+    for name, text in kernels:
+        body += [f"# {'=' * 30} kernels/{name} {'=' * 30}", "", text]
+    body += [f"# {'=' * 30} this network {'=' * 30}", "", f"DTYPE = torch.{p.dtype}", ""]
+    return "\n".join(_header(p, origin, settings, kernels) + body + network).rstrip() + "\n"
+
+
+def _header(p: Program, origin: str, settings: str | Sequence[str], kernels: list[tuple[str, str]]) -> list[str]:
     g = p.graph
-    kernels = ", ".join(f"{k} ×{c}" for k, c in sorted(p.kernel_counts().items()))
+    counts = ", ".join(f"{k} ×{c}" for k, c in sorted(p.kernel_counts().items()))
     params = ", ".join(f"{k}={v!r}" for k, v in g.graph["params"].items())
-    head = [
+    return [
         '"""',
-        f"{_safe(g.name)}: generated by archdsl {__version__}{' from ' + _safe(origin) if origin else ''}. Do not edit;",
-        f"regenerate with `archdsl compile{' ' + _safe(origin) if origin else ''}{' ' + _safe(settings) if settings else ''}`.",
+        f"{_safe(g.name)}: generated by archdsl {__version__}{' from ' + _safe(Path(origin).name) if origin else ''}."
+        " Do not edit: regenerate (the command is below).",
         "",
         f"Network parameters: {_safe(params) or 'none'}.",
         f"Inputs (per sample, NCHW): {', '.join(_safe(i) + ' ' + 'x'.join(map(str, g.shape(i))) for i in g.inputs)}.",
         f"Activations are NHWC {p.dtype} inside; every kernel accumulates in float32.",
-        f"{p.launches} kernel launches per forward: {kernels}.",
+        f"{p.launches} kernel launches per forward: {counts}.",
+        f"Kernel templates included (only those this network uses): {', '.join(n for n, _ in kernels)}.",
         "",
         "Use:  net = load(\"weights.safetensors\", device=\"cuda\");  outputs = net(x)",
         '"""',
+        f"# regenerate with: {regenerate_command(origin, settings)}",
         "",
         "import collections",
         "import math",
@@ -409,67 +410,193 @@ def _module(p: Program, origin: str, settings: str) -> str:
         "import triton.language as tl",
         "",
     ]
-    body = []
-    for name, text in templates():
-        body += [f"# {'=' * 30} kernels/{name} {'=' * 30}", "", text]
-    body += [f"# {'=' * 30} this network {'=' * 30}", "", f"DTYPE = torch.{p.dtype}", ""]
-    body += _buffers_table(p)
-    body += _prepare(p)
-    body += _network_class(p)
-    return "\n".join(head + body).rstrip() + "\n"
+
+
+def regenerate_command(origin: str, settings: str | Sequence[str] = "") -> str:
+    """`archdsl compile FILE ARGS...` as a shell command line (each word quoted as the shell needs),
+    for a comment: a word holding anything but printable ASCII (a line break could end the
+    comment) is left out and said so."""
+    words = ["archdsl", "compile", origin or "FILE.arch"]
+    words += settings.split() if isinstance(settings, str) else list(settings)
+    shown = [shlex.quote(w) if _printable(w) else "<unprintable>" for w in words]
+    note = "" if origin else "  (compiled from text or a graph: FILE.arch stands for it)"
+    return " ".join(shown) + note
+
+
+def _printable(word: str) -> bool:
+    return all(" " <= c <= "~" for c in word)
+
+
+# ---- which kernel templates a program needs -------------------------------------------------------
+
+_DEFINITION = re.compile(r"^(?:def|class)\s+(\w+)|^([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?::[^=]*)?=(?!=)", re.M)
+
+
+def _defines(text: str) -> set[str]:
+    """The names a template defines at its top level (functions, classes, constants)."""
+    names = set()
+    for fn, assigned in _DEFINITION.findall(text):
+        names |= {fn} if fn else {n.strip() for n in assigned.split(",")}
+    return names
+
+
+def _references(text: str) -> set[str]:
+    """The names code uses: not in comments or strings, not attributes (`x.mean`), not keywords
+    of a call or names being assigned (`mean=...`)."""
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
+              if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT)]
+    names = set()
+    for i, t in enumerate(tokens):
+        after_dot = i > 0 and tokens[i - 1].string == "."
+        before_eq = i + 1 < len(tokens) and tokens[i + 1].string == "="
+        if t.type == tokenize.NAME and not after_dot and not before_eq:
+            names.add(t.string)
+    return names
+
+
+def _used_templates(network: list[str]) -> list[tuple[str, str]]:
+    """host.py and the templates defining what the network's code calls, closed over what those
+    call in turn; a name several templates define (the ACT_* codes) comes from one already in."""
+    every = templates()
+    defines = {name: _defines(text) for name, text in every}
+    chosen = {"host.py"}
+    wanted = _references("\n".join(network))
+    while True:
+        have = set().union(*(defines[n] for n in chosen))
+        missing = wanted - have
+        unique = [n for n, _ in every if n not in chosen and any(
+            x in defines[n] and sum(x in d for d in defines.values()) == 1 for x in missing)]
+        shared = [n for n, _ in every if n not in chosen and missing & defines[n]]
+        add = unique[:1] or shared[:1]
+        if not add:
+            break
+        chosen.add(add[0])
+        wanted |= _references(dict(every)[add[0]])
+    return [(name, text) for name, text in every if name in chosen]
+
+
+# ---- the network: its weights, its buffers, its steps -------------------------------------------------
+
+_PREPARE_HELPERS = {
+    "conv": [
+        "def prepare_conv(w, state, node, conv, bn, eps, groups, bias):",
+        '    """A conv\'s packed weight, its batch norm (if any) folded in, and its bias."""',
+        "    wt, b = fold_bn(state, conv, bn, eps)",
+        '    w[node + ".w"] = pack_conv_weight(wt.to(DTYPE), groups, DTYPE)',
+        "    if bias:",
+        '        w[node + ".b"] = b.float()',
+    ],
+    "pre_bn": [
+        "def prepare_pre_bn(w, state, node, bn, eps):",
+        '    """The batch norm a conv applies to its input while loading it, as a scale and a shift."""',
+        '    w[node + ".in_scale"], w[node + ".in_shift"] = bn_scale_shift(state, bn, eps)',
+    ],
+    "fc": [
+        "def prepare_fc(w, state, node, fc, chw, bias):",
+        '    """A linear layer\'s packed weight (columns in NHWC order when it reads a flattened map)."""',
+        '    wt = state[fc + ".weight"]',
+        "    if chw is not None:",
+        "        wt = chw_to_hwc_columns(wt, *chw)",
+        '    w[node + ".w"] = pack_linear_weight(wt.to(DTYPE), DTYPE)',
+        "    if bias:",
+        '        w[node + ".b"] = state[fc + ".bias"].float()',
+    ],
+    "bn": [
+        "def prepare_bn(w, state, node, bn, eps):",
+        '    """A batch norm of its own, as a scale and a shift."""',
+        '    w[node + ".scale"], w[node + ".shift"] = bn_scale_shift(state, bn, eps)',
+    ],
+    "siblings": [
+        "def prepare_siblings(w, state, node, group, channels, biased):",
+        '    """Sibling 1x1 convs launched as one GEMM: their weights side by side, biases joined (zeros',
+        '    for a conv without one); the launcher\'s input scale and shift serve the whole group."""',
+        '    w[node + ".w"] = torch.cat([w.pop(m + ".w") for m in group], dim=1)',
+        "    if any(biased):",
+        '        w[node + ".b"] = torch.cat([w.pop(m + ".b") if b else torch.zeros(c)',
+        "                                    for m, c, b in zip(group, channels, biased)])",
+        "    for m in group[1:]:",
+        '        w.pop(m + ".in_scale", None)',
+        '        w.pop(m + ".in_shift", None)',
+    ],
+}
+
+
+def _weights_table(p: Program) -> list[str]:
+    rows = p.weights + p.deferred
+    kinds = sorted({row[0] for row, _ in rows}, key=list(_PREPARE_HELPERS).index)
+    lines = []
+    for kind in kinds:
+        lines += _PREPARE_HELPERS[kind] + ["", ""]
+    lines += [
+        "# What `prepare` makes of the reference weights (PyTorch state-dict names): one row per",
+        "# layer, (helper, node, arguments...), run in order by the helper of that name above.",
+        "WEIGHTS = [",
+    ]
+    for row, comment in rows:
+        lines += [f"    {c.strip()}" for c in comment.split("\n") if c.strip()]
+        lines.append(f"    {row!r},")
+    lines += [
+        "]",
+        "PREPARE = {" + ", ".join(f"{k!r}: prepare_{k}" for k in kinds) + "}",
+        "",
+        "",
+        "def prepare(state, device):",
+        '    """Reference weights -> the tensors the kernels read (the WEIGHTS table), on `device`."""',
+        "    w = {}",
+        "    for kind, *args in WEIGHTS:",
+        "        PREPARE[kind](w, state, *args)",
+        "    return {k: v.to(device) for k, v in w.items()}",
+        "",
+        "",
+    ]
+    return lines
 
 
 def _buffers_table(p: Program) -> list[str]:
     plan = p.plan
+    order = plan.order
+    when = {-1: "input", plan.end: "return"}
+
+    def step(t: int) -> str:
+        return when.get(t) or _safe(order[t])
+
     lines = [
         "# Memory plan (archdsl/codegen/plan.py).  Every activation lives in one arena of ARENA values per",
         "# sample (times the batch size); tensors whose lifetimes do not overlap share memory.  One buffer",
-        f"# per tensor would take {plan.naive():,} values per sample.  BUFFERS gives each slot t[i], per sample:",
-        '#   ("arena", offset, shape)    an NHWC buffer at `offset` values (times the batch size) into the arena',
-        '#   ("slice", j, start, stop)   channels [start, stop) of t[j]: this tensor is written in place into',
-        "#                               its concat's buffer (so the concat copies nothing)",
-        '#   ("same", j)                 t[j] itself: this step writes over its input, which is dead after it',
-        "#   None                        a view of another slot, made in __call__ (flatten)",
-        "# The comment of a buffer says from which step to which its memory is in use (by the slots written).",
+        f"# per tensor would take {plan.naive():,} values per sample.  BUFFERS says where each tensor t[name] is:",
+        '#   ("arena", offset, shape)       an NHWC buffer at `offset` values (times the batch size) into the arena',
+        '#   ("slice", base, start, stop)   channels [start, stop) of t[base]: this tensor is written in place',
+        "#                                  into its concat's buffer (so the concat copies nothing)",
+        '#   ("same", base)                 t[base] itself: this step writes over its input, dead after it',
+        "#   None                           a view made in __call__ (flatten), or never in memory (on chip)",
+        "# A buffer's comment says from which step to which its memory is in use.",
         f"ARENA = {plan.arena}",
-        "BUFFERS = [",
+        "BUFFERS = {",
     ]
-    for i, (shape, node) in enumerate(p.buffers):
+    for shape, node in p.buffers:
         kind, base = plan.kind[node], plan.base[node]
         if kind == "buffer":
             value = repr(("arena", plan.offset[node], tuple(shape)))
             first, last = plan.lifetime[node]
-            when = {-1: "input", plan.end: "return"}
-            note = f"live {when.get(first, f't[{first}]')} .. {when.get(last, f't[{last}]')}"
+            note = f"live {step(first)} .. {step(last)}"
         elif kind == "slice":
             start = plan.channel[node]
-            value = repr(("slice", p.slot[base], start, start + shape[-1]))
-            note = f"in {_safe(base)}"
+            value = repr(("slice", base, start, start + shape[-1]))
+            note = "in its concat"
         elif kind == "inplace":
-            value = repr(("same", p.slot[base]))
+            value = repr(("same", base))
             note = f"written over {_safe(plan.over[node])}"
         elif kind == "onchip":
-            value, note = "None", f"never in memory: on chip in the chain kernel of {_safe(p.schedule.launcher(node))}"
+            value, note = "None", f"on chip in the chain kernel of {_safe(p.schedule.launcher(node))}"
         else:
             value, note = "None", "a view"
-        lines.append(f"    {value + ',':<40} # t[{i}]  {_safe(node)}: {note}")
-    return lines + ["]", "", ""]
-
-
-def _prepare(p: Program) -> list[str]:
-    lines = [
-        "def prepare(state, device):",
-        '    """Reference weights (PyTorch state-dict names) -> the tensors the kernels read, on `device`."""',
-        "    w = {}",
-    ]
-    lines += [f"    {line}" for line in p.prepare + p.deferred]
-    lines += ["    return {k: v.to(device) for k, v in w.items()}", "", ""]
-    return lines
+        key = repr(node) + ":"
+        lines.append(f"    {key:<28} {value + ',':<44} # {note}")
+    return lines + ["}", "", ""]
 
 
 def _network_class(p: Program) -> list[str]:
     g = p.graph
-    inputs = [p.slot[i] for i in g.inputs]
     outs = []
     for o in g.outputs:
         t = p.t(o)
@@ -499,31 +626,33 @@ def _network_class(p: Program) -> list[str]:
         "        return self._tuned[n]",
         "",
         "    def buffers(self, n):",
-        '        """The activation tensors for batch size n (see BUFFERS): views of one arena, made once."""',
+        '        """The activation tensors for batch size n, by name (see BUFFERS): views of one arena, made once."""',
         "        if n not in self._buffers:",
         "            arena = torch.empty(n * ARENA, device=self.device, dtype=DTYPE)",
-        "            t = [None] * len(BUFFERS)",
-        "            for i, b in enumerate(BUFFERS):",
+        "            t = {}",
+        "            for name, b in BUFFERS.items():",
         '                if b is not None and b[0] == "arena":',
         "                    _, offset, shape = b",
-        "                    t[i] = arena[n * offset:n * (offset + math.prod(shape))].view(n, *shape)",
-        "            for i, b in enumerate(BUFFERS):",
-        '                if b is not None and b[0] == "slice":',
-        "                    _, j, start, stop = b",
-        "                    t[i] = t[j][..., start:stop]",
-        '                elif b is not None and b[0] == "same":',
-        "                    t[i] = t[b[1]]",
+        "                    t[name] = arena[n * offset:n * (offset + math.prod(shape))].view(n, *shape)",
+        "            for name, b in BUFFERS.items():",
+        "                if b is None:",
+        "                    t[name] = None",
+        '                elif b[0] == "slice":',
+        "                    _, base, start, stop = b",
+        "                    t[name] = t[base][..., start:stop]",
+        '                elif b[0] == "same":',
+        "                    t[name] = t[b[1]]",
         "            self._buffers[n] = t",
         "        return self._buffers[n]",
         "",
-        f"    def __call__(self, {', '.join(f'x{i}' for i in range(len(inputs)))}):",
+        f"    def __call__(self, {', '.join(f'x{i}' for i in range(len(g.inputs)))}):",
         "        w = self.w",
         "        n = x0.shape[0]",
         "        t = self.buffers(n)",
         "        tuned = self.tuned(n)",
     ]
-    for i, slot in enumerate(inputs):
-        lines.append(f"        t[{slot}].copy_(x{i}.permute(0, 2, 3, 1))  # input {_safe(g.inputs[i])}: NCHW -> NHWC")
+    for i, name in enumerate(g.inputs):
+        lines.append(f"        {p.t(name)}.copy_(x{i}.permute(0, 2, 3, 1))  # NCHW -> NHWC")
     for step in p.steps:
         if not step.comment and not step.code:
             continue  # a node computed by another node's launch
