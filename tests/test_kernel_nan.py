@@ -23,7 +23,9 @@ from kernel_build import load_templates, run_compile_check
 K = load_templates("conv2d.py", "conv2d_chain.py", "elementwise.py", "pool2d.py", module_name="archdsl_kernel_nan")
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-ACTS = {"relu": (K.ACT_RELU, torch.relu), "tanh": (K.ACT_TANH, torch.tanh), "sigmoid": (K.ACT_SIGMOID, torch.sigmoid)}
+# every activation the kernels apply in an epilogue, with PyTorch's function
+ACTS = {name: (getattr(K, f"ACT_{name.upper()}"), getattr(F, name))
+        for name in ("relu", "tanh", "sigmoid", "relu6", "hardsigmoid", "hardswish", "silu")}
 
 
 def _nhwc(t):
@@ -136,7 +138,9 @@ def nan_dropping(k):
 
 assert nan_dropping(compile_for(plain_max, {"x": "fp32"}, {"ACT": 1}, 4, 1)) == ["max.f32"]
 bad = {}
-for act in (K.ACT_RELU, K.ACT_TANH, K.ACT_SIGMOID):
+codes = sorted(v for k, v in vars(K).items() if k.startswith("ACT_") and isinstance(v, int) and v)
+assert len(codes) >= 7, codes
+for act in codes:
     for fn in (conv_act, ew_act):
         found = nan_dropping(compile_for(fn, {"x": "fp32"}, {"ACT": act}, 4, 1))
         if found:
