@@ -18,6 +18,8 @@ Every `ArchError` must also be well formed: it renders, and its location and its
 inside the text (line within the file, column within the line).
 
 Hypothesis runs derandomized (the same examples on every run) with no example database.
+The fuzzers take minutes: they are marked `slow` (so is the bounded-work regression, seconds a
+case), and the fast tier (`pytest -m "not slow"`) runs the other regression tests here.
 Bugs found here have a dedicated regression test at the end of the file; those not fixed yet
 are `xfail(strict=True)` so that they flip when fixed (none at the moment).
 """
@@ -141,6 +143,7 @@ soup_programs = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=2000, **FUZZ)
 @given(soup_programs)
 def test_token_soup_raises_only_arch_errors(text):
@@ -315,6 +318,7 @@ def test_seed_programs_are_valid():
         assert isinstance(run(seed), archdsl.Graph), seed
 
 
+@pytest.mark.slow
 @settings(max_examples=2000, **FUZZ)
 @given(mutants())
 def test_mutated_programs_raise_only_arch_errors(text):
@@ -674,12 +678,14 @@ def generated(draw) -> str:
     return Gen(lambda lo, hi: draw(st.integers(lo, hi))).program()
 
 
+@pytest.mark.slow
 @settings(max_examples=700, **FUZZ)
 @given(generated())
 def test_generated_programs_raise_only_arch_errors(text):
     run(text)
 
 
+@pytest.mark.slow
 def test_generator_reaches_the_elaborator():
     """The generated programs parse, and enough of them elaborate for the deep paths to be hit:
     a fixed sample from a seeded `random.Random`, fuzzed like the rest."""
@@ -719,6 +725,7 @@ def expressions(depth: int = 3):
     ), max_leaves=8)
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, **FUZZ)
 @given(expressions(), st.sampled_from(["let v = {}", "conv({}, 1)", "conv(4, 3, pad={})", "if {} {{ relu }}",
                                        "relu * {}", "for i in {} {{ relu }}", "t{{{}}}: relu", "dropout({})",
@@ -809,6 +816,7 @@ network n {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(HANGS))
 def test_regression_elaboration_work_is_bounded(case):
     err = run(HANGS[case], budget=5)
