@@ -124,7 +124,10 @@ def stage_stack(ctx: Context) -> None:
     except ImportError as exc:  # archdsl's parser needs it: nothing else would work
         env["lark"] = f"missing: {exc}"
     env["profile"] = opts.profile.name
-    env["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
+    try:
+        env["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
+    except RuntimeError as exc:  # a torch that refuses the legacy flags' getters: say so, go on
+        env["tf32"] = f"unknown: {exc}"[:200]
     env["fp32_math"] = FP32_MATH
     if opts.device.type == "cuda":
         props = torch.cuda.get_device_properties(opts.device)
