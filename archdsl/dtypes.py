@@ -34,3 +34,8 @@ def argument(text: str) -> str:
 
 
 SPELLINGS = "float32 (fp32), float16 (fp16, half), bfloat16 (bf16)"
+
+
+def name_of(dtype) -> str:
+    """The canonical name of a torch dtype (`torch.bfloat16`) or of any spelling ("bf16")."""
+    return canonical(str(dtype).removeprefix("torch."))

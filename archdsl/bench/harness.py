@@ -1,4 +1,4 @@
-"""The benchmark harness behind `archdsl bench` (protocol: docs and shared DESIGN.md, "Benchmark protocol").
+"""The benchmark harness behind `archdsl bench` (the protocol: below, and docs/architecture.md).
 
 One process, one run, the same weights (batch norm folded for every provider) and the same
 inputs.  Two parts, each for every batch size and dtype asked for:

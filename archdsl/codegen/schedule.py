@@ -140,12 +140,12 @@ def _conv_launch(g: Graph, n: str, siblings: tuple[str, ...], first: str | None)
     return Launch("conv2d", (n, *siblings), tuple(args), (n, *siblings), _conv_geometry(a), epilogue)
 
 
-def _launch(g: Graph, n: str, siblings: tuple[str, ...], first: str | None) -> Launch:
+def _launch(g: Graph, n: str, siblings: tuple[str, ...], first: str | None, gemms: dict[str, frozenset]) -> Launch:
     op = g.op(n)
-    if op in family("conv"):
+    if op in gemms["conv"]:
         return _conv_launch(g, n, siblings, first)
     args = tuple(g.args(n))
-    if op in family("fc"):
+    if op in gemms["fc"]:
         a = g.nodes[n]["attrs"]
         return Launch("linear", (n,), args, (n,), (), Epilogue(bias=bool(a["bias"]), acts=(a.get("act", "none"),)))
     return Launch(None, (n,), args, (n,))
@@ -158,6 +158,7 @@ def make_schedule(g: Graph) -> Schedule:
     launcher = {m: first for first, rest in groups.siblings.items() for m in rest}
     launcher.update(chained)
     order, placed, launches, by_node = [], set(), [], {}
+    gemms = {"conv": family("conv"), "fc": family("fc")}
     for n in g.order():
         head = n if n in chained else launcher.get(n, n)  # a chain's first conv keeps its place
         for m in (head, *groups.siblings.get(head, ())):
@@ -167,7 +168,7 @@ def make_schedule(g: Graph) -> Schedule:
             placed.add(m)
             if m in g.inputs or m in launcher:
                 continue
-            launch = _launch(g, m, groups.siblings.get(m, ()), groups.chains.get(m))
+            launch = _launch(g, m, groups.siblings.get(m, ()), groups.chains.get(m), gemms)
             launches.append(launch)
             for x in launch.nodes:
                 by_node[x] = launch

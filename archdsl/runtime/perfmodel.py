@@ -303,7 +303,7 @@ def _kernel_defaults():
 def _torch_dtype(dtype: Any):
     import torch
 
-    from .tune import dtype_name
+    from ..dtypes import name_of as dtype_name
 
     return getattr(torch, dtype_name(dtype))
 
@@ -315,7 +315,7 @@ def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
     table's kwargs), else the launcher's defaults (`conv_default_blocks`); chains their
     `_chain_defaults`; every other launch is costed by its bytes."""
     from ..codegen.schedule import Schedule, make_schedule
-    from .tune import conv_launches
+    from .launches import conv_launches
 
     schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
     graph, tuning = schedule.graph, tuning or {}

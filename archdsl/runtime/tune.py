@@ -41,8 +41,6 @@ interpreter).
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.util
 import json
 import math
 import os
@@ -51,12 +49,11 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import dtypes
-from ..ops.registry import act_codes
 from .cache import tune_file
+from .launches import ConvLaunch, conv_launches, conv_signature, kernel_module  # noqa: F401  (re-exported)
 
 CACHE_FILE = "tune.json"
 FORMAT = 1
@@ -121,9 +118,7 @@ class TuneKey:
                            self.dtype], separators=(",", ":"))
 
 
-def dtype_name(dtype: Any) -> str:
-    """"bfloat16" for torch.bfloat16, "bfloat16" or any spelling of `archdsl.dtypes` ("bf16")."""
-    return dtypes.canonical(str(dtype).removeprefix("torch."))
+dtype_name = dtypes.name_of  # "bfloat16" for torch.bfloat16, "bfloat16" or "bf16"
 
 
 # ---- the cache ----------------------------------------------------------------------------------
@@ -338,44 +333,6 @@ def autotune(kernel_fn: Callable[..., Any], candidates: Iterable[Mapping[str, An
 # ---- the convolution kernel ---------------------------------------------------------------------
 
 
-@functools.cache
-def kernel_module(name: str = "conv2d") -> ModuleType:
-    """kernels/<name>.py loaded as a module from its file (Triton reads the kernels' source)."""
-    from ..codegen.emit import kernel_dir
-
-    path = kernel_dir() / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"archdsl_tune_kernels_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else tuple(int(e) for e in v)
-
-
-def _pads(pad) -> tuple[int, int, int, int]:
-    if isinstance(pad, int):
-        return (pad,) * 4
-    pad = tuple(int(e) for e in pad)
-    return (pad[0], pad[0], pad[1], pad[1]) if len(pad) == 2 else pad
-
-
-def conv_signature(x_shape: Sequence[int], out_shape: Sequence[int], *, kernel, stride=1, pad=0, dilation=1,
-                   groups: int = 1, residual: bool = False, act: int = 0, path: str = "") -> str:
-    """The shape signature of one conv2d launch (NHWC shapes, batch included: it sets the grid).
-
-    >>> conv_signature((32, 56, 56, 64), (32, 56, 56, 256), kernel=1, path="gemm")
-    'n32 h56 w56 c64 -> p56 q56 k256 | r1x1 s1x1 pad0,0,0,0 d1x1 g1 | res0 act0 | gemm'
-    """
-    n, h, w, c = (int(e) for e in x_shape)
-    _, p, q, k = (int(e) for e in out_shape)
-    (kh, kw), (sh, sw), (dh, dw) = _pair(kernel), _pair(stride), _pair(dilation)
-    pads = ",".join(str(e) for e in _pads(pad))
-    return (f"n{n} h{h} w{w} c{c} -> p{p} q{q} k{k} | r{kh}x{kw} s{sh}x{sw} pad{pads} d{dh}x{dw} g{groups} | "
-            f"res{int(bool(residual))} act{int(act)} | {path}")
-
-
 def conv_candidates(path: str, dtype: Any, device_type: str = "cuda", *, smem_bytes: int = 227 * 1024) -> list[dict]:
     """Configurations of ``conv2d`` worth trying for a path ("gemm", "implicit_tap", ...).
 
@@ -441,58 +398,6 @@ def lookup_conv2d(cache: TuneCache, info: DeviceInfo, x_shape, out_shape, dtype,
 
 
 # ---- a whole network ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ConvLaunch:
-    """One conv2d launch of a generated program, at one batch size (NHWC shapes)."""
-
-    node: str
-    x_shape: tuple[int, int, int, int]
-    out_shape: tuple[int, int, int, int]
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    pad: tuple[int, int, int, int]
-    dilation: tuple[int, int]
-    groups: int
-    residual: bool
-    act: int
-    path: str
-
-    def geometry(self) -> dict:
-        return dict(kernel=self.kernel, stride=self.stride, pad=self.pad, dilation=self.dilation, groups=self.groups)
-
-    def signature(self) -> str:
-        return conv_signature(self.x_shape, self.out_shape, residual=self.residual, act=self.act, path=self.path,
-                              **self.geometry())
-
-
-def conv_launches(schedule, batch: int) -> list[ConvLaunch]:
-    """The `conv2d` launches of a launch schedule (`archdsl.codegen.schedule`; an optimized graph
-    is scheduled first), in execution order, at `batch`.  The path is `conv_path` on shape-only
-    (meta) tensors: the generated program gives every conv whole, contiguous NHWC buffers.  A
-    sibling group's launch is as wide as the group; chain kernels (`conv2d_chain`) are not
-    conv2d launches and keep their default blocks."""
-    import torch
-
-    from ..codegen.schedule import Schedule, make_schedule
-
-    schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
-    graph = schedule.graph
-    conv_path = kernel_module("conv2d").conv_path
-    out = []
-    for launch in schedule.gemm_launches("conv2d"):
-        cin, h, w = graph.shape(launch.inputs[0])
-        _, p, q = graph.shape(launch.node)
-        cout = sum(graph.shape(m)[0] for m in launch.outputs)
-        x_shape, out_shape = (batch, h, w, cin), (batch, p, q, cout)
-        geometry = launch.geom()
-        meta = [torch.empty(s, device="meta") for s in (x_shape, out_shape)]
-        residual = launch.epilogue.residual
-        path = conv_path(*meta, residual=meta[1] if residual else None, **geometry)
-        out.append(ConvLaunch(launch.node, x_shape, out_shape, **geometry, residual=residual,
-                              act=act_codes()[launch.epilogue.act], path=path))
-    return out
-
 
 def network_tuning(schedule, batch: int, dtype: Any, cache: TuneCache | None = None, info: DeviceInfo | None = None, *,
                    autotune_missing: bool = False, device: Any = None, timer=None, seed: int = 0,
