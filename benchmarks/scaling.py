@@ -5,9 +5,10 @@
     python -m benchmarks.scaling --stages parse,elaborate,analyze,summary-json
 
 For every stage the ratio T(2N) / T(N) is printed: about 2 means linear, about 4 quadratic.
-Two shapes of network: `relu` (one long chain, `relu * n`: what in-place planning and every
-per-node walk see at their worst) and `resnet` (residual blocks of conv, bn, relu and add:
-what fusion, the passes and the planner have to work through). Timings are wall clock on
+Three shapes of network: `relu` (one long chain, `relu * n`: what in-place planning and every
+per-node walk see at their worst), `resnet` (residual blocks of conv, bn, relu and add: what
+fusion, the passes and the planner have to work through) and `lines` (one labelled statement
+per line: the text grows with the network, which the parser sees). Timings are wall clock on
 whatever machine runs this (shared CPUs make them noisy): read the ratios, not the seconds.
 
 Stages: parse (text -> AST), elaborate (AST -> checked IR, lint included), analyze (counts
@@ -37,7 +38,8 @@ STAGES = ("parse", "elaborate", "analyze", "summary-json", "passes", "plan", "em
 
 def relu_chain(nodes: int) -> str:
     """`relu * n` in blocks of at most 5,000 (the repetition limit is 10,000)."""
-    per, blocks = 5_000, max(1, (nodes - 2) // 5_000)
+    per = min(5_000, nodes - 2)
+    blocks = (nodes - 2) // per
     rest = nodes - 2 - per * blocks
     lines = ["block run() {", f"    relu * {per}", "}", "network chain {", "    input 8 x 8 x 8", "    conv(8, 1)"]
     lines += ["    run()"] * blocks
@@ -67,7 +69,13 @@ def resnet_chain(nodes: int) -> str:
     ])
 
 
-SHAPES = {"relu": relu_chain, "resnet": resnet_chain}
+def written_out(nodes: int) -> str:
+    """One statement per line, nothing repeated: the text grows with the network (the parser's case)."""
+    body = [f"    c{i}: conv(8, 1)" if i % 2 == 0 else f"    r{i}: relu" for i in range(nodes - 1)]
+    return "\n".join(["network flat {", "    input 8 x 8 x 8", *body, "}", ""])
+
+
+SHAPES = {"relu": relu_chain, "resnet": resnet_chain, "lines": written_out}
 
 
 def _timed(fn):
@@ -79,6 +87,7 @@ def _timed(fn):
 
 def measure(source: str, stages: tuple[str, ...]) -> tuple[int, dict[str, float]]:
     """(node count, seconds per stage) for one network."""
+    parse(relu_chain(4), "<warm-up>")  # the parser's tables and lexer are built once per process
     times: dict[str, float] = {}
     times["parse"], _ = _timed(lambda: parse(source, "<bench>"))
     seconds, graph = _timed(lambda: elaborate(load_source(source, "<bench>")))
@@ -103,7 +112,7 @@ def measure(source: str, stages: tuple[str, ...]) -> tuple[int, dict[str, float]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, default=10_000, help="N: the smaller size (the larger is 2N)")
-    p.add_argument("--shapes", default="relu,resnet", help="network shapes: relu, resnet")
+    p.add_argument("--shapes", default="relu,resnet,lines", help="network shapes: relu, resnet, lines")
     p.add_argument("--stages", default=",".join(STAGES), help=f"stages to time ({', '.join(STAGES)})")
     args = p.parse_args(argv)
     stages = tuple(s for s in args.stages.split(",") if s)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import os
 
 from ..errors import ArchError
+from ..frontend.gcpause import paused_gc
 from ..ir.graph import Graph
 from ..ops import OPS
 from ..ops.registry import fmt_shape, numel
@@ -165,6 +166,11 @@ class Summary:
 
 def analyze(g: Graph, batch: int | None = None) -> Summary:
     """Compute every node's statistics (stored in its `meta`) and return the per-layer summary."""
+    with paused_gc():
+        return _analyze(g, batch)
+
+
+def _analyze(g: Graph, batch: int | None) -> Summary:
     rows = []
     nodes, preds = g._node, g._pred  # networkx's own dicts: its views cost more than the counting
     for n in g.order():

@@ -14,6 +14,7 @@ from .. import __version__, dtypes
 from ..analysis import DTYPE_BYTES, analyze, collapse, output_labels, output_names
 from ..elaborate import Limits, load
 from ..errors import NO_LOC, ArchError, SrcLoc, did_you_mean, printable
+from ..frontend.gcpause import paused_gc
 from .progress import Stages
 from .import_cmd import add_import_parser
 from .table import render
@@ -481,6 +482,9 @@ def _positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.run in (cmd_summary, cmd_check):  # front end only: a few objects per layer, all kept
+            with paused_gc():
+                return args.run(args)
         return args.run(args)
     except ArchError as exc:
         print(exc.render(), file=sys.stderr)

@@ -11,6 +11,7 @@ import networkx as nx
 from ..errors import NO_LOC, ArchError, Note, did_you_mean
 from ..ir.graph import Graph
 from ..frontend import ast
+from ..frontend.gcpause import paused_gc
 from .elaborator import Elaborator, Limits
 from .evaluate import Env, Evaluator
 from .loader import Library, load_file, load_source
@@ -50,13 +51,14 @@ def elaborate(lib: Library, network: str | None = None, params: dict[str, Any] |
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old, 20_000))  # deep (but bounded) block recursion
     try:
-        graph = Elaborator(lib, limits).network(net, dict(params or {}), input_shape, NO_LOC, name=name)
+        with paused_gc():
+            graph = Elaborator(lib, limits).network(net, dict(params or {}), input_shape, NO_LOC, name=name)
+            graph.lint()
     except RecursionError:
         raise ArchError("the program nests too deeply to elaborate", _deepest(net.loc),
                         hint="split deep expressions with `let`, or check a recursion's base case") from None
     finally:
         sys.setrecursionlimit(old)
-    graph.lint()
     graph.graph["warnings"] = _unused_warnings(graph)
     return graph
 

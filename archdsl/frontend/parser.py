@@ -15,6 +15,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
+from .gcpause import paused_gc
 from ..errors import ArchError, Note, SrcLoc, register_source, split_lines
 
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
@@ -115,6 +116,11 @@ def _remove_quietly(path: Path) -> None:
 
 def parse(text: str, filename: str = "<string>") -> ast.Module:
     """Parse one `.arch` source into an `ast.Module` (imports are not followed here)."""
+    with paused_gc():
+        return _parse(text, filename)
+
+
+def _parse(text: str, filename: str) -> ast.Module:
     register_source(filename, text)
     try:
         tree = _parser().parse(text)
