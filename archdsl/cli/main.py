@@ -317,7 +317,7 @@ def cmd_viz(args) -> int:
     g = _graph(args)
     path = viz.write(g, args.output, args.format, args.depth, args.rankdir)
     if path != "-":
-        print(f"wrote {path}")
+        _say(f"wrote {path}")
     return 0
 
 
