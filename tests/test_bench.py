@@ -192,6 +192,7 @@ def cpu_run():
     return run, config, stream.getvalue()
 
 
+@pytest.mark.slow
 def test_a_cpu_run_measures_every_row_and_checks_every_output(cpu_run):
     run, config, progress = cpu_run
     convs = run.convs
@@ -209,6 +210,7 @@ def test_a_cpu_run_measures_every_row_and_checks_every_output(cpu_run):
     assert progress.count("\n") <= 21 and "\r" not in progress  # not a TTY: a few plain lines
 
 
+@pytest.mark.slow
 def test_tuned_rows_use_and_fill_the_cache(tmp_path):
     from archdsl.runtime.tune import TuneCache
 
@@ -319,6 +321,7 @@ def test_plot_panels_and_text_of_a_fake_run():
     ET.fromstring(report.render_svg(run))  # well-formed
 
 
+@pytest.mark.slow
 def test_failing_and_wrong_providers_are_recorded_and_the_run_goes_on(monkeypatch):
     seen = {}
 
@@ -452,6 +455,7 @@ def test_cuda_capture_refuses_cpu_tensors_clearly():
         g(torch.zeros(2))
 
 
+@pytest.mark.slow
 def test_the_archdsl_graph_provider_computes_the_reference_with_an_emulated_graph():
     g = archdsl.loads(TINY)
     state = harness.reference_state(g, seed=1)

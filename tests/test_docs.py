@@ -138,6 +138,7 @@ def test_console_example(where, cmd, expect, scratch, capsys):
     assert (code == 2) if is_error else (code == 0), f"{where}: `{cmd}` exited {code}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where,line,code", blocks(README, "pycon"), ids=[b[0] for b in blocks(README, "pycon")])
 def test_python_example(where, line, code, monkeypatch):
     """```pycon blocks are doctests, run from the repository root."""

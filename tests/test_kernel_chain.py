@@ -140,6 +140,7 @@ def test_template_names_and_imports():
             assert not names & _top_level_names(other)[0], f"conv2d_chain.py redefines names of {other.name}"
 
 
+@pytest.mark.slow
 def test_runs_inside_the_generated_module(tmp_path):
     """The code generator's paste of every template (conv2d.py before conv2d_chain.py) runs the chain."""
     import importlib.util
@@ -191,6 +192,7 @@ def test_walk_selection(c, kernel, stride, pad, want):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_resnet_bottleneck_3x3_then_expand(dtype):
     """3x3 s1 p1 -> relu -> 1x1 expand (K = 72: three BLOCK_N = 32 tiles) -> + residual -> relu."""
@@ -219,6 +221,7 @@ def test_strided_1x1_first_conv():
               x_slice=(1, 1), walk="tap")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_5x5_pad2(dtype):
     run_chain(n=2, c=16, h=6, w=7, c_mid=24, k=16, kernel=(5, 5), pad=(2, 2, 2, 2), dtype=dtype,
@@ -252,6 +255,7 @@ def test_c_mid_extremes(dtype):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act2", list(ACTS), ids=[ACT_IDS[a] for a in ACTS])
 @pytest.mark.parametrize("act1", list(ACTS), ids=[ACT_IDS[a] for a in ACTS])
 def test_activations(act1, act2):
@@ -276,6 +280,7 @@ def test_fp32_output_of_fp16_inputs():
               out_dtype=torch.float32, residual=True, act2=K.ACT_RELU)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_same_numbers_as_two_conv2d_calls(dtype):
     """The fused chain equals conv2d -> stored mid -> conv2d, up to summation order.
@@ -302,6 +307,7 @@ def test_same_numbers_as_two_conv2d_calls(dtype):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("knobs", [
     dict(block_m=16, block_n=16, block_k=16),
     dict(block_m=64, block_n=64, block_k=32, num_warps=8, num_stages=2),
@@ -345,6 +351,7 @@ def random_chain_config(rng: random.Random) -> dict:
 CONFIGS = [random_chain_config(random.Random(4000 + i)) for i in range(16)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[
     f"c{c['c']}m{c['c_mid']}k{c['k']}-{c['kernel'][0]}x{c['kernel'][1]}s{c['stride'][0]}{c['stride'][1]}"
     f"-{str(c['dtype'])[6:]}" for c in CONFIGS])
@@ -458,6 +465,7 @@ for dtype, tf32 in ((torch.float32, False), (torch.float32, True), (torch.float1
 '''
 
 
+@pytest.mark.slow
 def test_chain_kernel_compiles_for_gpus(tmp_path):
     """sm_90 builds with conv2d_chain's defaults (fp32, tf32, fp16, bf16; every walk; C_mid up to
     CHAIN_MAX_MID) succeed, fit in shared memory and, where ptxas reports it, spill no registers."""

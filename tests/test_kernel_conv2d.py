@@ -157,6 +157,7 @@ def test_path_selection(args, want):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_stem_7x7_c3(dtype):
     run_conv(n=2, c=3, h=13, w=11, k=20, kernel=(7, 7), stride=(2, 2), pad=(3, 3, 3, 3), dtype=dtype,
@@ -168,22 +169,26 @@ def test_alexnet_stem_11x11_stride4():
              act=K.ACT_RELU)
 
 
+@pytest.mark.slow
 def test_alexnet_grouped_5x5():
     run_conv(n=2, c=32, h=7, w=6, k=36, kernel=(5, 5), pad=(2, 2, 2, 2), groups=2, bias=True, act=K.ACT_RELU)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_resnext_32_groups_of_4(dtype):
     run_conv(n=2, c=128, h=6, w=5, k=128, kernel=(3, 3), stride=(2, 2), pad=(1, 1, 1, 1), groups=32,
              dtype=dtype, scale=True, bias=True, act=K.ACT_RELU)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_depthwise(dtype):
     run_conv(n=3, c=24, h=9, w=7, k=24, kernel=(3, 3), stride=(2, 1), pad=(1, 1, 0, 2), groups=24,
              dtype=dtype, scale=True, bias=True, residual=True, act=K.ACT_RELU)
 
 
+@pytest.mark.slow
 def test_depthwise_channel_multiplier():
     """groups == C but K = 2C (two filters per channel): not the depthwise path, still correct."""
     run_conv(n=2, c=8, h=7, w=7, k=16, kernel=(3, 3), pad=(1, 1, 1, 1), groups=8, bias=True, act=K.ACT_RELU)
@@ -195,6 +200,7 @@ def test_bottleneck_1x1_gemm_into_concat_slice(dtype):
              act=K.ACT_RELU, x_slice=(8, 5), out_slice=(3, 11), res_slice=(2, 0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_tap_path_with_channel_tail(dtype):
     """Cg = 48 is a multiple of 16 but not of 32: forced BLOCK_K = 32 masks a channel tail."""
@@ -212,12 +218,14 @@ def test_1x1_through_every_path(path):
     run_conv(n=2, c=32, h=5, w=6, k=20, kernel=(1, 1), path=path, bias=True, residual=True, act=K.ACT_TANH)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["depthwise", "implicit_flat"])
 def test_depthwise_through_both_paths(path):
     run_conv(n=2, c=12, h=8, w=7, k=12, kernel=(5, 5), dilation=(2, 1), pad=(4, 3, 2, 1), groups=12,
              path=path, scale=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("knobs", [
     dict(block_m=16, block_n=16, block_k=16, swizzle_m=1),
     dict(block_m=64, block_n=16, block_k=64, swizzle_m=2),
@@ -244,6 +252,7 @@ def test_1x1_on_cropped_input_and_output():
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act", list(ACTS), ids=["none", "relu", "tanh", "sigmoid"])
 @pytest.mark.parametrize("layer", [
     dict(c=16, k=24, kernel=(1, 1)),                                              # gemm
@@ -335,6 +344,7 @@ def _cfg_id(cfg):
             f"d{cfg['dilation'][0]}{cfg['dilation'][1]}g{cfg['groups']}-{str(cfg['dtype'])[6:]}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[_cfg_id(c) for c in CONFIGS])
 def test_random_conv(cfg):
     run_conv(**cfg)
@@ -487,6 +497,7 @@ compile_for(K._conv_depthwise_kernel, f16, dict(ep, **geo, BLOCK_M=64, BLOCK_C=6
 '''
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_gpus(tmp_path):
     """sm_90 (H100 / H200) builds of every path (fp32 / fp16 / bf16, the full epilogue) succeed."""
     run_compile_check(tmp_path, ["conv2d.py"], _COMPILE_VARIANTS)

@@ -176,6 +176,7 @@ def test_prologue_layers_take_the_paths_they_name():
         assert got == PROLOGUE_PATHS[name], name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layer", list(PROLOGUE_LAYERS), ids=list(PROLOGUE_LAYERS))
 def test_prologue(layer, dtype):
@@ -184,6 +185,7 @@ def test_prologue(layer, dtype):
               act=K.ACT_RELU, seed=len(layer))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pre,in_act", [(("scale",), K.ACT_NONE), (("shift",), K.ACT_NONE),
                                         ((), K.ACT_SIGMOID), (("scale", "shift"), K.ACT_NONE)],
                          ids=["scale", "shift", "act_only", "scale_shift"])
@@ -216,6 +218,7 @@ EPILOGUE_LAYERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("act", [K.ACT_NONE, K.ACT_RELU], ids=["no_act", "relu"])
 @pytest.mark.parametrize("layer", list(EPILOGUE_LAYERS), ids=list(EPILOGUE_LAYERS))
@@ -225,6 +228,7 @@ def test_mean_join(layer, act, dtype):
               after=True, out_scale=0.5, out_slice=(2, 3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("residual,after", [(False, False), (True, False)], ids=["no_residual", "res_before_act"])
 @pytest.mark.parametrize("layer", ["gemm", "tap", "depthwise"])
 def test_out_scale(layer, residual, after):
@@ -415,6 +419,7 @@ compile_for(K._conv_depthwise_kernel, dict(vecs, x="fp16"),
 '''
 
 
+@pytest.mark.slow
 def test_fused_kernels_compile_for_gpus(tmp_path):
     """sm_90 builds with the prologue, the residual after act, out_scale and three destinations."""
     run_compile_check(tmp_path, ["conv2d.py"], _COMPILE_VARIANTS)

@@ -176,6 +176,7 @@ def _run_nchw(cfg, ref_fn, call, *, exact=False, scale=1.0):
 # ---- pooling -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", _cases("maxpool", 36, lambda r: _pool_cfg(r, dilation=True), 0))
 def test_max_pool2d(cfg):
     def ref(x):
@@ -191,6 +192,7 @@ def _avg_cfg(rng):
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", _cases("avgpool", 36, _avg_cfg, 0))
 def test_avg_pool2d(cfg):
     def ref(x):
@@ -218,6 +220,7 @@ def _adaptive_cfg(rng):
                 out=(rng.randint(1, min(h + 2, 7)), rng.randint(1, min(w + 2, 7))))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", _cases("adaptive", 20, _adaptive_cfg, 0))
 def test_adaptive_avg_pool2d(cfg):
     _run_nchw(cfg, lambda x: F.adaptive_avg_pool2d(x, cfg["out"]), pool.adaptive_avg_pool2d)

@@ -151,6 +151,7 @@ def check_invariants(plan) -> None:
                 assert len(ports) == 1 and ports[0] in OPS[g.op(second)].inplace_ports, second
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)
 def test_the_plan_never_overlaps_live_tensors(path):
     plan = compiled(path).program.plan
@@ -161,6 +162,7 @@ def test_the_plan_never_overlaps_live_tensors(path):
 # ---- concat elimination ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, concats, inputs_each", [
     ("densenet121", 6 + 12 + 24 + 16, 2),  # one concat per dense layer: concat(x, new features)
     ("googlenet", 9, 4),  # nine inception modules, four branches each
@@ -182,6 +184,7 @@ def test_concat_networks_run_no_copy_kernel(name, concats, inputs_each):
                                    and not launch_groups(g).launched_by(n))
 
 
+@pytest.mark.slow
 def test_a_dense_block_is_one_buffer_every_layer_appending_its_slice():
     program = compiled(EXAMPLES / "densenet121.arch").program
     plan, g = program.plan, program.graph
@@ -228,6 +231,7 @@ def test_inputs_that_cannot_be_placed_are_copied():
     assert program.source.count("copy_channels(t[") == 4
 
 
+@pytest.mark.slow
 def test_copies_nesting_and_in_place_steps_compute_the_reference():
     torch.manual_seed(0)
     for text in (COPIES, INPLACE):
@@ -302,6 +306,7 @@ def test_bytes_moved_by_formula():
     assert planning.bytes_moved(c.program.plan) == e * ((x + y) + (y + f))
 
 
+@pytest.mark.slow
 def test_report_states_memory_copies_and_bytes_moved(tmp_path):
     out = tmp_path / "g"
     assert cli_main(["compile", str(EXAMPLES / "squeezenet.arch"), "-o", str(out), "--dtype", "float16"]) == 0
@@ -317,6 +322,7 @@ def test_report_states_memory_copies_and_bytes_moved(tmp_path):
 # ---- the generated code allocates what the plan says -----------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["densenet121", "googlenet", "resnet50", "fractalnet"])
 def test_generated_buffers_follow_the_plan(name):
     program = compiled(EXAMPLES / f"{name}.arch").program
@@ -410,6 +416,7 @@ def _random_programs(count, seed):
     return out
 
 
+@pytest.mark.slow
 def test_random_networks_keep_the_invariants():
     for text in _random_programs(150, seed=7):
         plan = compiled(text).program.plan
@@ -417,6 +424,7 @@ def test_random_networks_keep_the_invariants():
         assert plan.peak_live() <= plan.arena <= plan.naive()
 
 
+@pytest.mark.slow
 def test_random_networks_compute_the_reference():
     for text in _random_programs(8, seed=11):
         model = archdsl.compile(source=text, device="cpu")

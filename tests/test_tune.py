@@ -183,6 +183,7 @@ TIMES = {(16, 16, 16): 3.0, (32, 16, 16): 2.0, (16, 32, 16): 0.5, (32, 32, 16): 
 GEOMETRY = dict(kernel=(3, 3), stride=(1, 1), pad=(1, 1, 1, 1), dilation=(1, 1), groups=1)
 
 
+@pytest.mark.slow
 def test_the_fastest_config_by_the_timer_wins_and_is_correct(cache):
     mod, x, w, out, b, ref = conv_problem()
     rec = Recorder(mod.conv2d)
@@ -205,6 +206,7 @@ def test_the_fastest_config_by_the_timer_wins_and_is_correct(cache):
     assert entry["key"]["shape"].startswith("n2 h6 w6 c8 -> p6 q6 k16 | r3x3 s1x1 pad1,1,1,1")
 
 
+@pytest.mark.slow
 def test_a_second_lookup_hits_the_cache_without_timing_or_launching(cache):
     mod, x, w, out, b, _ = conv_problem()
     rec = Recorder(mod.conv2d)
@@ -222,6 +224,7 @@ def test_a_second_lookup_hits_the_cache_without_timing_or_launching(cache):
     assert tune.lookup_conv2d(cache, INFO, (4, 6, 6, 8), (4, 6, 6, 16), x.dtype, path=path, **GEOMETRY) == {}
 
 
+@pytest.mark.slow
 def test_a_different_torch_version_misses_and_tunes_again(cache):
     mod, x, w, out, b, _ = conv_problem()
     rec = Recorder(mod.conv2d)
@@ -236,6 +239,7 @@ def test_a_different_torch_version_misses_and_tunes_again(cache):
     assert len(TuneCache(cache.path)) == 2  # both versions' results kept
 
 
+@pytest.mark.slow
 def test_configs_that_fail_to_compile_or_launch_are_skipped(cache):
     mod, x, w, out, b, _ = conv_problem()
     rec = Recorder(mod.conv2d)
@@ -281,6 +285,7 @@ def test_candidates_fit_shared_memory_and_name_their_path():
     assert all("block_k" not in c for c in tune.conv_candidates("depthwise", torch.bfloat16, "cuda"))
 
 
+@pytest.mark.slow
 def test_the_cpu_candidates_all_run_in_the_interpreter(cache):
     """The candidate list `tune_conv2d` picks by default on this device compiles and computes."""
     mod, x, w, out, b, ref = conv_problem(torch.bfloat16, seed=3)
@@ -302,6 +307,7 @@ network small(classes = 4) {
 """
 
 
+@pytest.mark.slow
 def test_network_tuning_reads_the_cache_and_tunes_misses_once_per_signature(cache):
     import archdsl
     from archdsl.passes import optimize
