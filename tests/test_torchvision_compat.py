@@ -11,7 +11,11 @@ here skips: a torchvision that is missing or does not import fails every test wi
    torchvision's, and the implied parameter and buffer totals are what `archdsl.analyze` counts.
 3. For the same pairs, `archdsl.to_torch(graph)` has torchvision's state dict, accepts it with
    `strict=True`, and computes the same outputs in float64 (eval mode, batch-norm statistics
-   randomized so that eps and statistics matter). The large models' forwards are marked `slow`.
+   randomized so that eps and statistics matter).
+
+The fast tier (`pytest -m "not slow"`) runs the forwards of the small models (SqueezeNets,
+ResNet-18), which also load torchvision's state dict strictly; 1, 2 and the large models'
+forwards (each over 3 s, or 0.5 s a case, when measured) are marked `slow`.
 """
 
 from __future__ import annotations
@@ -207,6 +211,7 @@ def test_torchvision_imports_on_this_torch(tvm):
 # ---- 1. parameter counts ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", list(DOCUMENTED_PARAMS))
 def test_documented_param_count(tvm, model):
     m = build_tv(tvm, model, TV_KWARGS.get(model, {}), "meta")  # shapes only: no memory, no initialization time
@@ -216,6 +221,7 @@ def test_documented_param_count(tvm, model):
 # ---- 2. state-dict keys and shapes, from the graph alone ---------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_state_dict_matches_torchvision(tvm, case):
     g = load_ours(case)
