@@ -43,6 +43,7 @@ def rel_err(out, ref) -> float:
     return ((out.double().cpu() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", compilable(sorted(EXAMPLES.glob("*.arch"))), ids=lambda p: p.stem)
 def test_every_zoo_model_matches_the_reference(path):
     model = compile_small(path)
