@@ -99,6 +99,17 @@ activation (``act`` = a tuple of codes), e.g. one branch straight into its conca
 slice and another into its own buffer.  The gemm path only; unused destinations are
 disabled at compile time (``NUM_OUT``).
 
+Split-K
+-------
+A launch with too few output tiles to fill the GPU (ResNet-50's layer4 at batch 1: 4 tiles for
+132 SMs, each reducing over K = 4608) splits its reduction into S slices of whole BLOCK_K
+blocks: ``_conv_gemm_splitk_kernel`` / ``_conv_implicit_splitk_kernel`` (the same main loops,
+``_conv_gemm_mainloop`` / ``_conv_implicit_mainloop``, over a sub-range; the prologue applies
+while loading as usual) each write one (tile, slice) partial product in fp32 into a workspace
+(S, M, K); ``_conv_splitk_reduce_kernel`` sums the S partials in a fixed order (no atomics:
+the same bits every run) and applies the whole epilogue above to the fp32 sum, through the
+same ``_conv_epilogue_store``.  ``conv_split_k`` is the automatic choice of S.
+
 Numerics: inputs fp32, fp16 or bf16; products accumulate in fp32.  fp32 inputs use
 IEEE fp32 products by default (``allow_tf32=False``) so that results stay within 1e-4 of
 a float64 reference; fp16 / bf16 use the tensor cores.  Under ``TRITON_INTERPRET=1``
@@ -325,6 +336,39 @@ def _conv_store_split(acc, rows_m, cols, mask_m, lo, hi, out_ptr, stride_om, sca
 
 
 @triton.jit
+def _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_hi, K: tl.constexpr,
+                        stride_am, stride_bk, in_scale_ptr, in_shift_ptr,
+                        HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr,
+                        IN_ACT: tl.constexpr, INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The fp32 sum over reduction blocks it_lo .. it_hi - 1 (BLOCK_K columns of A / rows of B
+    each, the tail masked at K) of prologue(A block) @ B block, for rows rows_m and columns offs_n.
+
+    (0, cdiv(K, BLOCK_K)) is the whole product (``_conv_gemm_kernel``); a sub-range one split-K
+    slice (``_conv_gemm_splitk_kernel``).  Blocks are added in increasing order.
+    """
+    offs_k = tl.arange(0, BLOCK_K)
+    k_lo = it_lo * BLOCK_K
+    a_ptrs = a_ptr + rows_m[:, None] * stride_am + (k_lo + offs_k)[None, :]
+    b_ptrs = b_ptr + (k_lo + offs_k)[:, None] * stride_bk + offs_n[None, :]
+
+    # masked loads of the K tail, [prologue,] dot into the fp32 accumulator
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(k_lo, it_hi * BLOCK_K, BLOCK_K):
+        mask_k = (k0 + offs_k) < K
+        a_mask = mask_m[:, None] & mask_k[None, :]
+        a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+        if HAS_PRE:
+            a = _conv_prologue(a, a_mask, k0 + offs_k, mask_k, in_scale_ptr, in_shift_ptr,
+                               HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
+        b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K * stride_bk
+    return acc
+
+
+@triton.jit
 def _conv_gemm_kernel(
     a_ptr, b_ptr, out_ptr, res_ptr, scale_ptr, bias_ptr,
     M, N, K: tl.constexpr,
@@ -356,29 +400,16 @@ def _conv_gemm_kernel(
     """
     pid_m, pid_n = _conv_tile_order(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), SWIZZLE_M)
 
-    # -- addresses of the first blocks of A and B ------------------------------------
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     mask_n = offs_n < N
     rows_m = offs_m.to(tl.int64)
-    a_ptrs = a_ptr + rows_m[:, None] * stride_am + offs_k[None, :]
-    b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_n[None, :]
 
-    # -- main loop: masked loads of the K tail, [prologue,] dot into the fp32 accumulator
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        mask_k = (k0 + offs_k) < K
-        a_mask = mask_m[:, None] & mask_k[None, :]
-        a = tl.load(a_ptrs, mask=a_mask, other=0.0)
-        if HAS_PRE:
-            a = _conv_prologue(a, a_mask, k0 + offs_k, mask_k, in_scale_ptr, in_shift_ptr,
-                               HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
-        b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
-        a_ptrs += BLOCK_K
-        b_ptrs += BLOCK_K * stride_bk
+    # -- main loop over the whole reduction -------------------------------------------
+    acc = _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, 0, (K + BLOCK_K - 1) // BLOCK_K, K,
+                              stride_am, stride_bk, in_scale_ptr, in_shift_ptr, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
+                              IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K)
 
     # -- epilogue on the fp32 accumulator, one cast, store into each destination -------
     _conv_epilogue_store(acc, rows_m * stride_om, rows_m * stride_rm, offs_n, mask_m, offs_n < N1,
@@ -463,6 +494,55 @@ def _conv_tap_block(x_rows, ih0, iw0, mask_m, mask_n, it, offs_k, H, W, stride_x
 
 
 @triton.jit
+def _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, it_lo, it_hi, H, W, stride_xh, stride_xw,
+                            K_TOTAL, in_scale_ptr, in_shift_ptr,
+                            CG: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                            FLAT: tl.constexpr, HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr,
+                            HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                            INTERPRETED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                            BLOCK_K: tl.constexpr):
+    """The fp32 sum over the reduction's blocks it_lo .. it_hi - 1 of the implicit GEMM of one tile.
+
+    A block is BLOCK_K flat indices red = (r*KW + s)*CG + c (FLAT), or one tap and BLOCK_K of
+    its channels (block it: tap it // C_BLOCKS); arguments as ``_conv_implicit_gemm_kernel``
+    computes them.  (0, all blocks) is the whole product; a sub-range one split-K slice
+    (``_conv_implicit_splitk_kernel``).  Blocks are added in increasing order.
+    """
+    offs_k = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if FLAT:
+        # -- reduction over red = (r*KW + s)*CG + c, BLOCK_K indices at a time --------
+        RED: tl.constexpr = KH * KW * CG
+        for k0 in range(it_lo * BLOCK_K, it_hi * BLOCK_K, BLOCK_K):
+            # address computation, masked loads: rows past M, the reduction tail and the halo read 0
+            red = k0 + offs_k
+            a_ptrs, a_mask, mask_k, c = _conv_flat_block(x_rows, ih0, iw0, mask_m, red, H, W,
+                                                         stride_xh, stride_xw, CG, KW, DH, DW, RED)
+            a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+            if HAS_PRE:  # normalise while loading; the halo stays 0
+                a = _conv_prologue(a, a_mask, g * CG + c, mask_k, in_scale_ptr, in_shift_ptr,
+                                   HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
+            b = tl.load(w_cols + red[:, None] * K_TOTAL,
+                        mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            # dot into the fp32 accumulator
+            acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
+    else:
+        # -- one filter tap (r, s) and BLOCK_K of its channels per iteration ----------
+        for it in range(it_lo, it_hi):
+            # address computation, masked loads: the padding halo (whole rows), the channel tail
+            a_ptrs, a_mask, red, b_mask, c = _conv_tap_block(x_rows, ih0, iw0, mask_m, mask_n, it, offs_k, H, W,
+                                                             stride_xh, stride_xw, CG, KW, DH, DW, BLOCK_K, True)
+            a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+            if HAS_PRE:  # normalise while loading; the halo stays 0
+                a = _conv_prologue(a, a_mask, g * CG + c, c < CG, in_scale_ptr, in_shift_ptr,
+                                   HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
+            b = tl.load(w_cols + red[:, None] * K_TOTAL, mask=b_mask, other=0.0)
+            # dot into the fp32 accumulator
+            acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
+    return acc
+
+
+@triton.jit
 def _conv_implicit_gemm_kernel(
     x_ptr, w_ptr, out_ptr, res_ptr, scale_ptr, bias_ptr,
     M, H, W, P, Q, KG, K_TOTAL,
@@ -509,42 +589,145 @@ def _conv_implicit_gemm_kernel(
     offs_kn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_kn < KG
     cols = g * KG + offs_kn               # global output channel
-    offs_k = tl.arange(0, BLOCK_K)
     w_cols = w_ptr + cols[None, :]
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    if FLAT:
-        # -- reduction over red = (r*KW + s)*CG + c, BLOCK_K indices at a time --------
-        RED: tl.constexpr = KH * KW * CG
-        for k0 in range(0, RED, BLOCK_K):
-            # address computation, masked loads: rows past M, the reduction tail and the halo read 0
-            red = k0 + offs_k
-            a_ptrs, a_mask, mask_k, c = _conv_flat_block(x_rows, ih0, iw0, mask_m, red, H, W,
-                                                         stride_xh, stride_xw, CG, KW, DH, DW, RED)
-            a = tl.load(a_ptrs, mask=a_mask, other=0.0)
-            if HAS_PRE:  # normalise while loading; the halo stays 0
-                a = _conv_prologue(a, a_mask, g * CG + c, mask_k, in_scale_ptr, in_shift_ptr,
-                                   HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
-            b = tl.load(w_cols + red[:, None] * K_TOTAL,
-                        mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-            # dot into the fp32 accumulator
-            acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
-    else:
-        # -- one filter tap (r, s) and BLOCK_K of its channels per iteration ----------
-        C_BLOCKS: tl.constexpr = (CG + BLOCK_K - 1) // BLOCK_K
-        for it in range(0, KH * KW * C_BLOCKS):
-            # address computation, masked loads: the padding halo (whole rows), the channel tail
-            a_ptrs, a_mask, red, b_mask, c = _conv_tap_block(x_rows, ih0, iw0, mask_m, mask_n, it, offs_k, H, W,
-                                                             stride_xh, stride_xw, CG, KW, DH, DW, BLOCK_K, True)
-            a = tl.load(a_ptrs, mask=a_mask, other=0.0)
-            if HAS_PRE:  # normalise while loading; the halo stays 0
-                a = _conv_prologue(a, a_mask, g * CG + c, c < CG, in_scale_ptr, in_shift_ptr,
-                                   HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
-            b = tl.load(w_cols + red[:, None] * K_TOTAL, mask=b_mask, other=0.0)
-            # dot into the fp32 accumulator
-            acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
+    # the reduction's blocks: BLOCK_K flat indices each (FLAT), or one tap's BLOCK_K channels
+    ITERS: tl.constexpr = (KH * KW * CG + BLOCK_K - 1) // BLOCK_K if FLAT else KH * KW * ((CG + BLOCK_K - 1) // BLOCK_K)
+    acc = _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, 0, ITERS, H, W, stride_xh, stride_xw,
+                                  K_TOTAL, in_scale_ptr, in_shift_ptr, CG, KH, KW, DH, DW, FLAT, HAS_PRE, HAS_IN_SCALE,
+                                  HAS_IN_SHIFT, IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K)
 
     # -- epilogue on the fp32 accumulator, one cast, store ----------------------------
+    n64 = n.to(tl.int64)
+    out_rows = n64 * stride_on + p * stride_op + q * stride_oq
+    res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
+    _conv_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n,
+                         out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED,
+                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE)
+
+
+# --------------------------------------------------------------------------------------
+# Split-K: the reduction in slices, fp32 partial products, then one reduce + epilogue
+# --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _conv_store_partial(acc, ws_ptr, sl, rows_m, cols, mask_m, mask_n, M, N):
+    """Slice sl's fp32 partial product of a tile into the workspace, an (S, M, N) contiguous
+    fp32 array: ws[sl, rows_m, cols] (rows_m int64, cols global output channels)."""
+    ptrs = ws_ptr + (sl * M + rows_m)[:, None] * N + cols[None, :]
+    tl.store(ptrs, acc, mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv_gemm_splitk_kernel(
+    a_ptr, b_ptr, ws_ptr,
+    M, N, K: tl.constexpr,
+    stride_am, stride_bk,
+    INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    SWIZZLE_M: tl.constexpr, SLICE_ITERS: tl.constexpr,
+    in_scale_ptr, in_shift_ptr,
+    HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
+):
+    """ws[sl] = prologue(A[:, slice sl]) @ B[slice sl, :] in fp32, for ``_conv_gemm_kernel``'s A, B.
+
+    Slice sl = program_id(1) is reduction blocks sl*SLICE_ITERS ... (BLOCK_K wide, the last
+    slice ends at K).  ws: (S, M, N) contiguous fp32.  Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), S).
+    ``_conv_splitk_reduce_kernel`` then sums the slices and applies the epilogue.
+    """
+    pid_m, pid_n = _conv_tile_order(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), SWIZZLE_M)
+    sl = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    rows_m = offs_m.to(tl.int64)
+    it_lo = sl * SLICE_ITERS
+    it_hi = tl.minimum(it_lo + SLICE_ITERS, (K + BLOCK_K - 1) // BLOCK_K)
+    acc = _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_hi, K,
+                              stride_am, stride_bk, in_scale_ptr, in_shift_ptr, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
+                              IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K)
+    _conv_store_partial(acc, ws_ptr, sl, rows_m, offs_n, mask_m, mask_n, M, N)
+
+
+@triton.jit
+def _conv_implicit_splitk_kernel(
+    x_ptr, w_ptr, ws_ptr,
+    M, H, W, P, Q, KG, K_TOTAL,
+    stride_xn, stride_xh, stride_xw,
+    CG: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    FLAT: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    SWIZZLE_M: tl.constexpr, SLICE_ITERS: tl.constexpr,
+    in_scale_ptr, in_shift_ptr,
+    HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
+):
+    """ws[sl] = one slice of ``_conv_implicit_gemm_kernel``'s reduction, in fp32, before any epilogue.
+
+    Arguments as there; slice sl = program_id(2) is reduction blocks sl*SLICE_ITERS ... (blocks
+    as ``_conv_implicit_mainloop`` walks them).  ws: (S, M, K_TOTAL) contiguous fp32, columns
+    the global output channels g*KG + k.  Grid: (cdiv(M, BLOCK_M) * cdiv(KG, BLOCK_N), G, S).
+    """
+    g = tl.program_id(1)
+    sl = tl.program_id(2)
+    pid_m, pid_n = _conv_tile_order(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(KG, BLOCK_N), SWIZZLE_M)
+
+    # rows and columns of the tile, as in _conv_implicit_gemm_kernel
+    mask_m, n, p, q = _conv_out_pixels(pid_m, M, P, Q, BLOCK_M)
+    ih0 = p * SH - PH
+    iw0 = q * SW - PW
+    x_rows = x_ptr + n.to(tl.int64) * stride_xn + g * CG
+    offs_kn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_kn < KG
+    cols = g * KG + offs_kn
+    w_cols = w_ptr + cols[None, :]
+
+    ITERS: tl.constexpr = (KH * KW * CG + BLOCK_K - 1) // BLOCK_K if FLAT else KH * KW * ((CG + BLOCK_K - 1) // BLOCK_K)
+    it_lo = sl * SLICE_ITERS
+    it_hi = tl.minimum(it_lo + SLICE_ITERS, ITERS)
+    acc = _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, it_lo, it_hi, H, W, stride_xh,
+                                  stride_xw, K_TOTAL, in_scale_ptr, in_shift_ptr, CG, KH, KW, DH, DW, FLAT, HAS_PRE,
+                                  HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INPUT_PRECISION, INTERPRETED,
+                                  BLOCK_M, BLOCK_N, BLOCK_K)
+    rows_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    _conv_store_partial(acc, ws_ptr, sl, rows_m, cols, mask_m, mask_n, M, K_TOTAL)
+
+
+@triton.jit
+def _conv_splitk_reduce_kernel(
+    ws_ptr, out_ptr, res_ptr, scale_ptr, bias_ptr,
+    M, N, P, Q,
+    stride_on, stride_op, stride_oq,
+    stride_rn, stride_rp, stride_rq,
+    out_scale,
+    SPLIT_K: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+    RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, INTERPRETED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """out = epilogue(ws[0] + ws[1] + ... + ws[SPLIT_K - 1]), summed in that order in fp32.
+
+    ws:  (SPLIT_K, M, N) contiguous fp32 partial products; row m is output pixel (n, p, q)
+    out: (N_img, P, Q, N) NHWC, strides (stride_on, stride_op, stride_oq, 1), residual likewise;
+         a matrix (M, N) with row stride s is P = Q = 1, strides (s, 0, 0)
+    The epilogue is ``_conv_epilogue_store``'s, exactly as the single-pass kernels apply it to
+    their accumulator.  A fixed order and no atomics: the same bits on every run.
+    Grid: (cdiv(M, BLOCK_M), cdiv(N, BLOCK_N)).
+    """
+    pid_m = tl.program_id(0)
+    mask_m, n, p, q = _conv_out_pixels(pid_m, M, P, Q, BLOCK_M)
+    rows_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = cols < N
+    mask = mask_m[:, None] & mask_n[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for sl in range(0, SPLIT_K):
+        acc += tl.load(ws_ptr + (sl * M + rows_m)[:, None] * N + cols[None, :], mask=mask, other=0.0)
+
     n64 = n.to(tl.int64)
     out_rows = n64 * stride_on + p * stride_op + q * stride_oq
     res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
@@ -684,6 +867,87 @@ def conv_default_blocks(path: str, m: int, n: int, k: int, dtype: torch.dtype, c
         while bk > 16 and cg % bk:
             bk //= 2
     return bm, bn, bk, (8 if bm * bn >= 128 * 128 else 4), (4 if wide else 3)
+
+
+# Split-K's limits: a slice is at least 3 reduction blocks (the software pipeline keeps 3-4
+# blocks in flight, so a shorter slice is mostly pipeline fill and its fixed costs: the
+# workspace store, the launch), and at most 32 slices (workspace and reduce reads grow with S).
+# A split must save its fixed cost: the reduce kernel's launch and the workspace's round trip
+# take about as long as 8 reduction blocks of a 128 x 128 x 64 tile on one SM (a 2.5 us launch
+# in a CUDA graph, ~0.3 us a block on an H100 / H200 SM).
+_CONV_SPLIT_MIN_ITERS, _CONV_SPLIT_MAX, _CONV_SPLIT_COST_ITERS = 3, 32, 8
+
+
+def conv_reduction_iters(path: str, k: int, block_k: int, cg: int | None = None) -> int:
+    """Blocks of the reduction one output tile walks: K = taps * cg in BLOCK_K steps; the tap
+    walk ("implicit_tap") pads each tap's cg channels to whole blocks."""
+    if path == "implicit_tap":
+        return (k // cg) * triton.cdiv(cg, block_k)
+    return triton.cdiv(k, block_k)
+
+
+def conv_split_k(tiles: int, iters: int, sms: int) -> int:
+    """The number of split-K slices S for a launch of `tiles` output tiles, each a reduction of
+    `iters` blocks, on `sms` SMs (1: no split).
+
+    Split only when the tiles fill fewer than half the SMs (otherwise the workspace traffic and
+    the second launch cost more than the idle SMs) and the reduction has at least two slices of
+    _CONV_SPLIT_MIN_ITERS blocks.  S then minimizes the busiest SM's work, in reduction blocks:
+    ceil(tiles * S / sms) programs of ceil(iters / S) blocks each -- which brings tiles * S near
+    the SM count without a second wave -- plus, for S > 1, _CONV_SPLIT_COST_ITERS blocks for the
+    reduce; ties go to the smaller S (less workspace).  S is exact: cdiv(iters, cdiv(iters, S))
+    == S, no slice is empty.
+    """
+    if sms <= 0 or 2 * tiles > sms or iters < 2 * _CONV_SPLIT_MIN_ITERS:
+        return 1
+    best, best_cost = 1, iters * triton.cdiv(tiles, sms)
+    for s in range(2, min(_CONV_SPLIT_MAX, iters // _CONV_SPLIT_MIN_ITERS) + 1):
+        per = triton.cdiv(iters, s)
+        s = triton.cdiv(iters, per)  # the slices `per` blocks long really make
+        cost = triton.cdiv(tiles * s, sms) * per + _CONV_SPLIT_COST_ITERS
+        if cost < best_cost:
+            best, best_cost = s, cost
+    return best
+
+
+def conv_default_split_k(path: str, m: int, n: int, k: int, blocks, sms: int, groups: int = 1,
+                         cg: int | None = None) -> int:
+    """The split-K slices ``conv2d`` picks (split_k=None) on a GPU with `sms` SMs, for a launch of
+    `path` with ``conv_default_blocks``' arguments m, n, k, cg and the block sizes `blocks`
+    (BLOCK_M, BLOCK_N, BLOCK_K, ...).  Shared with the performance model."""
+    if path not in ("gemm", "implicit_tap", "implicit_flat"):
+        return 1
+    bm, bn, bk = blocks[:3]
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn) * groups
+    return conv_split_k(tiles, conv_reduction_iters(path, k, bk, cg), sms)
+
+
+_CONV_SM_COUNTS = {}  # CUDA device index -> its SM count, read once
+
+
+def _conv_sm_count(device) -> int:
+    """The SM count of a CUDA device (0 elsewhere: the interpreter, meta tensors never split)."""
+    if device.type != "cuda":
+        return 0
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _CONV_SM_COUNTS:
+        _CONV_SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _CONV_SM_COUNTS[index]
+
+
+def _conv_split_plan(split_k, path, m, n, k, blocks, device, groups=1, cg=None):
+    """(S, SLICE_ITERS): the slices a launch runs and the reduction blocks in each.
+
+    split_k None: ``conv_default_split_k`` on a GPU, 1 elsewhere; an int: at most that many
+    slices, fewer when the reduction has fewer blocks (no slice is empty).
+    """
+    iters = conv_reduction_iters(path, k, blocks[2], cg)
+    if split_k is None:
+        split_k = conv_default_split_k(path, m, n, k, blocks, _conv_sm_count(device), groups, cg)
+    elif isinstance(split_k, bool) or not isinstance(split_k, int) or split_k < 1:
+        raise ValueError(f"split_k must be None (automatic) or a positive int, got {split_k!r}")
+    per = triton.cdiv(iters, min(split_k, iters))
+    return triton.cdiv(iters, per), per
 
 
 def _conv_input_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
@@ -835,13 +1099,45 @@ def _conv_rows(t):
         return None
 
 
+_CONV_EPILOGUE_TAIL = ("out_scale", "RES_AFTER_ACT", "HAS_OUT_SCALE")  # _conv_fusion_args' epilogue keys
+
+
+def _conv_split_fusion(fusion):
+    """``_conv_fusion_args``' dict as (the prologue's arguments, the epilogue tail's): split-K
+    applies the first while loading, the second in the reduce kernel."""
+    return ({k: v for k, v in fusion.items() if k not in _CONV_EPILOGUE_TAIL},
+            {k: fusion[k] for k in _CONV_EPILOGUE_TAIL})
+
+
+def _conv_splitk_workspace(slices, m, n, device):
+    # Per call, from torch's caching allocator: no allocation on the device after the first
+    # call of a size, and inside CUDA graph capture it comes from the graph's private pool.
+    # A cached buffer would be shared by every launch of a program, unsafe across streams.
+    return torch.empty((slices, m, n), dtype=torch.float32, device=device)
+
+
+def _conv_launch_reduce(ws, out, out_strides, pq, residual, res_strides, scale, bias, act, epilogue_tail):
+    """out = epilogue(sum of ws's slices) by ``_conv_splitk_reduce_kernel``; out / residual
+    addressed by (n, p, q) strides over pq = (P, Q) (a matrix: (1, 1) and (row stride, 0, 0))."""
+    slices, m, n = ws.shape
+    bm, bn = (32, 32) if ws.device.type == "cpu" else (32, 64)
+    grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
+    _conv_splitk_reduce_kernel[grid](
+        ws, out, residual if residual is not None else out,
+        scale if scale is not None else out, bias if bias is not None else out,
+        m, n, pq[0], pq[1], *out_strides, *res_strides,
+        SPLIT_K=slices, HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
+        ACT=act, INTERPRETED=_conv_interpreted(ws), BLOCK_M=bm, BLOCK_N=bn, **epilogue_tail, num_warps=4,
+    )
+
+
 def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf32,
-                 block_m, block_n, block_k, swizzle_m, num_warps, num_stages, fusion=None):
+                 block_m, block_n, block_k, swizzle_m, num_warps, num_stages, fusion=None, split_k=1):
     """out = act(a @ w_packed ...) by ``_conv_gemm_kernel``.
 
     out: the (M, N) output matrix, or a list of 1..4 (M, N_i) matrices that take the columns
     in order, with act a list of one code per matrix.  fusion: ``_conv_fusion_args(...)``
-    (default: no prologue, plain epilogue).
+    (default: no prologue, plain epilogue).  split_k: as ``conv2d``'s (one destination only).
     """
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
     acts = list(act) if isinstance(act, (list, tuple)) else [act]
@@ -853,6 +1149,21 @@ def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf3
     warps = num_warps or (8 if bm * bn >= 128 * 128 else 4)
     stages = num_stages or stages
     dummy = outs[0]
+    fusion = fusion or _conv_fusion_args(None, None, ACT_NONE, False, 1.0, dummy)
+    slices, slice_iters = _conv_split_plan(split_k, "gemm", m, n, kdim, (bm, bn, bk), a.device) \
+        if len(outs) == 1 else (1, 0)
+    if slices > 1:
+        prologue, tail = _conv_split_fusion(fusion)
+        ws = _conv_splitk_workspace(slices, m, n, a.device)
+        _conv_gemm_splitk_kernel[(triton.cdiv(m, bm) * triton.cdiv(n, bn), slices)](
+            a, w_packed, ws, m, n, kdim, a.stride(0), w_packed.stride(0),
+            INPUT_PRECISION=_conv_input_precision(a.dtype, allow_tf32), INTERPRETED=_conv_interpreted(a),
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m, SLICE_ITERS=slice_iters, **prologue,
+            num_warps=warps, num_stages=stages,
+        )
+        _conv_launch_reduce(ws, dummy, (dummy.stride(0), 0, 0), (1, 1), residual,
+                            (residual.stride(0) if residual is not None else 0, 0, 0), scale, bias, acts[0], tail)
+        return
     # destination i takes columns [ends[i-1], ends[i]); missing destinations are empty
     ends = [sum(o.shape[1] for o in outs[:i + 1]) for i in range(len(outs))] + [n] * (4 - len(outs))
     more = outs[1:] + [dummy] * (4 - len(outs))
@@ -870,8 +1181,7 @@ def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf3
         out1_ptr=more[0], out2_ptr=more[1], out3_ptr=more[2],
         stride_o1m=more[0].stride(0), stride_o2m=more[1].stride(0), stride_o3m=more[2].stride(0),
         N1=ends[0], N2=ends[1], N3=ends[2],
-        NUM_OUT=len(outs), ACT1=more_acts[0], ACT2=more_acts[1], ACT3=more_acts[2],
-        **(fusion or _conv_fusion_args(None, None, ACT_NONE, False, 1.0, dummy)),
+        NUM_OUT=len(outs), ACT1=more_acts[0], ACT2=more_acts[1], ACT3=more_acts[2], **fusion,
         num_warps=warps, num_stages=stages,
     )
 
@@ -880,7 +1190,8 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
            scale=None, bias=None, residual=None, act=ACT_NONE,
            path=None, block_m=None, block_n=None, block_k=None, swizzle_m=8,
            num_warps=None, num_stages=None, allow_tf32=False,
-           in_scale=None, in_shift=None, in_act=ACT_NONE, residual_after_act=False, out_scale=1.0) -> None:
+           in_scale=None, in_shift=None, in_act=ACT_NONE, residual_after_act=False, out_scale=1.0,
+           split_k=None) -> None:
     """out = act((conv(x, w) * scale[k] + bias[k]) + residual), written into `out`.
 
     x:        (N, H, W, C) NHWC, any strides with stride(3) == 1 (may be a channel slice)
@@ -909,7 +1220,12 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
       ValueError.  The prologue and out_scale apply as above.
     Tuning knobs (defaults per path and device): path ("gemm", "depthwise", "implicit_flat",
     "implicit_tap"; default ``conv_path(...)``), block_m, block_n (block_c for depthwise),
-    block_k, swizzle_m, num_warps, num_stages, allow_tf32 (fp32 inputs only).
+    block_k, swizzle_m, num_warps, num_stages, allow_tf32 (fp32 inputs only), split_k.
+    split_k (the gemm and implicit paths, one destination): the reduction in at most split_k
+    slices of whole BLOCK_K blocks, each partial product in fp32 into a workspace, then a second
+    kernel sums them in a fixed order (the same bits every run) and applies the epilogue.  None
+    (default): ``conv_default_split_k`` on a GPU (launches of too few tiles to fill it), 1 on
+    the CPU interpreter; 1: the single-pass kernel.
     """
     kh, kw = _conv_pair(kernel, "kernel")
     sh, sw = _conv_pair(stride, "stride")
@@ -951,6 +1267,8 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
 
     fusion = _conv_fusion_args(in_scale, in_shift, in_act, residual_after_act and residual is not None,
                                out_scale, out)
+    if split_k not in (None, 1) and (len(outs) > 1 or (path or "") == "depthwise"):
+        raise ValueError(f"split_k={split_k!r}: split-K is for one destination on the gemm and implicit paths")
     if len(outs) > 1:  # checked above: the gemm path, no residual
         _conv_launch_gemm(_conv_rows(x), w_packed, [_conv_rows(o) for o in outs], None, scale, bias, acts,
                      allow_tf32=allow_tf32, block_m=block_m, block_n=block_n, block_k=block_k,
@@ -973,10 +1291,12 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
             raise ValueError("path='gemm' needs a 1x1, stride-1, unpadded, ungrouped conv over evenly strided rows")
         _conv_launch_gemm(a, w_packed, o, r2, scale, bias, act, allow_tf32=allow_tf32,
                      block_m=block_m, block_n=block_n, block_k=block_k, swizzle_m=swizzle_m,
-                     num_warps=num_warps, num_stages=num_stages, fusion=fusion)
+                     num_warps=num_warps, num_stages=num_stages, fusion=fusion, split_k=split_k)
         return
 
     if path == "depthwise":
+        if split_k not in (None, 1):
+            raise ValueError(f"split_k={split_k!r}: the depthwise path has no split-K")
         if not (cg == 1 and kg == 1):
             raise ValueError("path='depthwise' needs groups == C == K")
         bm, bc, _, warps, stages = conv_default_blocks("depthwise", m, c, kh * kw, x.dtype, cpu)
@@ -1002,6 +1322,20 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     warps = num_warps or (8 if bm * bn >= 128 * 128 else 4)
     stages = num_stages or stages
     grid = (triton.cdiv(m, bm) * triton.cdiv(kg, bn), groups)
+    slices, slice_iters = _conv_split_plan(split_k, path, m, kg, kh * kw * cg, (bm, bn, bk), x.device, groups, cg)
+    if slices > 1:
+        prologue, tail = _conv_split_fusion(fusion)
+        ws = _conv_splitk_workspace(slices, m, k, x.device)
+        _conv_implicit_splitk_kernel[grid + (slices,)](
+            x, w_packed, ws, m, h, w, p, q, kg, k,
+            x.stride(0), x.stride(1), x.stride(2),
+            CG=cg, KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, FLAT=flat,
+            INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m, SLICE_ITERS=slice_iters, **prologue,
+            num_warps=warps, num_stages=stages,
+        )
+        _conv_launch_reduce(ws, out, out.stride()[:3], (p, q), residual, rs[:3], scale, bias, act, tail)
+        return
     _conv_implicit_gemm_kernel[grid](
         x, w_packed, out, residual if residual is not None else dummy,
         scale if scale is not None else dummy, bias if bias is not None else dummy,
