@@ -126,9 +126,71 @@ def test_tuning_space_pruned_to_fit_a_gpu_window():
     full = sum(len(conv_candidates(c.path, "bfloat16", "cuda")) for c in distinct.values())
     pruned = {sig: launch_candidates(c, "bfloat16", "cuda", keep=3, ceilings=H200) for sig, c in distinct.items()}
     assert all(1 <= len(p) <= 3 for p in pruned.values())
-    assert all(set(map(str, p)) <= set(map(str, conv_candidates(distinct[s].path, "bfloat16", "cuda")))
+    no_split = (lambda c: str({k: v for k, v in c.items() if k != "split_k"}))  # split-K variants of them too
+    assert all(set(map(no_split, p)) <= set(map(str, conv_candidates(distinct[s].path, "bfloat16", "cuda")))
                for s, p in pruned.items())
     assert sum(map(len, pruned.values())) <= 3 * len(distinct) < full / 5
     # on the CPU (the interpreter) nothing is pruned: its few small blocks are for correctness
     any_launch = next(iter(distinct.values()))
     assert launch_candidates(any_launch, "float32", "cpu") == conv_candidates(any_launch.path, "float32", "cpu")
+
+
+# ---- split-K ----------------------------------------------------------------------------------------
+
+# ResNet-50's layer4 3x3 at batch 1 in bf16: M = 49 pixels, N = 512, K = 9 * 512, BLOCK 64 x 128 x 64
+LAYER4_CONV2 = pm.conv_problem("layer4.1.conv2", (1, 7, 7, 512), (1, 7, 7, 512), (3, 3), 1, False, 2)
+
+
+def test_split_k_spreads_an_underfilled_launch_over_the_sms():
+    plain = pm.predict(LAYER4_CONV2, pm.Tile(64, 128, 64, 4, 4), H200)
+    split = pm.predict(LAYER4_CONV2, pm.Tile(64, 128, 64, 4, 4, split_k=24), H200)
+    # 4 tiles of 72 blocks; 24 slices of 3 blocks: 96 programs, each 1/24 of a tile's FLOPs
+    assert (plain.tiles, split.tiles, split.split_k) == (4, 96, 24)
+    assert split.compute_us == pytest.approx(plain.compute_us / 24)
+    # the fp32 workspace (24 x 49 x 512 x 4 bytes) goes out and back in; two launches
+    assert split.dram_bytes - plain.dram_bytes == 2 * 24 * 49 * 512 * 4
+    assert split.us >= 2 * H200.launch_us
+    assert split.us < plain.us / 2
+
+
+def test_split_k_slices_as_the_launcher_runs_them():
+    """72 blocks asked as 16 slices: cdiv(72, 16) = 5 blocks a slice, so cdiv(72, 5) = 15 slices run."""
+    p = pm.predict(LAYER4_CONV2, pm.Tile(64, 128, 64, 4, 4, split_k=16), H200)
+    assert (p.split_k, p.tiles) == (15, 60)
+    assert pm.Tile.from_config({"split_k": 3}, pm.Tile(64, 128, 64)).split_k == 3
+
+
+def test_predict_schedule_splits_resnet50_layer4_at_batch_1():
+    """The launcher's automatic split (conv_default_split_k with the ceilings' SM count) is what the
+    model predicts by default; a tuning table's split_k=1 turns it off for that launch."""
+    from archdsl.codegen.schedule import make_schedule
+    from archdsl.passes import optimize
+
+    schedule = make_schedule(optimize(archdsl.load(EXAMPLES / "resnet50.arch")).graph)
+    auto = {p.name: p for p in pm.predict_schedule(schedule, 1, "bfloat16", H200)}
+    conv2 = auto["layer4.1.conv2"]
+    assert conv2.split_k == 24 and conv2.tiles == 96
+    off = {p.name: p for p in pm.predict_schedule(schedule, 1, "bfloat16", H200,
+                                                  tuning={"layer4.1.conv2": {"split_k": 1}})}
+    assert off["layer4.1.conv2"].split_k == 1 and off["layer4.1.conv2"].tiles == 4
+    assert conv2.us < off["layer4.1.conv2"].us / 2
+    # at batch 256 the same layer has 12544 / 128 * 4 = 392 tiles: no split
+    big = {p.name: p for p in pm.predict_schedule(schedule, 256, "bfloat16", H200)}
+    assert big["layer4.1.conv2"].split_k == 1
+
+
+def test_launch_candidates_offer_split_k_where_the_gpu_is_underfilled():
+    from archdsl.codegen.schedule import make_schedule
+    from archdsl.passes import optimize
+    from archdsl.runtime.tune import conv_candidates, conv_launches, launch_candidates, split_k_variants
+
+    schedule = make_schedule(optimize(archdsl.load(EXAMPLES / "resnet50.arch")).graph)
+    one = {c.node: c for c in conv_launches(schedule, 1)}["layer4.1.conv2"]
+    kept = launch_candidates(one, "bfloat16", "cuda", keep=3, ceilings=H200)
+    assert all(c.get("split_k", 1) > 1 for c in kept)  # the model ranks the split variants first
+    every = split_k_variants(one, conv_candidates(one.path, "bfloat16", "cuda"), H200.sms)
+    assert len(every) == 2 * len(conv_candidates(one.path, "bfloat16", "cuda"))  # each with and without
+    # at batch 256 every candidate fills the GPU: nothing to split, the list is unchanged
+    big = {c.node: c for c in conv_launches(schedule, 256)}["layer4.1.conv2"]
+    assert split_k_variants(big, conv_candidates(big.path, "bfloat16", "cuda"), H200.sms) == \
+        conv_candidates(big.path, "bfloat16", "cuda")

@@ -15,6 +15,13 @@ against measurements, see `Ceilings`):
     memory     = dram_bytes / bandwidth
     time       = launch + max(compute, memory)
 
+Split-K (`Tile.split_k` = S > 1; kernels/conv2d.py's split kernels): S programs per tile, each
+computing ceil(blocks / S) of the tile's reduction blocks, write fp32 partials (S * M * N * 4
+bytes) that a second launch reads back, sums and finishes (the epilogue, the output's bytes):
+
+    time       = launch + max(compute, memory without the output + workspace write)
+               + launch + (workspace read + output) / bandwidth
+
 `flops_per_tile` counts the padded tile (2 * BM * BN * ceil(K / BK) * BK), so ragged edges
 cost what the hardware spends on them.  `eff` is the fraction of the peak a program reaches
 with the warps resident on its SM: latency hiding needs about two warp groups (8 warps)
@@ -133,13 +140,15 @@ class Tile:
     bk: int
     warps: int = 4
     stages: int = 3
+    split_k: int = 1  # slices of the reduction (split-K); 1: one pass
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], default: "Tile") -> "Tile":
-        """A tuning config (``block_m``, ``block_n``, ``block_k``, ``num_warps``, ``num_stages``)."""
+        """A tuning config (``block_m``, ``block_n``, ``block_k``, ``num_warps``, ``num_stages``,
+        ``split_k``)."""
         return cls(config.get("block_m") or default.bm, config.get("block_n") or default.bn,
                    config.get("block_k") or default.bk, config.get("num_warps") or default.warps,
-                   config.get("num_stages") or default.stages)
+                   config.get("num_stages") or default.stages, config.get("split_k") or default.split_k)
 
 
 @dataclass(frozen=True)
@@ -177,6 +186,7 @@ class Prediction:
     per_sm: int
     occupancy: Occupancy
     dram_bytes: int
+    split_k: int = 1
 
     @property
     def bound(self) -> str:
@@ -186,7 +196,7 @@ class Prediction:
         return {"launch": self.name, "predicted_us": round(self.us, 2), "compute_us": round(self.compute_us, 2),
                 "memory_us": round(self.memory_us, 2), "bound": self.bound, "tiles": self.tiles,
                 "per_sm": self.per_sm, "programs_per_sm": self.occupancy.programs,
-                "occupancy_limit": self.occupancy.limit}
+                "occupancy_limit": self.occupancy.limit, "split_k": self.split_k}
 
 
 def _rate_tflops(problem: Problem, ceilings: Ceilings) -> float:
@@ -198,9 +208,12 @@ def _rate_tflops(problem: Problem, ceilings: Ceilings) -> float:
 def predict(problem: Problem, tile: Tile, ceilings: Ceilings, occupancy: Occupancy | None = None) -> Prediction:
     """The predicted time of `problem` run with `tile` (see the module docstring)."""
     occupancy = occupancy or Occupancy.estimate(tile, problem.elem_bytes)
-    tiles = math.ceil(problem.m / tile.bm) * math.ceil(problem.n / tile.bn) * problem.groups
+    blocks = max(1, math.ceil(problem.k / tile.bk))  # the reduction's BLOCK_K steps
+    per_slice = math.ceil(blocks / max(1, tile.split_k))
+    split = math.ceil(blocks / per_slice)  # as the launcher runs it: no empty slice
+    tiles = math.ceil(problem.m / tile.bm) * math.ceil(problem.n / tile.bn) * problem.groups * split
     per_sm = math.ceil(tiles / ceilings.sms)
-    flops_per_tile = 2 * tile.bm * tile.bn * math.ceil(problem.k / tile.bk) * tile.bk
+    flops_per_tile = 2 * tile.bm * tile.bn * per_slice * tile.bk
     resident_warps = max(1, min(occupancy.programs, per_sm)) * tile.warps
     eff = ceilings.efficiency * min(1.0, resident_warps / 8)
     sm_rate = _rate_tflops(problem, ceilings) * 1e12 / ceilings.sms
@@ -211,10 +224,19 @@ def predict(problem: Problem, tile: Tile, ceilings: Ceilings, occupancy: Occupan
     # half of it, else from DRAM once per wave.
     waves = math.ceil(per_sm / max(1, occupancy.programs))
     b_reads = 1 if problem.b_bytes <= ceilings.l2_bytes // 2 else waves
-    dram = problem.a_bytes + problem.b_bytes * b_reads + problem.out_bytes
-    memory_us = dram / (ceilings.bandwidth_gbs * 1e9) * 1e6
-    us = ceilings.launch_us + max(compute_us, memory_us)
-    return Prediction(problem.name, us, compute_us, memory_us, tiles, per_sm, occupancy, dram)
+    bandwidth = ceilings.bandwidth_gbs * 1e9
+    if split == 1:
+        dram = problem.a_bytes + problem.b_bytes * b_reads + problem.out_bytes
+        memory_us = dram / bandwidth * 1e6
+        us = ceilings.launch_us + max(compute_us, memory_us)
+    else:  # the partials' workspace out and back in; the reduce launch writes the output
+        workspace = split * problem.m * problem.n * problem.groups * 4
+        main_us = (problem.a_bytes + problem.b_bytes * b_reads + workspace) / bandwidth * 1e6
+        reduce_us = (workspace + problem.out_bytes) / bandwidth * 1e6
+        dram = problem.a_bytes + problem.b_bytes * b_reads + 2 * workspace + problem.out_bytes
+        memory_us = main_us + reduce_us
+        us = 2 * ceilings.launch_us + max(compute_us, main_us) + reduce_us
+    return Prediction(problem.name, us, compute_us, memory_us, tiles, per_sm, occupancy, dram, split)
 
 
 def floor_us(problem: Problem, ceilings: Ceilings) -> float:
@@ -312,7 +334,8 @@ def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
                      tuning: Mapping[str, Mapping[str, Any]] | None = None) -> list[Prediction]:
     """The predicted time of every launch of a launch schedule (`archdsl.codegen.schedule`) at
     `batch`, in execution order.  conv2d launches use `tuning[node]` where given (a tuning
-    table's kwargs), else the launcher's defaults (`conv_default_blocks`); chains their
+    table's kwargs), else the launcher's defaults (`conv_default_blocks`, and split-K as
+    `conv_default_split_k` picks it for `ceilings.sms` SMs); chains their
     `_chain_defaults`; every other launch is costed by its bytes."""
     from ..codegen.schedule import Schedule, make_schedule
     from .launches import conv_launches
@@ -335,6 +358,9 @@ def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
             bm, bn, bk, warps, stages = K.conv_default_blocks(c.path, m, c.out_shape[3] if depthwise else kg,
                                                               taps * cg, tdtype, False, cg=cg)
             tile = Tile.from_config(tuning.get(c.node, {}), Tile(bm, bn, bk, warps, stages))
+            if "split_k" not in tuning.get(c.node, {}):  # the launcher's automatic choice
+                split = K.conv_default_split_k(c.path, m, kg, taps * cg, (tile.bm, tile.bn, tile.bk), ceilings.sms, g, cg)
+                tile = replace(tile, split_k=split)
             problem = conv_problem(c.node, c.x_shape, c.out_shape, c.kernel, g, c.residual, elem, depthwise)
             if depthwise:  # one program per (BLOCK_M pixels, BLOCK_C channels), taps as its K
                 problem = replace(problem, n=c.out_shape[3], groups=1)

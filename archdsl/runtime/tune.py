@@ -440,7 +440,9 @@ def launch_candidates(launch: ConvLaunch, dtype: Any, device: Any = "cuda", keep
                       ceilings: Any = None) -> list[dict]:
     """The configurations autotuning tries for one conv2d launch: `conv_candidates` of its path,
     on a GPU pruned to the `keep` the performance model (`archdsl.runtime.perfmodel`) predicts
-    fastest with `ceilings` (default: the device's SM count and L2 on H200 datasheet rates)."""
+    fastest with `ceilings` (default: the device's SM count and L2 on H200 datasheet rates).
+    Where a candidate's tiles leave the GPU under-filled, it competes as two: without split-K
+    and with the split ``conv2d`` would choose (`split_k_variants`)."""
     import torch
 
     from .perfmodel import Ceilings, conv_problem, prune
@@ -453,7 +455,23 @@ def launch_candidates(launch: ConvLaunch, dtype: Any, device: Any = "cuda", keep
     problem = conv_problem(launch.node, launch.x_shape, launch.out_shape, launch.kernel, launch.groups,
                            launch.residual, getattr(torch, dtype_name(dtype)).itemsize,
                            depthwise=launch.path == "depthwise")
-    return prune(problem, candidates, ceilings, keep=keep)
+    return prune(problem, split_k_variants(launch, candidates, ceilings.sms), ceilings, keep=keep)
+
+
+def split_k_variants(launch: ConvLaunch, candidates: Iterable[Mapping[str, Any]], sms: int) -> list[dict]:
+    """`candidates` with split-K made explicit where it applies: a config whose tiles fill too few of
+    `sms` SMs (``conv_default_split_k`` > 1) becomes {split_k: 1} and {split_k: S}, S that choice;
+    the others stay as they are (``conv2d`` does not split them on that GPU either)."""
+    split_rule = kernel_module("conv2d").conv_default_split_k
+    m = launch.out_shape[0] * launch.out_shape[1] * launch.out_shape[2]
+    cg, kg = launch.x_shape[3] // launch.groups, launch.out_shape[3] // launch.groups
+    k = launch.kernel[0] * launch.kernel[1] * cg
+    out = []
+    for config in candidates:
+        blocks = (config.get("block_m"), config.get("block_n"), config.get("block_k"))
+        split = split_rule(launch.path, m, kg, k, blocks, sms, launch.groups, cg) if all(blocks) else 1
+        out += [{**config, "split_k": 1}, {**config, "split_k": split}] if split > 1 else [dict(config)]
+    return out
 
 
 def _tune_launch(launch: ConvLaunch, dtype, device, cache, info, timer, seed, keep=4) -> dict:
@@ -475,4 +493,4 @@ def _tune_launch(launch: ConvLaunch, dtype, device, cache, info, timer, seed, ke
 
 __all__ = ["ConvLaunch", "DeviceInfo", "TuneCache", "TuneCacheWarning", "TuneError", "TuneKey", "TuneResult", "Trial", "autotune",
            "conv_candidates", "conv_launches", "conv_signature", "default_cache_path", "kernel_module", "launch_candidates",
-           "lookup_conv2d", "network_tuning", "tune_conv2d"]
+           "lookup_conv2d", "network_tuning", "split_k_variants", "tune_conv2d"]
