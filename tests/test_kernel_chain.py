@@ -399,7 +399,7 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="stride 1"):
         K.conv2d_chain(x.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1), w1, w2, out, **call)  # NCHW
     with pytest.raises(ValueError, match="act1"):
-        K.conv2d_chain(x, w1, w2, out, act1=7, **call)
+        K.conv2d_chain(x, w1, w2, out, act1=99, **call)  # not an ACT_* code
     with pytest.raises(ValueError, match="act2"):
         K.conv2d_chain(x, w1, w2, out, act2=-1, **call)
     with pytest.raises(ValueError, match="bias1"):

@@ -436,7 +436,7 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="dtype"):
         K.conv2d(x.half(), wp, out, kernel=(3, 3))                               # weight in another dtype
     with pytest.raises(ValueError, match="act"):
-        K.conv2d(x, wp, out, kernel=(3, 3), act=7)
+        K.conv2d(x, wp, out, kernel=(3, 3), act=99)  # not an ACT_* code
     with pytest.raises(ValueError, match="scale"):
         K.conv2d(x, wp, out, kernel=(3, 3), scale=torch.ones(5, device=DEV))
     with pytest.raises(ValueError, match="gemm"):

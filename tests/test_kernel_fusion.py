@@ -392,7 +392,7 @@ def test_prologue_misuse_raises():
     with pytest.raises(ValueError, match="in_shift"):
         K.conv2d(x, wp, out, kernel=(3, 3), in_shift=torch.ones(8, 2, device=DEV)[:, 0])  # not contiguous
     with pytest.raises(ValueError, match="in_act"):
-        K.conv2d(x, wp, out, kernel=(3, 3), in_act=5)
+        K.conv2d(x, wp, out, kernel=(3, 3), in_act=99)  # not an ACT_* code
 
 
 # --------------------------------------------------------------------------------------
