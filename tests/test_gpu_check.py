@@ -321,3 +321,14 @@ def test_the_smoke_run_passes_every_stage_and_collects(tmp_path, capsys):
     assert (out / "env.json").exists() and (out / runner.TIMELINE).exists()
     assert "verdicts: " in printed and "geometric-mean speedup" in printed.splitlines()[-1]  # the table comes last
     assert Path(collect.collect(str(out), str(tmp_path / "results"))).joinpath("results.md").exists()
+
+
+def test_the_recorder_sees_the_split_k_launches_a_gpu_makes():
+    """conv2d picks split-K from the SM count; on meta tensors that is 0 (no split), so the
+    recorder gives the program the GPU's 132 SMs: a 7x7 layer with a long reduction at batch 1
+    (4 output tiles for 132 SMs) records its split and reduce kernels, as the GPU will launch them."""
+    net = profiles.Net("deep_narrow", "network deep_narrow {\n    input 512 x 7 x 7\n"
+                                      "    conv(512, 3, pad=1, bias=false) -> bn -> relu\n}\n")
+    records, reports = warm.record([profiles.ProgramSpec(net, "bfloat16", (1,))], 1)
+    assert [r["error"] for r in reports] == [None]
+    assert {"_conv_implicit_splitk_kernel", "_conv_splitk_reduce_kernel"} <= {r.fn for r in records}

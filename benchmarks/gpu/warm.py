@@ -27,6 +27,9 @@ import sys
 import time
 from dataclasses import dataclass
 
+# The SM count conv2d's automatic split-K sees while recording (H100 SXM and H200: 132 SMs).
+TARGET_SMS = int(os.environ.get("ARCHDSL_WARM_SMS", "132"))
+
 # Compiled first, so that the longest compiles do not end up alone at the tail of the pool.
 SLOW_FIRST = ("_chain_kernel", "_conv_implicit_gemm_kernel", "_conv_gemm_kernel")
 
@@ -97,6 +100,8 @@ def run_program_on_meta(spec, batch: int) -> None:
 
     graph = spec.net.load()
     module = import_program(build(graph, spec.dtype, disable=spec.disable).program.source)
+    if hasattr(module, "_conv_sm_count"):  # split-K is chosen from the SM count: the GPU's, not meta's 0
+        module._conv_sm_count = lambda device: TARGET_SMS
     meta = torch.device("meta")
     state = {k: v.detach() for k, v in to_torch(graph).eval().state_dict().items()}
     network = module.Network(state, meta)
