@@ -225,6 +225,7 @@ def test_tuned_rows_use_and_fill_the_cache(tmp_path):
     assert len(TuneCache(cache.path)) == len(run.convs)  # one key per distinct conv (batch 1, fp32)
 
 
+@pytest.mark.slow
 def test_json_round_trips_and_renders_identically(cpu_run, tmp_path):
     run, _, _ = cpu_run
     data = json.loads(report.render_json(run))
@@ -237,6 +238,7 @@ def test_json_round_trips_and_renders_identically(cpu_run, tmp_path):
     assert report.render_text(again) == report.render_text(run)
 
 
+@pytest.mark.slow
 def test_write_all_writes_json_markdown_and_svg(cpu_run, tmp_path):
     run, _, _ = cpu_run
     paths, notes = report.write_all(run, tmp_path / "out")

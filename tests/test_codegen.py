@@ -133,6 +133,7 @@ def test_safetensors_writer_reads_back_with_the_reference_library(tmp_path):
     assert set(back) == set(tensors) and all(torch.equal(back[k], tensors[k]) for k in tensors)
 
 
+@pytest.mark.slow
 def test_generated_program_runs_as_a_separate_process(tmp_path):
     """The artifacts are usable without archdsl: import model.py, load the weights, run."""
     out = tmp_path / "lenet"
@@ -150,6 +151,7 @@ def test_generated_program_runs_as_a_separate_process(tmp_path):
     assert run.stdout.strip() == "(2, 10)"
 
 
+@pytest.mark.slow
 def test_byte_identical_across_processes_with_different_hash_seeds(tmp_path):
     """Set and dict orders that depend on string hashing differ between processes: the source must
     not.  GoogLeNet (siblings, concats), DenseNet (prologues, nested concat slices), FractalNet

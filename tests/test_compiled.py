@@ -106,6 +106,7 @@ def test_forward_launches_no_pytorch_convolution_pooling_or_linear(monkeypatch):
         assert rel_err(o, r) <= 1e-4
 
 
+@pytest.mark.slow
 def test_batch_size_may_change_between_calls():
     model = compile_small(EXAMPLES / "resnet50.arch", width=4)
     reference = archdsl.to_torch(model.graph).eval()
@@ -116,6 +117,7 @@ def test_batch_size_may_change_between_calls():
             assert rel_err(model(x), reference.double()(x.double())) <= 1e-4
 
 
+@pytest.mark.slow
 def test_weights_load_by_reference_name_and_bn_is_folded_at_load_time():
     model = compile_small(EXAMPLES / "resnet50.arch", width=4)
     x = torch.randn(2, *model.graph.shape("input"))
@@ -133,6 +135,7 @@ def test_weights_load_by_reference_name_and_bn_is_folded_at_load_time():
         assert rel_err(model(x), donor.double()(x.double())) <= 1e-4
 
 
+@pytest.mark.slow
 def test_torchvision_weights_run_compiled():
     from tv import import_torchvision_models
 

@@ -129,6 +129,7 @@ def _randomized_reference(g):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.arch")), ids=lambda p: p.stem)
 def test_every_pass_preserves_every_network(path):
     g = load_small(path)
