@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -307,3 +310,18 @@ def test_an_unreadable_weights_path_fails_before_compiling(capsys, tiny, tmp_pat
     code, _, err = run(capsys, "compile", tiny, "--weights", tmp_path / "missing.pt", "-o", tmp_path / "o")
     assert code == 2 and "missing.pt" in err and not (tmp_path / "o").exists()
     assert os.listdir(tmp_path) == ["tiny.arch"]
+
+
+def test_an_op_without_a_kernel_is_a_located_error_before_torch(tmp_path):
+    """An op the code generator cannot lower yet (gelu) is exit 2 at its line, for compile and
+    run, before torch is imported, and nothing is written; the API raises the same ArchError."""
+    src = tmp_path / "g.arch"
+    src.write_text("network g {\n    input 3 x 8 x 8\n    conv(8, 3, pad=1) -> gelu\n}\n")
+    for argv in (["compile", str(src), "-o", str(tmp_path / "out")], ["run", str(src), "--interpret"]):
+        r = subprocess.run([sys.executable, "-X", "importtime", "-m", "archdsl", *argv], capture_output=True, text=True)
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert "g.arch:3:26: error: `gelu`: archdsl compile has no Triton kernel for `gelu`" in r.stderr
+        assert not re.search(r"\|\s+torch$", r.stderr, re.M)  # -X importtime lists every module imported
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(archdsl.ArchError, match="no Triton kernel for `gelu`"):
+        archdsl.compile(src)

@@ -162,6 +162,7 @@ def cmd_compile(args) -> int:
 
     from ..analysis import check_weight_memory
     from ..codegen import artifacts
+    from ..codegen.emit import check_lowerable
 
     graph = _graph(args)
     disable = _disabled_passes(args)
@@ -170,6 +171,7 @@ def cmd_compile(args) -> int:
     if args.weights:
         _check_weights_path(args.weights)
     check_weight_memory(graph)
+    check_lowerable(graph)
     settings = ([w for s in args.set for w in ("--set", s)] + (["--network", args.network] if args.network else [])
                 + (["--input", args.input] if args.input else [])
                 + (["--dtype", args.dtype] if args.dtype != "float32" else [])
@@ -267,8 +269,10 @@ def cmd_run(args) -> int:
     if args.batch < 1:
         raise ArchError(f"--batch {args.batch}: the batch size must be at least 1", NO_LOC)
     from ..analysis import check_weight_memory
+    from ..codegen.emit import check_lowerable
 
     check_weight_memory(graph)
+    check_lowerable(graph)
     stages = ["load torch", "compile", "first forward (Triton compiles)", "second forward", "float64 reference"]
     with Stages("run", stages) as progress:
         progress.step("load torch")

@@ -18,9 +18,9 @@ from typing import Callable, Sequence
 
 from ..version import __version__
 from .. import dtypes
-from ..errors import InternalError
+from ..errors import ArchError
 from ..ir.graph import Graph
-from ..ops.registry import act_constant, activations
+from ..ops.registry import act_constant, activations, inference_noops
 from .plan import Plan, make_plan, nhwc
 from .schedule import Schedule, make_schedule
 
@@ -345,6 +345,26 @@ RULES: dict[str, Callable[[Program, str], Step]] = {
 # ---- assembling the module --------------------------------------------------------------------------
 
 
+def _not_lowered(graph: Graph, nodes: list[str]) -> ArchError:
+    ops = sorted({graph.op(n) for n in nodes})
+    first = nodes[0]
+    return ArchError(f"`{first}`: archdsl compile has no Triton kernel for `{graph.op(first)}` yet",
+                     graph.nodes[first]["src"],
+                     hint=f"not lowered yet: {', '.join(ops)} ({len(nodes)} node{'s' * (len(nodes) > 1)}); "
+                          "`archdsl.build_torch` runs this network as a PyTorch model, and `archdsl summary`, "
+                          "`viz` and `export` work on it")
+
+
+def check_lowerable(graph: Graph) -> None:
+    """Raise (an ArchError at the first such node) when the graph has an op the code generator
+    cannot lower, apart from inference no-ops, which the passes remove.  Cheap and torch-free, so
+    `archdsl compile` says it before anything heavy runs."""
+    skip = inference_noops() | {"input"}
+    missing = [n for n in graph.order() if graph.op(n) not in RULES and graph.op(n) not in skip]
+    if missing:
+        raise _not_lowered(graph, missing)
+
+
 def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: str | Sequence[str] = "") -> Program:
     """Emit the program for an (optimized) graph.  `origin`: the `.arch` file as the user named it;
     `settings`: the other `archdsl compile` arguments that made it (a list of words, or one string
@@ -367,7 +387,7 @@ def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: s
             continue
         rule = RULES.get(op)
         if rule is None:
-            raise InternalError(f"no code generation rule for op {op!r} (node {n})")
+            raise _not_lowered(graph, [n])
         p.steps.append(rule(p, n))
     p.source = _module(p, origin, settings)
     return p
