@@ -194,3 +194,41 @@ def test_launch_candidates_offer_split_k_where_the_gpu_is_underfilled():
     big = {c.node: c for c in conv_launches(schedule, 256)}["layer4.1.conv2"]
     assert split_k_variants(big, conv_candidates(big.path, "bfloat16", "cuda"), H200.sms) == \
         conv_candidates(big.path, "bfloat16", "cuda")
+
+
+def test_bench_rows_get_the_models_prediction_beside_their_measurement():
+    """archdsl's rows of a bench run carry the model's time from the run's own ceilings (the
+    dtype's matmul rate, the bandwidth, the SM count); cuDNN's rows none; the report shows both."""
+    from archdsl.bench import report
+    from archdsl.bench.harness import BenchConfig, Peaks, Row, plan
+    from archdsl.bench.predict import add_predictions, ceilings_of
+    from archdsl.bench.results import BenchRun
+    from archdsl.codegen.schedule import make_schedule
+    from archdsl.passes import optimize
+
+    g = archdsl.load(EXAMPLES / "resnet50.arch", params={"width": 16}, input_shape=(3, 64, 64))
+    config = BenchConfig(batches=(1, 4), dtypes=("bfloat16",))
+    convs = plan(g, config).convs
+    peaks = Peaks({"bfloat16": 700e12}, 3.0e12)
+    run = BenchRun(g.name, "", {}, [3, 64, 64], {"sm_count": 114, "gpu": "a GPU"},
+                   {"batches": [1, 4], "dtypes": ["bfloat16"]}, peaks, convs)
+    for b in (1, 4):
+        run.rows += [Row("e2e", p, "bfloat16", b, ms=1.0) for p in ("eager_cl_graph", "archdsl_graph")]
+        run.rows += [Row("layer", p, "bfloat16", b, conv=c.id, ms=0.01) for c in convs
+                     for p in ("torch_conv", "archdsl_fused")]
+    add_predictions(run, g)
+
+    ceilings = ceilings_of(run, "bfloat16")
+    assert (ceilings.sms, ceilings.matmul_tflops, ceilings.bandwidth_gbs, ceilings.measured) == (114, 700, 3000, True)
+    schedule = make_schedule(optimize(g).graph)
+    for r in run.rows:
+        if r.provider == "archdsl_graph":
+            want = sum(p.us for p in pm.predict_schedule(schedule, r.batch, "bfloat16", ceilings)) / 1e3
+            assert r.predicted_ms == pytest.approx(want)
+        elif r.provider in ("eager_cl_graph", "torch_conv"):
+            assert r.predicted_ms is None
+    fused = [r for r in run.rows if r.provider == "archdsl_fused"]
+    # a layer is predicted when its first node is a conv2d launch (not one kept on chip by a chain)
+    assert any(r.predicted_ms for r in fused) and all(r.predicted_ms is None or r.predicted_ms > 0 for r in fused)
+    text = report.render_text(run)
+    assert report.PREDICTED_LABEL in text and "model µs" in text

@@ -53,6 +53,7 @@ from .models import folded_state, network_inputs, reference_state
 from .progress import Progress
 from .providers import (E2E_BASELINE, E2E_PROVIDERS, LAYER_BASELINE, LAYER_PROVIDERS, Bound, E2EContext, LayerCase,
                         Provider, Unavailable, layer_work, provider)
+from .predict import add_predictions
 from .results import BenchRun, Row, apply_checks, derive, outputs_error, rel_error, tolerance
 from .roofline import Floor, Peaks, measure_peaks, percent_of_floor, roofline_floor
 
@@ -194,6 +195,7 @@ def run_bench(graph, config: BenchConfig, *, device: Any = "cuda", timer=None, p
         _run_layers(run, config, device, timer, progress, tune_cache)
     if config.e2e:
         _run_e2e(run, graph, config, device, timer, progress, state, folded, graph_backend)
+    add_predictions(run, graph)
     for r in run.rows:
         derive(r, run.peaks)
     apply_checks(run.layer_rows(), LAYER_BASELINE)

@@ -102,8 +102,17 @@ def _e2e_tables(run: BenchRun):
             statuses = {r.status for r in mine.values()}
             cells.append("ok" if statuses == {"ok"} else ", ".join(sorted(statuses)))
             body.append(cells)
+        predicted = {r.batch: r.predicted_ms for r in rows
+                     if r.dtype == dtype and r.provider in ("archdsl_graph", "archdsl") and r.predicted_ms}
+        if predicted:  # the performance model's time for archdsl's launches (archdsl.bench.predict)
+            body.append([PREDICTED_LABEL] + [_num(predicted.get(b)) if b in predicted else "–" for b in batches]
+                        + [_num(b / (predicted[b] * 1e-3), 4) if b in predicted else "–" for b in batches]
+                        + ["–", "model"])
         out.append((f"End to end, {dtype}", headers, body))
     return out
+
+
+PREDICTED_LABEL = "predicted: archdsl (performance model)"
 
 
 def _layer_tables(run: BenchRun, compact: bool = False):
@@ -122,7 +131,7 @@ def _layer_tables(run: BenchRun, compact: bool = False):
                 short = COLUMN.get(p, p)
                 headers += [f"{short} µs", f"{short} %floor"] if compact else [
                     f"{short} µs", f"{short} TFLOP/s", f"{short} GB/s", f"{short} %floor"]
-            headers += ["bound"]
+            headers += ["model µs", "bound"]
             body = []
             totals = {p: 0.0 for p in providers}  # Σ count × µs over the network's convs
             complete = {p: True for p in providers}
@@ -144,14 +153,16 @@ def _layer_tables(run: BenchRun, compact: bool = False):
                     cells += [_num(r.us) + mark, _num(r.pct_floor)] if compact else [
                         _num(r.us) + mark, _num(r.tflops), _num(r.gbs, 4), _num(r.pct_floor)]
                     bound = r.bound or bound
-                cells.append(bound)
+                model = next((r.predicted_ms for r in here if r.conv == conv.id and r.predicted_ms
+                              and r.provider == "archdsl_fused"), None)
+                cells += [_num(model * 1e3) if model else "–", bound]
                 body.append(cells)
             total = ["all", "Σ count × µs", str(sum(c.count for c in run.convs)), "",
                      _num(sum(c.shape.flops(batch) * c.count for c in run.convs) / 1e9)]
             for p in providers:
                 value = _num(totals[p]) if complete[p] else "–"
                 total += [value, ""] if compact else [value, "", "", ""]
-            body.append(total + [""])
+            body.append(total + ["", ""])
             out.append((f"Per layer, {dtype}, batch {batch}", headers, body))
     return out
 

@@ -66,6 +66,7 @@ class Row:
     bound: str | None = None
     images_per_s: float | None = None
     config: dict | None = None  # the kernel configuration used (tuned rows)
+    predicted_ms: float | None = None  # the performance model's time (archdsl rows: archdsl.bench.predict)
     note: str = ""
 
     @property

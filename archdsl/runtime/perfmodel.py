@@ -38,6 +38,7 @@ per warp in units of 256.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
@@ -306,6 +307,7 @@ def predict_memory(problem: Problem, ceilings: Ceilings) -> Prediction:
 # ---- a whole generated program ----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
 def _kernel_defaults():
     """conv2d.py and conv2d_chain.py executed in order into one module (the chain template calls
     conv2d's helpers, as in a generated program): their default-block functions."""
@@ -330,6 +332,32 @@ def _torch_dtype(dtype: Any):
     return getattr(torch, dtype_name(dtype))
 
 
+def predict_conv(c: Any, dtype: Any, ceilings: Ceilings, config: Mapping[str, Any] | None = None,
+                 kernels: Any = None) -> Prediction:
+    """The predicted time of one conv2d launch (`archdsl.runtime.launches.ConvLaunch`): with the
+    tuning `config` where given, else the blocks and split-K the launcher picks by default
+    (`conv_default_blocks`, `conv_default_split_k` for `ceilings.sms` SMs)."""
+    K = kernels or _kernel_defaults()
+    config = config or {}
+    tdtype = _torch_dtype(dtype)
+    g = c.groups
+    cg, kg = c.x_shape[3] // g, c.out_shape[3] // g
+    m = c.out_shape[0] * c.out_shape[1] * c.out_shape[2]
+    taps = c.kernel[0] * c.kernel[1]
+    depthwise = c.path == "depthwise"
+    bm, bn, bk, warps, stages = K.conv_default_blocks(c.path, m, c.out_shape[3] if depthwise else kg,
+                                                      taps * cg, tdtype, False, cg=cg)
+    tile = Tile.from_config(config, Tile(bm, bn, bk, warps, stages))
+    if "split_k" not in config:  # the launcher's automatic choice
+        split = K.conv_default_split_k(c.path, m, kg, taps * cg, (tile.bm, tile.bn, tile.bk), ceilings.sms, g, cg)
+        tile = replace(tile, split_k=split)
+    problem = conv_problem(c.node, c.x_shape, c.out_shape, c.kernel, g, c.residual, tdtype.itemsize, depthwise)
+    if depthwise:  # one program per (BLOCK_M pixels, BLOCK_C channels), taps as its K
+        problem = replace(problem, n=c.out_shape[3], groups=1)
+        tile = replace(tile, bk=1)
+    return predict(problem, tile, ceilings)
+
+
 def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
                      tuning: Mapping[str, Mapping[str, Any]] | None = None) -> list[Prediction]:
     """The predicted time of every launch of a launch schedule (`archdsl.codegen.schedule`) at
@@ -349,23 +377,7 @@ def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
     preds = []
     for launch in schedule.launches:
         if launch.kernel == "conv2d":
-            c = convs[launch.node]
-            g = c.groups
-            cg, kg = c.x_shape[3] // g, c.out_shape[3] // g
-            m = c.out_shape[0] * c.out_shape[1] * c.out_shape[2]
-            taps = c.kernel[0] * c.kernel[1]
-            depthwise = c.path == "depthwise"
-            bm, bn, bk, warps, stages = K.conv_default_blocks(c.path, m, c.out_shape[3] if depthwise else kg,
-                                                              taps * cg, tdtype, False, cg=cg)
-            tile = Tile.from_config(tuning.get(c.node, {}), Tile(bm, bn, bk, warps, stages))
-            if "split_k" not in tuning.get(c.node, {}):  # the launcher's automatic choice
-                split = K.conv_default_split_k(c.path, m, kg, taps * cg, (tile.bm, tile.bn, tile.bk), ceilings.sms, g, cg)
-                tile = replace(tile, split_k=split)
-            problem = conv_problem(c.node, c.x_shape, c.out_shape, c.kernel, g, c.residual, elem, depthwise)
-            if depthwise:  # one program per (BLOCK_M pixels, BLOCK_C channels), taps as its K
-                problem = replace(problem, n=c.out_shape[3], groups=1)
-                tile = replace(tile, bk=1)
-            preds.append(predict(problem, tile, ceilings))
+            preds.append(predict_conv(convs[launch.node], dtype, ceilings, tuning.get(launch.node), K))
         elif launch.kernel == "conv2d_chain":
             first, second = launch.on_chip[0], launch.node
             a = graph.nodes[first]["attrs"]
