@@ -535,3 +535,12 @@ def test_a_small_gpu_run_is_all_ok():
     run = harness.run_bench(g, config, device="cuda")
     assert not run.problems(), [r.note for r in run.problems()]
     assert all(r.iters >= 100 for r in run.rows if r.status == "ok")
+
+
+@pytest.mark.slow
+def test_fp32_rows_say_both_sides_compute_ieee_fp32(cpu_run):
+    """cuDNN computes fp32 in TF32 by default, archdsl's kernels in IEEE fp32: the bench turns
+    TF32 off for the baselines and the report says so (issue 10)."""
+    run, _, _ = cpu_run
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert "fp32: IEEE fp32 on both sides" in report.render_text(run)

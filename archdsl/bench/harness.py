@@ -89,6 +89,9 @@ def _set_flags(flags: dict) -> None:
     import torch
 
     torch.backends.cudnn.benchmark = bool(flags.get("cudnn_benchmark", False))
+    # fp32 baselines in IEEE fp32, as archdsl's kernels compute (cuDNN's default is TF32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def _sync(device) -> None:
@@ -174,6 +177,7 @@ def run_bench(graph, config: BenchConfig, *, device: Any = "cuda", timer=None, p
         "weights": config.weights or f"PyTorch init (seed {config.seed}), BN statistics calibrated on random input",
         "inputs": f"random normal (seed {config.seed}), the same for every provider",
         "reference": "float64, same weights (BN folded), on the dtype-rounded inputs",
+        "fp32": "IEEE fp32 on both sides: archdsl's kernels use FMA, PyTorch's TF32 is turned off",
         "tolerance": {"floor": ERROR_FLOOR, "ratio": ERROR_RATIO, "ceiling": ERROR_CEILING,
                       "baselines": {"layer": LAYER_BASELINE, "e2e": E2E_BASELINE}},
         "providers": {p.name: p.label for p in providers.E2E_PROVIDERS + providers.LAYER_PROVIDERS

@@ -212,6 +212,8 @@ def _header(run: BenchRun) -> list[str]:
     lines.append(f"timing: {p.get('statistic', 'median')} of >= {p.get('min_iters')} runs ({p.get('timer')}) after "
                  f"{p.get('warmup_ms')} ms of warm-up, L2 {'flushed' if p.get('l2_flush') else 'not flushed'} "
                  "before each run; BN folded for every provider; errors against a float64 reference")
+    if p.get("fp32") and "float32" in p.get("dtypes", []):
+        lines.append(f"fp32: {p['fp32']}")
     counts = {s: sum(1 for r in run.rows if r.status == s) for s in ("ok", "wrong", "failed", "skipped")}
     lines.append("checks: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return lines
