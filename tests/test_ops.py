@@ -586,6 +586,7 @@ def rand_layer(rng, c):
     return f"{join} {{ {'; '.join(branches)} }}"
 
 
+@pytest.mark.slow
 def test_receptive_field_of_random_chains():
     rng = random.Random(11)
     checked = 0

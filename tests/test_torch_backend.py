@@ -171,6 +171,7 @@ def test_a_flat_bn_is_batchnorm1d():
     assert model(torch.randn(5, 2, 3, 3)).shape == (5, 4)
 
 
+@pytest.mark.slow
 def test_matches_a_hand_written_torch_resnet50_replica():
     from test_zoo import tv_resnet50  # torchvision's module structure, written out
 
@@ -205,6 +206,7 @@ def test_training_reduces_the_loss():
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_a_residual_network_trains_too():
     torch.manual_seed(0)
     model = archdsl.build_torch(EXAMPLES / "resnet50.arch", width=4, classes=5, input_shape=(3, 32, 32)).train()

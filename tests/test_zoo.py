@@ -541,7 +541,10 @@ REDUCED = {
 }
 
 
-REDUCED_CASES = [(f, args) for f, all_args in REDUCED.items() for args in all_args]
+# The reduced DenseNets take 3-5 s through the reference backend (measured): the slow tier.
+SLOW_REDUCED = {"densenet121", "densenet"}
+REDUCED_CASES = [(f, args) if f not in SLOW_REDUCED else pytest.param(f, args, marks=pytest.mark.slow)
+                 for f, all_args in REDUCED.items() for args in all_args]
 
 
 ARITHMETIC = {v.file: v.arithmetic for v in ZOO}
