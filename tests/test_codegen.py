@@ -64,7 +64,7 @@ def test_generated_module_is_standalone():
             imports |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imports.add((node.module or "").split(".")[0])
-    assert imports <= {"collections", "math", "torch", "triton", "json", "struct", "__future__"}, imports
+    assert imports <= {"collections", "math", "os", "torch", "triton", "json", "struct", "__future__"}, imports
 
 
 HOSTILE = """

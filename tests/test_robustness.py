@@ -22,6 +22,8 @@ import archdsl
 from archdsl import ArchError
 from archdsl.cli import main
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
 TINY = """
 network tiny(width = 4) {
     input 3 x 8 x 8
@@ -325,3 +327,35 @@ def test_an_op_without_a_kernel_is_a_located_error_before_torch(tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(archdsl.ArchError, match="no Triton kernel for `gelu`"):
         archdsl.compile(src)
+
+
+def test_a_compiled_model_says_what_shape_it_was_compiled_for():
+    model = archdsl.compile(EXAMPLES / "lenet5.arch", device="cpu")
+    with pytest.raises(ValueError, match=r"compiled for input `input` of shape \(N, 1, 32, 32\); got \(2, 1, 28, 28\)"
+                                         r".*input_shape=\(1, 28, 28\).*--input 1x28x28"):
+        model(torch.randn(2, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"without its batch dimension: pass x.unsqueeze\(0\)"):
+        model(torch.randn(1, 32, 32))
+    with pytest.raises(TypeError, match="takes 1 input"):
+        model(torch.randn(1, 1, 32, 32), torch.randn(1, 1, 32, 32))
+    with pytest.raises(TypeError, match="must be a tensor, got list"):
+        model([1.0])
+
+
+def test_a_standalone_program_says_how_to_run_without_a_gpu(tmp_path):
+    """model.py on a machine without a GPU: not Triton's "0 active drivers" but what to do."""
+    out = tmp_path / "out"
+    assert main(["compile", str(EXAMPLES / "lenet5.arch"), "-o", str(out)]) == 0
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = "import model\ntry:\n    model.load('weights.safetensors', device={dev!r})\nexcept RuntimeError as e:\n    print(e)\n"
+    r = subprocess.run([sys.executable, "-c", script.format(dev="cpu")], cwd=out, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert "set TRITON_INTERPRET=1 before this program is imported" in r.stdout, r.stderr[-2000:]
+    if not torch.cuda.is_available():
+        r = subprocess.run([sys.executable, "-c", script.format(dev="cuda")], cwd=out, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert "no CUDA GPU here" in r.stdout and "device='cpu'" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-c", "import model, torch\n"
+                        "print(tuple(model.load('weights.safetensors', device='cpu')(torch.randn(2, 1, 32, 32)).shape))"],
+                       cwd=out, env={**env, "TRITON_INTERPRET": "1"}, capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "(2, 10)", r.stderr[-2000:]

@@ -424,6 +424,7 @@ def _header(p: Program, origin: str, settings: str | Sequence[str], kernels: lis
         "",
         "import collections",
         "import math",
+        "import os",
         "",
         "import torch",
         "import triton",
@@ -628,6 +629,21 @@ def _buffers_table(p: Program) -> list[str]:
     return lines + ["}", "", ""]
 
 
+# What a program says on a machine that cannot run it (rather than Triton's "0 active drivers").
+_CHECK_DEVICE = [
+    "def _check_device(device):",
+    '    """Triton runs these kernels on a CUDA GPU, or on the CPU in its (slow) interpreter."""',
+    '    if device.type == "cuda" and not torch.cuda.is_available():',
+    '        raise RuntimeError("no CUDA GPU here: to run this program on the CPU (slowly, for checking), "',
+    '                           "set TRITON_INTERPRET=1 before it is imported and use device=\'cpu\'")',
+    '    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0").lower() not in ("1", "true", "yes", "on"):',
+    '        raise RuntimeError("Triton runs kernels on the CPU only in its interpreter: set TRITON_INTERPRET=1 "',
+    '                           "before this program is imported (TRITON_INTERPRET=1 python your_script.py)")',
+    "",
+    "",
+]
+
+
 def _network_class(p: Program) -> list[str]:
     g = p.graph
     outs = []
@@ -638,7 +654,7 @@ def _network_class(p: Program) -> list[str]:
         outs.append(f"{t}.permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)"
                     if len(g.shape(o)) == 3 else f"{t}.clone()")
     ret = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
-    lines = [
+    lines = _CHECK_DEVICE + [
         "class Network:",
         '    """The compiled network: call it with NCHW input(s) on its device.',
         "",
@@ -647,6 +663,7 @@ def _network_class(p: Program) -> list[str]:
         "",
         "    def __init__(self, state, device, tuning=None):",
         "        self.device = torch.device(device)",
+        "        _check_device(self.device)",
         "        self.w = prepare(state, self.device)",
         "        self.tuning = tuning",
         "        self._buffers = {}",

@@ -124,9 +124,32 @@ class CompiledModel(ArchModule):
         self._signature = self._weights_signature()
 
     def forward(self, *inputs: torch.Tensor):
+        self._check_inputs(inputs)
         if self._network is None or self._signature != self._weights_signature():
             self.refresh()
         return self._call(*(x.to(self.run_device) for x in inputs))
+
+    def _check_inputs(self, inputs) -> None:
+        """The generated program's buffers are sized for the shapes it was compiled for (any
+        batch): say so, and how to recompile, instead of failing inside a kernel or a copy."""
+        graph = self.graph
+        if len(inputs) != len(graph.inputs):
+            raise TypeError(f"{graph.name} takes {len(graph.inputs)} input(s) ({', '.join(graph.inputs)}), "
+                            f"got {len(inputs)}")
+        for name, x in zip(graph.inputs, inputs):
+            want = tuple(graph.shape(name))
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"{graph.name}: input `{name}` must be a tensor, got {type(x).__name__}")
+            got = tuple(x.shape)
+            if got == want:
+                raise ValueError(f"{graph.name}: input `{name}` has shape {got}, one sample without its batch "
+                                 f"dimension: pass x.unsqueeze(0)")
+            if x.dim() != len(want) + 1 or got[1:] != want:
+                per_sample = got[1:] if x.dim() == len(want) + 1 else got[-len(want):]
+                raise ValueError(
+                    f"{graph.name} was compiled for input `{name}` of shape (N, {', '.join(map(str, want))}); "
+                    f"got {got}. Compile it for the shape you have: archdsl.compile(..., input_shape={per_sample}) "
+                    f"or `archdsl compile FILE --input {'x'.join(map(str, per_sample))}`")
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, device={self.run_device}, launches={self.compiled.program.launches}"
