@@ -2038,9 +2038,9 @@ def test_cli_summary_json_of_a_reduced_resnet(capsys):
 
 def test_cli_googlenet_aux_switch(capsys):
     code, out, _ = run(capsys, "check", path("googlenet"))
-    assert code == 0 and out.strip().endswith("outputs: fc, aux1.fc2, aux2.fc2")
+    assert code == 0 and out.strip().endswith("outputs: logits (fc), aux1 (aux1.fc2), aux2 (aux2.fc2)")
     code, out, _ = run(capsys, "check", path("googlenet"), "--set", "aux=false")
-    assert code == 0 and out.strip().endswith("outputs: fc")
+    assert code == 0 and out.strip().endswith("outputs: logits (fc)")
 
 
 def test_cli_vgg16_table(capsys):
