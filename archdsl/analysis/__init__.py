@@ -25,15 +25,7 @@ from ..frontend.gcpause import paused_gc
 from ..ir.graph import Graph
 from ..ops import OPS
 from ..ops.registry import fmt_shape, numel
-
-CONVENTIONS = (
-    "Params: weights + biases as PyTorch counts them; BN running stats are buffers (listed separately).",
-    "MACs: conv k·k·Cin/groups·Cout·H·W and fc in·out; FLOPs = 2 × MACs. Other ops: each op's own count.",
-    "Activations: input + every new tensor (ReLU/dropout in place, flatten a view), per sample.",
-    "RF: receptive field size/jump in input pixels; a join sees the union of its inputs' fields; not clipped.",
-)
-
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1}
+from .conventions import CONVENTIONS, DTYPE_BYTES  # re-exported: the CLI reads them here
 
 
 @dataclass(frozen=True)

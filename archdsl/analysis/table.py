@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..ops.registry import fmt_shape
+from .conventions import CONVENTIONS
 
 if TYPE_CHECKING:
     from . import LayerStats, Summary
@@ -42,8 +43,6 @@ def _layer_cells(r: LayerStats, indent: int, scoped_name: str) -> list[str]:
 
 def render(summary: Summary, scopes: dict | None = None, dtype: str = "float32", width: int | None = None) -> str:
     """The table, then totals and conventions; with `width`, columns are dropped to fit it."""
-    from . import CONVENTIONS, DTYPE_BYTES
-
     scopes = summary.scopes if scopes is None else scopes
     rows: list[list[str] | None] = []
     opened: set[str] = set()

@@ -5,18 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NO_LOC, ArchError
+from .options import parse_input
 
 
 def cmd_import(args) -> int:
     from ..importer import from_torch, load_callable, write_atomically
-    from .main import _parse_input
 
     out = Path(args.output)
     if out.suffix != ".arch":
         raise ArchError(f"-o {args.output}: the output is a .arch file", NO_LOC, hint="for example -o resnet50.arch")
     if not out.parent.is_dir():
         raise ArchError(f"-o {args.output}: no folder {out.parent}", NO_LOC)
-    shape = _parse_input(args.input) if args.input else (3, 224, 224)
+    shape = parse_input(args.input) if args.input else (3, 224, 224)
     module = load_callable(args.spec)
     default_name = args.spec.rpartition(":")[2]
     name = args.name or (default_name if default_name.isidentifier() else None)

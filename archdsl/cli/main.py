@@ -12,11 +12,12 @@ from pathlib import Path
 
 from .. import __version__, dtypes
 from ..analysis import DTYPE_BYTES, analyze, collapse, output_labels, output_names
-from ..elaborate import Limits, load
+from ..elaborate import load
 from ..errors import NO_LOC, ArchError, SrcLoc, did_you_mean, printable
 from ..frontend.gcpause import paused_gc
 from .progress import Stages
 from .import_cmd import add_import_parser
+from .options import parse_input
 from .table import render
 
 
@@ -38,21 +39,6 @@ def _parse_set(text: str):
     raise ArchError(f"--set {text}: the value must be a finite number, true or false", NO_LOC)
 
 
-def _parse_input(text: str):
-    parts = text.lower().replace("×", "x").replace(",", "x").split("x")
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        dims = ()
-    if len(dims) != 3 or min(dims) < 1:
-        raise ArchError(f"--input {text}: expected CxHxW with positive integers", NO_LOC, hint="for example --input 3x32x32")
-    limits = Limits()
-    if dims[0] > limits.channels or max(dims[1:]) > limits.spatial:
-        raise ArchError(f"--input {text}: past the sane limits ({limits.channels} channels, "
-                        f"{limits.spatial} pixels a side)", NO_LOC)
-    return dims
-
-
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="a .arch file")
     p.add_argument("--network", help="which network of the file (default: its only one)")
@@ -62,7 +48,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _graph(args):
     params = dict(_parse_set(s) for s in args.set)
-    shape = _parse_input(args.input) if args.input else None
+    shape = parse_input(args.input) if args.input else None
     graph = load(args.file, args.network, params, shape)
     for loc, message in graph.graph["warnings"]:
         print(printable(f"{loc}: warning: {message}"), file=sys.stderr)

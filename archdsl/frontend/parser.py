@@ -8,26 +8,18 @@ from __future__ import annotations
 import functools
 import os
 import re
-from importlib import resources
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
+from .grammar import grammar_text  # noqa: F401  (tests and tools read it here)
 from .gcpause import paused_gc
 from ..errors import ArchError, Note, SrcLoc, register_source, split_lines
 
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = set(_OPENERS.values())
-
-
-def grammar_text() -> str:
-    """The grammar: shipped inside the installed package, or read from the source checkout."""
-    packaged = resources.files("archdsl") / "grammars" / "arch.lark"
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parents[2] / "grammars" / "arch.lark").read_text(encoding="utf-8")
 
 
 class NewlineFilter:

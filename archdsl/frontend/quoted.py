@@ -26,7 +26,7 @@ class _NoNewlines:
 
 @functools.cache
 def _expr_parser() -> Lark:
-    from .parser import grammar_text
+    from .grammar import grammar_text
 
     return Lark(grammar_text(), parser="lalr", lexer="contextual", start="expr", postlex=_NoNewlines(),
                 propagate_positions=True, maybe_placeholders=True)
