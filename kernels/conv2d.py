@@ -128,7 +128,7 @@ import torch
 import triton
 import triton.language as tl
 
-ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU = 0, 1, 2, 3, 4, 5, 6, 7
+ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU, ACT_GELU, ACT_GELU_TANH = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 
 # --------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def _conv_round_to_bf16(y):
 @triton.jit
 def _conv_activation(y, ACT: tl.constexpr):
     """act(y) on an fp32 block; ACT is one of the ACT_* codes (none, relu, tanh, sigmoid, relu6,
-    hardsigmoid, hardswish, silu).
+    hardsigmoid, hardswish, silu, gelu, gelu in its tanh form).
 
     NaN propagates through every activation, as in PyTorch.
 
@@ -223,6 +223,12 @@ def _conv_activation(y, ACT: tl.constexpr):
     elif ACT == 7:  # ACT_SILU: y * sigmoid(y), the sigmoid as above (no overflow)
         t = tl.exp(-tl.abs(y))
         y = y * tl.where(y >= 0.0, 1.0 / (1.0 + t), t / (1.0 + t))
+    elif ACT == 8:  # ACT_GELU: y/2 * (1 + erf(y / sqrt(2))), PyTorch's exact form
+        y = 0.5 * y * (1.0 + tl.math.erf(y * 0.7071067811865476))
+    elif ACT == 9:  # ACT_GELU_TANH: y/2 * (1 + tanh(u)) = y * sigmoid(2u), u = sqrt(2/pi)(y + 0.044715 y^3)
+        u2 = 1.5957691216057308 * (y + 0.044715 * y * y * y)
+        t = tl.exp(-tl.abs(u2))
+        y = y * tl.where(u2 >= 0.0, 1.0 / (1.0 + t), t / (1.0 + t))
     return y
 
 
@@ -810,7 +816,8 @@ def _conv_depthwise_kernel(
 # --------------------------------------------------------------------------------------
 
 _CONV_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_CONV_ACTS = (ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU)
+_CONV_ACTS = (ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU, ACT_GELU,
+              ACT_GELU_TANH)
 
 
 def pack_conv_weight(w: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:

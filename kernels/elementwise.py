@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU = 0, 1, 2, 3, 4, 5, 6, 7
+ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU, ACT_GELU, ACT_GELU_TANH = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 _EW_MAX_INPUTS = 4  # inputs one launch of _ew_sum_kernel reads; more are chained through fp32
 
@@ -28,7 +28,7 @@ _EW_MAX_INPUTS = 4  # inputs one launch of _ew_sum_kernel reads; more are chaine
 @triton.jit
 def _ew_activation(y, ACT: tl.constexpr):
     """y (fp32) -> act(y). ACT: 0 none, 1 relu, 2 tanh, 3 sigmoid, 4 relu6, 5 hardsigmoid,
-    6 hardswish, 7 silu (the ACT_* constants).
+    6 hardswish, 7 silu, 8 gelu (exact, erf), 9 gelu (tanh form) (the ACT_* constants).
 
     NaN propagates through every activation, as in PyTorch."""
     if ACT == 1:
@@ -55,6 +55,12 @@ def _ew_activation(y, ACT: tl.constexpr):
     elif ACT == 7:  # silu: y * sigmoid(y); the sigmoid without overflow
         t = tl.exp(-tl.abs(y))
         y = y * tl.where(y >= 0.0, 1.0 / (1.0 + t), t / (1.0 + t))
+    elif ACT == 8:  # gelu, exact: y * Phi(y) = y/2 * (1 + erf(y / sqrt(2))), PyTorch's formula
+        y = 0.5 * y * (1.0 + tl.math.erf(y * 0.7071067811865476))
+    elif ACT == 9:  # gelu, tanh form: y/2 * (1 + tanh(u)) = y * sigmoid(2u), no cancellation
+        u2 = 1.5957691216057308 * (y + 0.044715 * y * y * y)  # 2u = 2 sqrt(2/pi) (y + 0.044715 y^3)
+        t = tl.exp(-tl.abs(u2))
+        y = y * tl.where(u2 >= 0.0, 1.0 / (1.0 + t), t / (1.0 + t))
     return y
 
 
@@ -158,6 +164,54 @@ def _ew_channel_affine_kernel(
     o_rows = _ew_row_offsets(r, H, W, so_n, so_h, so_w)
     tl.store(out_ptr + o_rows[:, None] + c[None, :], y.to(out_ptr.dtype.element_ty),
              mask=r_mask[:, None] & (c < C_OUT)[None, :])
+
+
+@triton.jit
+def _ew_mul_kernel(
+    out_ptr, a_ptr, b_ptr,
+    R, H, W, C,
+    so_n, so_h, so_w,
+    sa_n, sa_h, sa_w, sa_c,
+    sb_n, sb_h, sb_w, sb_c,
+    ACT: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """out = act(a * b) over an (N, H, W, C) output; a and b are read through their own strides,
+    stride 0 on a broadcast axis (squeeze-and-excitation: b is (N, 1, 1, C), strides (C, 0, 0, 1)).
+
+    out has unit channel stride. Grid: (cdiv(R, BLOCK_R), cdiv(C, BLOCK_C)). `out` may alias an
+    operand of its own shape (each element is read and written by the same program)."""
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (r < R)[:, None] & (c < C)[None, :]
+    a_off = _ew_row_offsets(r, H, W, sa_n, sa_h, sa_w)[:, None] + (c * sa_c)[None, :]
+    b_off = _ew_row_offsets(r, H, W, sb_n, sb_h, sb_w)[:, None] + (c * sb_c)[None, :]
+    y = tl.load(a_ptr + a_off, mask=mask).to(tl.float32) * tl.load(b_ptr + b_off, mask=mask).to(tl.float32)
+    y = _ew_activation(y, ACT)
+    o_rows = _ew_row_offsets(r, H, W, so_n, so_h, so_w)
+    tl.store(out_ptr + o_rows[:, None] + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _ew_channel_shuffle_kernel(
+    x_ptr, out_ptr,
+    R, H, W, C, PER_GROUP,
+    sx_n, sx_h, sx_w,
+    so_n, so_h, so_w,
+    GROUPS: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """ShuffleNet's channel shuffle as index arithmetic: out[r, i*GROUPS + g] = x[r, g*PER_GROUP + i]
+    (channels viewed as GROUPS x PER_GROUP, transposed). Each program stores a contiguous run of
+    output channels and gathers its inputs (within one row: the same cache lines).
+    Grid: (cdiv(R, BLOCK_R), cdiv(C, BLOCK_C))."""
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (r < R)[:, None] & (c < C)[None, :]
+    src = (c % GROUPS) * PER_GROUP + c // GROUPS
+    x = tl.load(x_ptr + _ew_row_offsets(r, H, W, sx_n, sx_h, sx_w)[:, None] + src[None, :], mask=mask)
+    o_rows = _ew_row_offsets(r, H, W, so_n, so_h, so_w)
+    tl.store(out_ptr + o_rows[:, None] + c[None, :], x.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,3 +325,53 @@ def copy_channels(x, out):
 def pad_channels(x, out):
     """out[..., :C] = x, out[..., C:] = 0 (zero channels appended: ResNet's option-A shortcut)."""
     _ew_affine(x, out, None, None, ACT_NONE)
+
+
+def _ew_broadcast_view(t, shape, what):
+    """t (NHWC, or (N, F) as (N, 1, 1, F)) expanded to `shape`: stride 0 on its axes of size 1."""
+    t = t[:, None, None, :] if t.dim() == 2 else t
+    try:
+        return t.expand(shape)
+    except RuntimeError:
+        raise ValueError(f"{what} of shape {tuple(t.shape)} does not broadcast to {tuple(shape)}") from None
+
+
+def mul(inputs, out, *, act=ACT_NONE):
+    """out = act(inputs[0] * inputs[1] * ...), broadcasting axes of size 1 (the squeeze-and-excitation
+    scale: an (N, H, W, C) map times an (N, 1, 1, C) gate); products in input order, in fp32 for a
+    pair (more inputs: partial products are rounded to out's dtype between launches)."""
+    inputs = list(inputs)
+    if len(inputs) < 2:
+        raise ValueError(f"mul needs at least 2 inputs, got {len(inputs)}")
+    o = _ew_nhwc(out, "out")
+    n, h, w, c = o.shape
+    rows = n * h * w
+    if rows == 0 or c == 0:
+        return
+    block_r, block_c = _ew_blocks(rows, c)
+    grid = (triton.cdiv(rows, block_r), triton.cdiv(c, block_c))
+    acc = _ew_broadcast_view(inputs[0], o.shape, "inputs[0]")
+    for i, x in enumerate(inputs[1:], 1):
+        b = _ew_broadcast_view(x, o.shape, f"inputs[{i}]")
+        last = i == len(inputs) - 1
+        _ew_mul_kernel[grid](o, acc, b, rows, h, w, c, *o.stride()[:3], *acc.stride(), *b.stride(),
+                             ACT=act if last else ACT_NONE, BLOCK_R=block_r, BLOCK_C=block_c)
+        acc = o
+
+
+def channel_shuffle(x, out, groups):
+    """out = x with its channels shuffled (ShuffleNet): channel g*(C/groups) + i of x becomes channel
+    i*groups + g of out. NHWC tensors of one shape (views allowed); out must not alias x."""
+    xv, ov = _ew_nhwc(x, "x"), _ew_nhwc(out, "out")
+    if xv.shape != ov.shape:
+        raise ValueError(f"channel_shuffle: x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
+    n, h, w, c = ov.shape
+    if c % groups:
+        raise ValueError(f"channel_shuffle: {c} channels do not split into {groups} groups")
+    rows = n * h * w
+    if rows == 0 or c == 0:
+        return
+    block_r, block_c = _ew_blocks(rows, c)
+    grid = (triton.cdiv(rows, block_r), triton.cdiv(c, block_c))
+    _ew_channel_shuffle_kernel[grid](xv, ov, rows, h, w, c, c // groups, *xv.stride()[:3], *ov.stride()[:3],
+                                     GROUPS=groups, BLOCK_R=block_r, BLOCK_C=block_c)

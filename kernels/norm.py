@@ -1,12 +1,12 @@
-"""Normalizations across the channel axis: local response normalization (AlexNet, GoogLeNet) and
-softmax (classifier heads).
+"""Normalizations across the channel axis: local response normalization (AlexNet, GoogLeNet),
+softmax (classifier heads) and layer norm (ConvNeXt).
 
 Layout: x and out are NHWC (N, H, W, C) with unit channel stride, or flat (N, F) vectors (treated
 as (N, 1, 1, F)); either may be a view (a channel slice of a wider buffer), read and written
-through its strides. Both ops normalize each row r = (n, h, w) over its C channels.
+through its strides. Each op normalizes each row r = (n, h, w) over its C channels.
 
 Blocking: a program owns BLOCK_R rows. LRN tiles channels too (its window is local: the
-neighbouring channels are re-read from cache, shifted); softmax sweeps each row's channels in
+neighbouring channels are re-read from cache, shifted); softmax and layer norm sweep each row's channels in
 BLOCK_C chunks (one chunk when C <= BLOCK_C). Arithmetic is fp32; the result is rounded once, to
 out's dtype, on the store.
 
@@ -109,6 +109,59 @@ def _norm_softmax_kernel(
         tl.store(o_rows + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _norm_layer_norm_kernel(
+    x_ptr, out_ptr, w_ptr, b_ptr,
+    R, H, W,
+    sx_n, sx_h, sx_w,
+    so_n, so_h, so_w,
+    eps,
+    C: tl.constexpr, HAS_AFFINE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * w + b over the C channels of each row
+    r = (n, h, w): layer norm of each position's vector (LayerNorm2d; nn.LayerNorm on the last axis).
+
+    x, out: (N, H, W, C), unit channel stride, row strides per tensor (R = N*H*W rows); w, b
+    contiguous (C,) (ignored unless HAS_AFFINE). Grid: (cdiv(R, BLOCK_R),). Three sweeps in BLOCK_C
+    chunks (one when C <= BLOCK_C; the later ones re-read from cache): the mean, then the biased
+    variance as the mean of (x - mean)^2 (no E[x^2] - mean^2 cancellation), then the result.
+    C is a constexpr (the interpreter loops only to a compile-time bound, as in softmax)."""
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    r_mask = r < R
+    x_rows = x_ptr + _ew_row_offsets(r, H, W, sx_n, sx_h, sx_w)[:, None]
+    o_rows = out_ptr + _ew_row_offsets(r, H, W, so_n, so_h, so_w)[:, None]
+
+    # -- sweep 1: the mean
+    total = tl.zeros((BLOCK_R,), tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        x = tl.load(x_rows + c[None, :], mask=r_mask[:, None] & (c < C)[None, :], other=0.0).to(tl.float32)
+        total += tl.sum(x, axis=1)
+    mean = total / C
+
+    # -- sweep 2: the variance (biased, as PyTorch's layer norm)
+    sq = tl.zeros((BLOCK_R,), tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        mask = r_mask[:, None] & (c < C)[None, :]
+        x = tl.load(x_rows + c[None, :], mask=mask, other=0.0).to(tl.float32)
+        d = tl.where(mask, x - mean[:, None], 0.0)
+        sq += tl.sum(d * d, axis=1)
+    rstd = 1.0 / tl.sqrt_rn(sq / C + eps)  # sqrt_rn: the correctly rounded root (tl.sqrt is approximate)
+
+    # -- sweep 3: normalize, scale and shift, store
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        mask = r_mask[:, None] & c_ok[None, :]
+        x = tl.load(x_rows + c[None, :], mask=mask, other=0.0).to(tl.float32)
+        y = (x - mean[:, None]) * rstd[:, None]
+        if HAS_AFFINE:
+            y = y * tl.load(w_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+            y = y + tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(o_rows + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
 # --------------------------------------------------------------------------------------------
 # Host functions
 # --------------------------------------------------------------------------------------------
@@ -160,3 +213,26 @@ def softmax(x, out):
     _norm_softmax_kernel[grid](
         xv, ov, rows, h, w, *xv.stride()[:3], *ov.stride()[:3],
         C=c, BLOCK_R=block_r, BLOCK_C=block_c)
+
+
+def layer_norm(x, out, *, weight=None, bias=None, eps=1e-5):
+    """out = layer_norm(x) over the channel (last) axis of each position: x (N, F) or NHWC
+    (N, H, W, C); weight and bias contiguous (C,) vectors, both or neither. out may be x."""
+    xv, ov = _norm_views(x, out)
+    n, h, w, c = xv.shape
+    if (weight is None) != (bias is None):
+        raise ValueError("layer_norm: give both weight and bias, or neither")
+    for name, v in (("weight", weight), ("bias", bias)):
+        if v is not None and (v.dim() != 1 or v.shape[0] != c or v.stride(0) != 1):
+            raise ValueError(f"layer_norm: {name} must be a contiguous ({c},) vector, got shape {tuple(v.shape)}")
+    rows = n * h * w
+    if rows == 0 or c == 0:
+        return
+    block_c = min(triton.next_power_of_2(c), 1024)
+    block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
+    grid = (triton.cdiv(rows, block_r),)
+    affine = weight is not None
+    _norm_layer_norm_kernel[grid](
+        xv, ov, weight if affine else xv, bias if affine else xv, rows, h, w,
+        *xv.stride()[:3], *ov.stride()[:3], float(eps),
+        C=c, HAS_AFFINE=affine, BLOCK_R=block_r, BLOCK_C=block_c)

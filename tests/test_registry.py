@@ -19,8 +19,7 @@ from archdsl.ops import registry as reg
 # Ops that may be registered before their code-generation rule exists: issue 13 adds the ops
 # of post-2016 CNNs (archdsl/ops/modern.py) to the registry and the torch reference first; each
 # leaves this list when its kernel and emit rule land.  Any other op without a rule fails below.
-EMIT_PENDING = frozenset({"gelu", "mul", "layer_norm", "linear", "permute", "layer_scale", "chunk", "channel_shuffle",
-                          "stochastic_depth"})
+EMIT_PENDING = frozenset()
 
 # `input` is emitted by the program's entry (the caller's NCHW -> NHWC copy), not by a rule.
 NOT_EMITTED = frozenset({"input"})

@@ -21,7 +21,7 @@ from .. import dtypes
 from ..errors import ArchError
 from ..ir.graph import Graph
 from ..ops.registry import act_constant, activations, inference_noops
-from .plan import Plan, make_plan, nhwc
+from .plan import Plan, make_plan, storage_shape
 from .schedule import Schedule, make_schedule
 
 
@@ -314,6 +314,72 @@ def _identity(p: Program, n: str) -> Step:
     return Step(p.comment(n), [f"{p.t(n)}.copy_({p.arg(n, 0)})"], None)
 
 
+def _gelu(p: Program, n: str) -> Step:
+    """A standalone GELU: the scale-shift kernel with ACT_GELU (erf) or ACT_GELU_TANH.  (The conv and
+    linear epilogues know both codes too; the fusion pass does not fuse gelu yet: it has a parameter.)"""
+    code = "ACT_GELU_TANH" if p.graph.nodes[n]["attrs"]["approximate"] == "tanh" else "ACT_GELU"
+    x, out = _as_map(p, p.arg(n, 0), n), _as_map(p, p.t(n), n)
+    return Step(p.comment(n), [f"scale_shift({x}, {out}, act={code})"], "scale_shift")
+
+
+def _mul(p: Program, n: str) -> Step:
+    """The broadcasting product (the SE scale): operands of size 1 on an axis are read with stride 0."""
+    ins = ", ".join(p.t(a) for a in p.graph.args(n))
+    return Step(p.comment(n), [f"mul([{ins}], {p.t(n)})"], "mul", len(p.graph.args(n)) - 1)
+
+
+def _chunk(p: Program, n: str) -> Step:
+    """One part of a channel split: a copy of a channel slice of the input (straight into a concat's
+    slice when the plan placed it there: `strided_out`)."""
+    a = p.graph.nodes[n]["attrs"]
+    c = p.graph.shape(n)[0]
+    lo = a["index"] * c
+    return Step(p.comment(n) + "  (a channel slice, copied)",
+                [f"copy_channels({p.arg(n, 0)}[..., {lo}:{lo + c}], {p.t(n)})"], "copy_channels")
+
+
+def _channel_shuffle(p: Program, n: str) -> Step:
+    groups = p.graph.nodes[n]["attrs"]["groups"]
+    return Step(p.comment(n) + "  (index arithmetic: one gathering copy)",
+                [f"channel_shuffle({p.arg(n, 0)}, {p.t(n)}, groups={groups})"], "channel_shuffle")
+
+
+def _layer_norm(p: Program, n: str) -> Step:
+    """Over each position's channels (axis 0 of an NHWC map, axis -1 of a channels-last "plain"
+    tensor, or a flat vector): the same row-wise kernel (plan.layouts says which input it takes)."""
+    a = p.graph.nodes[n]["attrs"]
+    args = [p.arg(n, 0), p.t(n)]
+    if a["affine"]:
+        p.weights.append((("layer_norm", n, n), p.comment(n)))
+        args += [f"weight={wkey(n, 'weight')}", f"bias={wkey(n, 'bias')}"]
+    args.append(f"eps={a['eps']!r}")
+    return Step(p.comment(n), [f"layer_norm({', '.join(args)})"], "layer_norm")
+
+
+def _linear(p: Program, n: str) -> Step:
+    """A per-position linear layer: on a flat vector the fc kernel; on a channels-last (N, H, W, C)
+    tensor a 1x1 conv (the conv2d GEMM) with the (out, in) weight packed as (in, out)."""
+    a = p.graph.nodes[n]["attrs"]
+    if len(p.graph.shape(n)) == 1:
+        p.weights.append((("fc", n, n, None, bool(a["bias"])), p.comment(n)))
+        args = [p.arg(n, 0), wkey(n, "w"), p.t(n)] + ([f"bias={wkey(n, 'b')}"] if a["bias"] else [])
+        return Step(p.comment(n), [f"linear({', '.join(args)})"], "linear")
+    p.weights.append((("linear_1x1", n, n, bool(a["bias"])), p.comment(n)))
+    args = [p.arg(n, 0), wkey(n, "w"), p.t(n), "kernel=(1, 1)"] + ([f"bias={wkey(n, 'b')}"] if a["bias"] else [])
+    return Step(p.comment(n) + "  (per position: a 1x1 conv)", [f"conv2d({', '.join(args)})"], "conv2d")
+
+
+def _permute(p: Program, n: str) -> Step:
+    """Only relabelings reach here (plan.layouts marks the others unsupported): the same memory."""
+    return Step(p.comment(n) + "  (a view: the same memory, relabeled)", [f"{p.t(n)} = {p.arg(n, 0)}"], None)
+
+
+def _layer_scale(p: Program, n: str) -> Step:
+    p.weights.append((("layer_scale", n, n), p.comment(n)))
+    x, out = _as_map(p, p.arg(n, 0), n), _as_map(p, p.t(n), n)
+    return Step(p.comment(n), [f"scale_shift({x}, {out}, scale={wkey(n, 'scale')})"], "scale_shift")
+
+
 RULES: dict[str, Callable[[Program, str], Step]] = {
     "conv": _conv,
     "fused_conv": _conv,
@@ -337,6 +403,15 @@ RULES: dict[str, Callable[[Program, str], Step]] = {
     "identity": _identity,
     "dropout": _identity,
     "drop_path": _identity,
+    "stochastic_depth": _identity,  # stripped by the passes (an identity at inference); kept for unoptimized graphs
+    "gelu": _gelu,
+    "mul": _mul,
+    "chunk": _chunk,
+    "channel_shuffle": _channel_shuffle,
+    "layer_norm": _layer_norm,
+    "linear": _linear,
+    "permute": _permute,
+    "layer_scale": _layer_scale,
     # every activation (an op with an `act_code`): the scale-shift kernel with only its activation
     **{act: _act(act) for act in activations()},
 }
@@ -353,6 +428,15 @@ def _not_lowered(graph: Graph, nodes: list[str]) -> ArchError:
                      hint=f"not lowered yet: {', '.join(ops)} ({len(nodes)} node{'s' * (len(nodes) > 1)}); "
                           "`archdsl.build_torch` runs this network as a PyTorch model, and `archdsl summary`, "
                           "`viz` and `export` work on it")
+
+
+def _layout_not_lowered(graph: Graph, n: str) -> ArchError:
+    shapes = ", ".join("×".join(map(str, graph.shape(a))) for a in graph.args(n))
+    return ArchError(f"`{n}`: archdsl compile cannot lower `{graph.op(n)}` on this tensor layout yet ({shapes})",
+                     graph.nodes[n]["src"],
+                     hint="the compiled program keeps feature maps channels-last; it lowers `permute((1, 2, 0))` "
+                          "to H×W×C, then layer_norm(axis=-1), linear and elementwise ops, then "
+                          "`permute((2, 0, 1))` back (ConvNeXt's block); `archdsl.build_torch` runs any layout")
 
 
 def check_lowerable(graph: Graph) -> None:
@@ -378,7 +462,7 @@ def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: s
     order = p.plan.order
     for n in order:
         p.slot[n] = n
-        p.buffers.append((nhwc(graph.shape(n)), n))
+        p.buffers.append((storage_shape(graph.shape(n), p.plan.layout[n]), n))
         if p.plan.kind[n] == "view":
             p.views[n] = graph.args(n)[0]
     for n in order:
@@ -388,6 +472,8 @@ def generate(graph: Graph, dtype: str = "float32", origin: str = "", settings: s
         rule = RULES.get(op)
         if rule is None:
             raise _not_lowered(graph, [n])
+        if p.plan.layout[n] == "unsupported":
+            raise _layout_not_lowered(graph, n)
         p.steps.append(rule(p, n))
     p.source = _module(p, origin, settings)
     return p
@@ -540,6 +626,24 @@ _PREPARE_HELPERS = {
         '    """A batch norm of its own, as a scale and a shift."""',
         '    w[node + ".scale"], w[node + ".shift"] = bn_scale_shift(state, bn, eps)',
     ],
+    "layer_norm": [
+        "def prepare_layer_norm(w, state, node, ln):",
+        '    """A layer norm\'s weight and bias as the kernel reads them."""',
+        '    w[node + ".weight"] = state[ln + ".weight"].float().contiguous()',
+        '    w[node + ".bias"] = state[ln + ".bias"].float().contiguous()',
+    ],
+    "linear_1x1": [
+        "def prepare_linear_1x1(w, state, node, lin, bias):",
+        '    """A per-position linear layer\'s (out, in) weight packed as a 1x1 conv\'s, and its bias."""',
+        '    w[node + ".w"] = pack_conv_weight(state[lin + ".weight"][:, :, None, None].to(DTYPE), 1, DTYPE)',
+        "    if bias:",
+        '        w[node + ".b"] = state[lin + ".bias"].float()',
+    ],
+    "layer_scale": [
+        "def prepare_layer_scale(w, state, node, key):",
+        '    """A layer scale\'s bare parameter (C, 1, 1) as the per-channel scale vector."""',
+        '    w[node + ".scale"] = state[key].reshape(-1).float().contiguous()',
+    ],
     "siblings": [
         "def prepare_siblings(w, state, node, group, channels, biased):",
         '    """Sibling 1x1 convs launched as one GEMM: their weights side by side, biases joined (zeros',
@@ -652,7 +756,7 @@ def _network_class(p: Program) -> list[str]:
         # always a copy: the buffers are reused by the next call (`.contiguous()` would return the
         # buffer itself when it is already contiguous as NCHW: 1x1 maps, single channels)
         outs.append(f"{t}.permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)"
-                    if len(g.shape(o)) == 3 else f"{t}.clone()")
+                    if len(g.shape(o)) == 3 and p.plan.layout[o] == "nhwc" else f"{t}.clone()")
     ret = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
     lines = _CHECK_DEVICE + [
         "class Network:",

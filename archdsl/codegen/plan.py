@@ -64,6 +64,62 @@ def numel(shape) -> int:
     return n
 
 
+# ---- layouts: how a per-sample 3-D tensor is laid out in memory ----------------------------------------
+#
+# "nhwc"   a feature map (C, H, W) stored [H][W][C] (channels innermost): every tensor by default.
+# "plain"  a tensor (A, B, C) stored [A][B][C] in its own axis order: the channels-last (H, W, C)
+#          tensors ConvNeXt makes with `permute((1, 2, 0))`.  Its memory is that of the NHWC map it
+#          was permuted from, so both permutes of ConvNeXt are relabelings (views), and the ops
+#          between them (layer norm and linear over the last axis, GELU) see an (N, H, W, C) tensor.
+# Only the ops in `PLAIN_OPS` accept a "plain" input; their result is "plain" too.
+
+_MEMORY_ORDER = {"nhwc": (1, 2, 0), "plain": (0, 1, 2)}  # axes of the (A, B, C) shape, outermost first
+PLAIN_OPS = frozenset({"gelu", "add", "mean", "mul", "identity", "dropout", "drop_path", "stochastic_depth",
+                       "linear", "layer_norm", "permute", "relu", "tanh", "sigmoid", "relu6", "hardsigmoid",
+                       "hardswish", "silu"})
+
+
+def storage_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    """A per-sample shape in memory order: `nhwc(shape)`, or the shape itself when "plain"."""
+    return tuple(shape) if layout == "plain" else nhwc(shape)
+
+
+def permute_layout(g: Graph, n: str, layout: dict[str, str]) -> str | None:
+    """The layout in which the permute `n` is a relabeling of its input's memory (a view), or None
+    when no layout makes it one (a copy would be needed)."""
+    src = g.args(n)[0]
+    order = g.nodes[n]["attrs"]["order"]
+    if len(order) != 3:
+        return None
+    src_memory = _MEMORY_ORDER[layout.get(src, "nhwc")]
+    for candidate in ("nhwc", "plain"):
+        if tuple(order[m] for m in _MEMORY_ORDER[candidate]) == src_memory:
+            return candidate
+    return None
+
+
+def layouts(g: Graph) -> dict[str, str]:
+    """Every node's layout (see above); a node whose input layouts its op cannot take is marked
+    "unsupported" (the emitter says so, with its location)."""
+    layout: dict[str, str] = {}
+    for n in g.order():
+        op, args = g.op(n), g.args(n)
+        plain_in = [a for a in args if layout.get(a) == "plain" and len(g.shape(a)) == 3]
+        if op == "permute":
+            layout[n] = permute_layout(g, n, layout) or "unsupported"
+        elif op in ("layer_norm", "linear") and len(g.shape(n)) == 3:
+            # over the last axis: the channels of a "plain" tensor; axis=0 layer norm: an NHWC map's channels
+            last_axis = op == "linear" or g.nodes[n]["attrs"]["axis"] == -1
+            ok = bool(plain_in) if last_axis else not plain_in
+            layout[n] = ("plain" if last_axis else "nhwc") if ok else "unsupported"
+        elif plain_in:
+            same = len(plain_in) == len([a for a in args if len(g.shape(a)) == 3])
+            layout[n] = "plain" if op in PLAIN_OPS and same else "unsupported"
+        else:
+            layout[n] = "nhwc"
+    return layout
+
+
 def flatten_is_view(g: Graph, n: str) -> bool:
     """Whether the flatten `n` is emitted as a reshape of its input (no copy): its input is flat
     or 1x1 already, or every user is an fc (whose weight columns are reordered instead)."""
@@ -81,7 +137,8 @@ class Plan:
     "buffer"   a base buffer: `offset[n]` values per sample into the arena, `size[n]` long
     "slice"    channels [channel[n], channel[n] + C) of base `base[n]` (a concat's input)
     "inplace"  the very tensor of base `base[n]`: written over a dead input
-    "view"     a flatten view of its input (made in the step); memory of `base[n]`
+    "view"     a flatten view of its input, or a permute that relabels it (made in the step); memory
+               of `base[n]`
     "onchip"   never in memory: the first conv of a chain kernel (its tile stays on chip)
 
     `over[n]` names the input an "inplace" node overwrites; `copies[c]` the ports of concat `c`
@@ -101,6 +158,7 @@ class Plan:
     offset: dict[str, int] = field(default_factory=dict)  # base -> values per sample
     size: dict[str, int] = field(default_factory=dict)  # base -> values per sample (rounded to ALIGN)
     arena: int = 0  # values per sample
+    layout: dict[str, str] = field(default_factory=dict)  # node -> "nhwc" or "plain" (see `layouts`)
     last_read: dict[str, int] = field(default_factory=dict, repr=False)  # node -> last read (views' readers too)
     _members: dict[str, list[str]] | None = field(default=None, repr=False)  # base -> nodes, once planned
 
@@ -154,11 +212,13 @@ def make_plan(g: Graph | Schedule, inplace: bool = True) -> Plan:
     time = {n: (-1 if n in g.inputs else i) for i, n in enumerate(order)}
     for n in order:  # a node computed by another's launch is written (and reads) when that runs
         time[n] = time[schedule.launcher(n)]
-    p = Plan(g, schedule, order, time)
+    p = Plan(g, schedule, order, time, layout=layouts(g))
     for n in order:
         p.kind[n], p.base[n], p.channel[n] = "buffer", n, 0
         if g.op(n) == "flatten" and flatten_is_view(g, n):
             p.kind[n] = "view"
+        elif g.op(n) == "permute" and p.layout[n] != "unsupported":
+            p.kind[n] = "view"  # a relabeling of its input's memory (see `layouts`)
         elif schedule.on_chip(n):
             p.kind[n] = "onchip"
     for n in order:  # views of views: follow to the first real tensor

@@ -62,7 +62,8 @@ ORDER = Kind("a permutation of the per-sample axes, e.g. (1, 2, 0)", _order)
 def _activation(name: str, doc: str, ops_per_element: int, module, inplace: bool, params=(), describe=None,
                 act_code: int | None = None):
     # act_code: the kernels' ACT_* code (kernels/conv2d.py, elementwise.py), applied in conv and fc
-    # epilogues and by the scale-shift kernel; gelu has none yet (no kernel).
+    # epilogues and by the scale-shift kernel; gelu has none (an epilogue activation takes no
+    # parameter): its emit rule picks ACT_GELU or ACT_GELU_TANH for a standalone scale-shift step.
     register(OpSpec(
         name=name, doc=doc, params=params, shape=_same, activation="inplace" if inplace else "new",
         other_ops=lambda a, ins, out: ops_per_element(a) * numel(out) if callable(ops_per_element)
@@ -118,6 +119,7 @@ register(OpSpec(
     other_ops=lambda a, ins, out: (len(ins) - 1) * numel(out),
     torch=lambda a, ins: _torch().Mul(),
     fusion="elementwise",  # no in-place port: which operand has the output's shape depends on the call
+    strided_out=True,  # the mul kernel writes through the output's row strides (a concat's slice)
 ))
 
 
@@ -233,6 +235,7 @@ register(OpSpec(
     describe=lambda a: f"{a['index']}/{a['parts']}",
     torch=lambda a, ins: _torch().Chunk(a["parts"], a["index"]),
     fusion="injective",
+    strided_out=True,  # compiled as a copy kernel writing through strides: straight into a concat's slice
 ))
 
 
@@ -252,6 +255,7 @@ register(OpSpec(
     describe=lambda a: f"g{a['groups']}",
     torch=lambda a, ins: _torch().ChannelShuffle(a["groups"]),
     fusion="injective",
+    strided_out=True,  # the shuffle kernel gathers its input and writes through the output's strides
 ))
 
 
