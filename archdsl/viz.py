@@ -16,17 +16,16 @@ file renamed over the target), so a failure never leaves a partial picture behin
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .analysis import analyze
 from .errors import NO_LOC, ArchError
+from .fileio import write_atomically
 from .ir.graph import Graph
 from .ops import OPS
 from .ops.registry import fmt_shape
@@ -446,28 +445,11 @@ def render(dot_source: str, fmt: str) -> bytes:
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, renamed over it."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
+    """Write `data` to `path` all or nothing (`archdsl.fileio`); a failure is a user error."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        write_atomically(path, data)
     except OSError as exc:
         raise ArchError(f"cannot write {path}: {exc.strerror or exc}", NO_LOC) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise ArchError(f"cannot write {path}: {exc.strerror or exc}", NO_LOC) from None
-        raise
 
 
 def write(g: Graph, out: str | None = None, fmt: str | None = None, depth: int = 0, rankdir: str = "TB") -> str:

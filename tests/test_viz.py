@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from archdsl import viz
+from archdsl import fileio, viz
 from archdsl.analysis import analyze, collapse
 from archdsl.cli import main
 from archdsl.elaborate import load, loads
@@ -381,7 +381,7 @@ def test_a_failing_write_leaves_no_temporary_file(capsys, tmp_path, monkeypatch)
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(viz.os, "replace", broken_replace)
+    monkeypatch.setattr(fileio.os, "replace", broken_replace)  # the one atomic writer (archdsl.fileio)
     code, _, err = run(capsys, "viz", LENET, "-o", str(out))
     assert code == 2 and "cannot write" in err and "No space left on device" in err
     assert out.read_text() == "old" and os.listdir(tmp_path) == ["net.dot"]

@@ -21,10 +21,9 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from ..fileio import write_atomically
 from .harness import Plan
 from .providers import E2E_PROVIDERS, LAYER_PROVIDERS
 from .results import BenchRun, Row
@@ -453,20 +452,6 @@ def write_png(run: BenchRun, path: str | Path) -> str | None:
 # ---- writing ------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_all(run: BenchRun, outdir: str | Path, png: bool = True) -> tuple[list[Path], list[str]]:
     """Write bench.json, bench.md, bench.svg (and bench.png with matplotlib) into `outdir`;
     returns (paths written, notes such as why no PNG)."""
@@ -475,7 +460,7 @@ def write_all(run: BenchRun, outdir: str | Path, png: bool = True) -> tuple[list
     written, notes = [], []
     for name, text in (("bench.json", render_json(run)), ("bench.md", render_markdown(run)),
                        ("bench.svg", render_svg(run))):
-        _atomic_write(out / name, text)
+        write_atomically(out / name, text)
         written.append(out / name)
     if png:
         why = write_png(run, out / "bench.png")

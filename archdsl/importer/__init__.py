@@ -13,13 +13,12 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 from ..errors import NO_LOC, ArchError, InternalError
+from ..fileio import write_atomically  # noqa: F401  (the CLI writes through it)
 
 __all__ = ["from_torch", "load_callable", "write_atomically"]
 
@@ -158,17 +157,3 @@ def _prepare_torchvision() -> None:
                     return
 
 
-def write_atomically(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder: all or nothing."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -43,8 +43,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -52,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import dtypes
+from ..fileio import write_atomically
 from .cache import tune_file
 from .launches import ConvLaunch, conv_launches, conv_signature, kernel_module  # noqa: F401  (re-exported)
 
@@ -236,18 +235,8 @@ class TuneCache:
         self._entries = entries
 
     def _write(self, entries: dict[str, dict]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"format": FORMAT, "entries": entries}, f, indent=1, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        text = json.dumps({"format": FORMAT, "entries": entries}, indent=1, sort_keys=True) + "\n"
+        write_atomically(self.path, text, fsync=True)
 
 
 # ---- autotuning ---------------------------------------------------------------------------------
