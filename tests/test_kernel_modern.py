@@ -77,11 +77,15 @@ def test_channel_shuffle_is_torchvisions(groups):
     assert torch.equal(buf[..., 4:], _nhwc(ref)) and not buf[..., :4].any()
 
 
-def test_chunk_is_a_copy_of_a_channel_slice():
-    x = _rand(1, 8, 2, 3, seed=9)
-    out = torch.empty(1, 2, 3, 4, dtype=DT)
-    K.copy_channels(_nhwc(x)[..., 4:8], out)  # what the emitted chunk(parts=2, index=1) runs
-    torch.testing.assert_close(out, _nhwc(x.chunk(2, dim=1)[1]), rtol=1e-6, atol=0)  # through fp32
+def test_chunk_is_a_view_the_conv_reads_through_its_strides():
+    """The emitted chunk is `x[..., lo:hi]` (no copy): its reader, here the 1x1 conv of
+    ShuffleNetV2's branch, takes the channel slice as it is."""
+    x, w = _rand(1, 8, 3, 3, seed=9), _rand(5, 4, 1, 1, seed=16)
+    part = _nhwc(x).float()[..., 4:8]
+    assert not part.is_contiguous()
+    out = torch.empty(1, 3, 3, 5)
+    K.conv2d(part, K.pack_conv_weight(w.float(), 1, torch.float32), out, kernel=(1, 1))
+    torch.testing.assert_close(out.double(), _nhwc(F.conv2d(x.chunk(2, dim=1)[1], w)), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("c,affine", [(5, True), (1100, True), (7, False)])  # 1100: several BLOCK_C sweeps
@@ -178,6 +182,7 @@ def test_every_modern_op_compiles_and_matches(monkeypatch):
     assert "channel_shuffle(" in source and "mul([" in source and "ACT_GELU_TANH" in source
     # both permutes are views: no copy, the same tensor relabeled
     assert source.count("(a view: the same memory, relabeled)") == 2
+    assert source.count("(a view: a channel slice)") == 2  # the chunks: no copy either
 
 
 def test_convnext_with_its_layer_scales_randomized():
@@ -200,3 +205,13 @@ def test_layouts_the_compiler_cannot_lower_are_located_errors(body):
     with pytest.raises(ArchError, match="layout") as e:
         archdsl.compile(source=f"network n {{\n    input 3 x 4 x 5\n    {body}\n}}\n", device="cpu")
     assert e.value.loc.line == 3 and e.value.hint
+
+
+def test_regnet_y_with_its_squeeze_excitation():
+    """The zoo test compiles regnet.arch's default (RegNetX); RegNetY adds the SE `mul`."""
+    from smaller import EXAMPLES
+
+    model = archdsl.compile(EXAMPLES / "regnet.arch", device="cpu", input_shape=(3, 64, 64), classes=10, y=True)
+    assert "mul" in {model.compiled.program.graph.op(n) for n in model.compiled.program.graph.nodes}
+    _randomize_all(model, seed=5)
+    _check(model, [torch.randn(1, 3, 64, 64)])

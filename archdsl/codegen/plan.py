@@ -137,8 +137,8 @@ class Plan:
     "buffer"   a base buffer: `offset[n]` values per sample into the arena, `size[n]` long
     "slice"    channels [channel[n], channel[n] + C) of base `base[n]` (a concat's input)
     "inplace"  the very tensor of base `base[n]`: written over a dead input
-    "view"     a flatten view of its input, or a permute that relabels it (made in the step); memory
-               of `base[n]`
+    "view"     a flatten view of its input, a permute that relabels it, or a chunk's channel slice of
+               it (made in the step); memory of `base[n]`
     "onchip"   never in memory: the first conv of a chain kernel (its tile stays on chip)
 
     `over[n]` names the input an "inplace" node overwrites; `copies[c]` the ports of concat `c`
@@ -219,6 +219,8 @@ def make_plan(g: Graph | Schedule, inplace: bool = True) -> Plan:
             p.kind[n] = "view"
         elif g.op(n) == "permute" and p.layout[n] != "unsupported":
             p.kind[n] = "view"  # a relabeling of its input's memory (see `layouts`)
+        elif g.op(n) == "chunk":
+            p.kind[n] = "view"  # a channel slice of its input: every kernel reads through row strides
         elif schedule.on_chip(n):
             p.kind[n] = "onchip"
     for n in order:  # views of views: follow to the first real tensor

@@ -234,8 +234,7 @@ register(OpSpec(
     shape=_chunk_shape, activation="view",
     describe=lambda a: f"{a['index']}/{a['parts']}",
     torch=lambda a, ins: _torch().Chunk(a["parts"], a["index"]),
-    fusion="injective",
-    strided_out=True,  # compiled as a copy kernel writing through strides: straight into a concat's slice
+    fusion="injective",  # compiled as a view: a channel slice of its input (codegen/plan.py)
 ))
 
 
