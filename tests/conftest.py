@@ -33,3 +33,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tvm():
+    """torchvision's models module (imported without its compiled ops: see tests/tv.py); a test
+    that needs it fails, never skips, when torchvision cannot be imported."""
+    from tv import TorchvisionUnavailable, import_torchvision_models
+
+    try:
+        return import_torchvision_models()
+    except TorchvisionUnavailable as exc:
+        reason = str(exc)
+    pytest.fail(f"torchvision: {reason}", pytrace=False)

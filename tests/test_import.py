@@ -23,7 +23,6 @@ from torch import nn
 import archdsl
 from archdsl.cli import main as cli_main
 
-from tv import TorchvisionUnavailable, import_torchvision_models
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples"
@@ -64,15 +63,6 @@ EXPECT = {
 }  # input side: 64, or what the network needs (Inception v3: 75 or more)
 CASES = [pytest.param(m, kw, id=m) for m, kw in FAST.items()] + \
     [pytest.param(m, kw, id=m, marks=pytest.mark.slow) for m, kw in SLOW.items()]
-
-
-@pytest.fixture(scope="module")
-def tvm():
-    try:
-        return import_torchvision_models()
-    except TorchvisionUnavailable as exc:
-        reason = str(exc)
-    pytest.fail(f"torchvision: {reason}", pytrace=False)
 
 
 @pytest.fixture

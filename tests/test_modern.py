@@ -25,7 +25,6 @@ import torch
 import archdsl
 from archdsl.errors import ArchError
 
-from tv import TorchvisionUnavailable, import_torchvision_models
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -93,15 +92,6 @@ OUTPUT_CASES = [
     (Variant("inception_v3", "inception_v3.arch", params={"aux": False},
              tv_kwargs={"aux_logits": False, "init_weights": True}), 107),
 ]
-
-
-@pytest.fixture(scope="module")
-def tvm():
-    try:
-        return import_torchvision_models()
-    except TorchvisionUnavailable as exc:
-        reason = str(exc)
-    pytest.fail(f"torchvision: {reason}", pytrace=False)
 
 
 def variant(model: str) -> Variant:

@@ -30,7 +30,6 @@ import torch
 import archdsl
 from archdsl.elaborate.loader import load_file
 
-from tv import TorchvisionUnavailable, import_torchvision_models
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -102,15 +101,6 @@ CASES = [
 ]
 assert {c.model for c in CASES} == DOCUMENTED_PARAMS.keys()
 CASE_IDS = [c.id for c in CASES]
-
-
-@pytest.fixture(scope="module")
-def tvm():
-    try:
-        return import_torchvision_models()
-    except TorchvisionUnavailable as exc:
-        reason = str(exc)
-    pytest.fail(f"torchvision: {reason}", pytrace=False)
 
 
 def build_tv(tvm, model: str, kwargs: dict, device: str) -> torch.nn.Module:
