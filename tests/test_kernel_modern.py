@@ -215,3 +215,22 @@ def test_regnet_y_with_its_squeeze_excitation():
     assert "mul" in {model.compiled.program.graph.op(n) for n in model.compiled.program.graph.nodes}
     _randomize_all(model, seed=5)
     _check(model, [torch.randn(1, 3, 64, 64)])
+
+
+def test_the_se_product_overwrites_the_expanded_map_never_the_gate():
+    model = archdsl.compile(source="""
+network se {
+    input 8 x 5 x 5
+    conv(16, 1) -> relu as x
+    mul { @x; global_avgpool -> conv(4, 1) -> relu -> conv(16, 1) -> sigmoid } as y
+    conv(8, 1)
+}
+""", device="cpu")
+    plan = model.compiled.program.plan
+    g = plan.graph
+    (product,) = [n for n in g.nodes if g.op(n) == "mul"]
+    expanded = g.args(product)[0]
+    assert g.shape(expanded) == (16, 5, 5)
+    assert plan.kind[product] == "inplace" and plan.over[product] == expanded  # dead after the product
+    _randomize_all(model)
+    _check(model, [torch.randn(2, 8, 5, 5)])

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from ..errors import ArchError
 from .join import JoinMismatch
-from .registry import BOOL, Kind, OpSpec, Param, Window, float_kind, fmt_shape, int_kind, numel, register
+from .registry import ANY_PORT, BOOL, Kind, OpSpec, Param, Window, float_kind, fmt_shape, int_kind, numel, register
 
 
 def _torch():
@@ -118,7 +118,10 @@ register(OpSpec(
     params=(), arity=None, shape=_broadcast_shape,
     other_ops=lambda a, ins, out: (len(ins) - 1) * numel(out),
     torch=lambda a, ins: _torch().Mul(),
-    fusion="elementwise",  # no in-place port: which operand has the output's shape depends on the call
+    fusion="elementwise",
+    # any operand of the output's shape may be overwritten (the planner checks shapes: never the
+    # broadcast gate); the kernel reads both operands of an element before writing it
+    inplace_ports=ANY_PORT,
     strided_out=True,  # the mul kernel writes through the output's row strides (a concat's slice)
 ))
 
