@@ -167,7 +167,8 @@ def test_the_warm_stage_covers_every_program_the_main_run_launches():
     assert specs[("resnet50", "bfloat16", profiles.NO_CHAIN)] == (1, 32, 256)
     assert specs[("resnet50", "float32", ())] == (1, 32, 256)
     assert specs[("googlenet", "bfloat16", ())] == (8,)
-    assert len(specs) == 8  # resnet50 x 3 dtypes, without the chain, 4 zoo nets
+    assert specs[("mobilenet_v3", "bfloat16", ())] == specs[("efficientnet", "bfloat16", ())] == (1, 8, 32)
+    assert len(specs) == 10  # resnet50 x 3 dtypes, without the chain, 4 zoo nets, 2 modern nets
     assert profiles.programs(profiles.FULL, ("stack", "peaks")) == []
 
 

@@ -259,17 +259,19 @@ def stage_zoo(ctx: Context) -> None:
         check_net(ctx, "zoo", net, "bfloat16", (p.zoo_batch,))
 
 
-def bench_e2e(ctx: Context, stage: str, dtype: str, providers=E2E, batches=None) -> None:
-    """The bench harness's end-to-end providers and checks; one "timing" row per provider x batch."""
+def bench_e2e(ctx: Context, stage: str, dtype: str, providers=E2E, batches=None, net=None) -> None:
+    """The bench harness's end-to-end providers and checks (of `net`, default ResNet-50); one
+    "timing" row per provider x batch."""
     opts, p = ctx.options, ctx.options.profile
-    graph = p.r50.load()
+    net = net or p.r50
+    graph = net.load()
     config = BenchConfig(batches=tuple(batches or p.e2e_batches), dtypes=(dtype,), layers=False, e2e=True,
                          e2e_providers=tuple(providers), iters=max(1, p.iters), warmup_ms=p.warmup_ms,
                          peak_matmul_n=p.peak_n, peak_copy_bytes=p.copy_bytes)
     run = run_bench(graph, config, device=opts.device, timer=make_timer(p, opts.device), peaks=ctx.shared.get("peaks"),
-                    source=p.r50.name)
+                    source=net.name)
     for r in run.rows:
-        ctx.emit(stage=stage, kind="timing", net=p.r50.name, provider=r.provider, dtype=r.dtype, batch=r.batch,
+        ctx.emit(stage=stage, kind="timing", net=net.name, provider=r.provider, dtype=r.dtype, batch=r.batch,
                  status=r.status, ms=r.ms, q10_ms=r.q10_ms, q90_ms=r.q90_ms, iters=r.iters, err=r.error,
                  tol=r.tolerance, img_s=r.images_per_s, tflops=r.tflops, pct_floor=r.pct_floor, note=r.note[:300],
                  ok=r.status in ("ok", "skipped"))
@@ -278,6 +280,19 @@ def bench_e2e(ctx: Context, stage: str, dtype: str, providers=E2E, batches=None)
 
 def stage_e2e(ctx: Context) -> None:
     bench_e2e(ctx, "e2e", "bfloat16")
+
+
+def stage_modern(ctx: Context) -> None:
+    """MobileNetV3 and EfficientNet-B0 (depthwise convs and SE scales, where cuDNN's channels-last
+    path is weakest): correctness as the zoo's, then end to end against cuDNN in a CUDA graph."""
+    p = ctx.options.profile
+    for net in p.modern:
+        if ctx.left() < 5:
+            ctx.emit(stage="modern", kind="check", net=net.name, status="skipped", why="out of time")
+            continue
+        check_net(ctx, "modern", net, "bfloat16", (p.zoo_batch,))
+        bench_e2e(ctx, "modern", "bfloat16", providers=("eager_cl_graph", "archdsl_graph"), batches=p.modern_batches,
+                  net=net)
 
 
 def stage_e2e_fp16(ctx: Context) -> None:
@@ -439,11 +454,12 @@ STAGES = {
     "e2e": (stage_e2e, "bf16 end to end: eager, channels-last, graphed, archdsl plain/graphed"),
     "chain_ab": (stage_chain_ab, "chain fusion on/off, graphed"),
     "layers": (stage_layers, "every distinct ResNet-50 conv launch vs cuDNN"),
+    "modern": (stage_modern, "MobileNetV3, EfficientNet-B0: correctness, end to end vs cuDNN graphed"),
     "e2e_fp16": (stage_e2e_fp16, "fp16 end to end"),
     "torch_compile": (stage_torch_compile, 'torch.compile(mode="max-autotune") (its own run)'),
     "pytest_gpu": (stage_pytest_gpu, "pytest -m gpu after a parallel warm compile (its own run)"),
 }
-MAIN_RUN = ("stack", "warm", "peaks", "correctness", "zoo", "e2e", "chain_ab", "layers", "e2e_fp16")
+MAIN_RUN = ("stack", "warm", "peaks", "correctness", "zoo", "e2e", "chain_ab", "layers", "modern", "e2e_fp16")
 ONLY = {"torch-compile": ("stack", "warm", "torch_compile"), "pytest-gpu": ("stack", "pytest_gpu")}
 
 

@@ -70,6 +70,8 @@ class Profile:
     r50_batches: tuple[int, ...]
     zoo: tuple[Net, ...]
     zoo_batch: int
+    modern: tuple[Net, ...]  # depthwise / SE networks: correctness at zoo_batch, end to end at modern_batches
+    modern_batches: tuple[int, ...]
     e2e_batches: tuple[int, ...]
     layer_batches: tuple[int, ...]
     peak_n: int  # the square bf16 matmul of the ceiling
@@ -83,18 +85,20 @@ class Profile:
 # Budgets: the most each stage is expected to take on an H200 with the warm cache (README: the
 # estimates and how they were derived).  A stage starts only if its budget is left.
 FULL_BUDGETS = {"stack": 15, "warm": 150, "peaks": 10, "correctness": 90, "zoo": 40, "e2e": 75, "chain_ab": 30,
-                "layers": 60, "e2e_fp16": 60, "torch_compile": 300, "pytest_gpu": 240}
+                "layers": 60, "modern": 60, "e2e_fp16": 60, "torch_compile": 300, "pytest_gpu": 240}
 SMOKE_BUDGETS = {name: 0 for name in FULL_BUDGETS}
 
 FULL = Profile(
     name="full", device="cuda", r50=example("resnet50"), r50_dtypes=("bfloat16", "float16", "float32"),
     r50_batches=(1, 32, 256), zoo=tuple(example(n) for n in ("vgg16", "googlenet", "densenet121", "resnext50_32x4d")),
-    zoo_batch=8, e2e_batches=(1, 32, 256), layer_batches=(32, 256), peak_n=8192, copy_bytes=1 << 30, iters=100,
+    zoo_batch=8, modern=(example("mobilenet_v3"), example("efficientnet")), modern_batches=(1, 32),
+    e2e_batches=(1, 32, 256), layer_batches=(32, 256), peak_n=8192, copy_bytes=1 << 30, iters=100,
     warmup_ms=10.0, compile_kernels=True, budgets=FULL_BUDGETS)
 
 SMOKE = Profile(
     name="smoke", device="cpu", r50=Net("mini_resnet", MINI_RESNET), r50_dtypes=("bfloat16", "float32"),
     r50_batches=(2,), zoo=(Net("mini_resnet_8", MINI_RESNET, (("classes", 8),), (3, 8, 8)),), zoo_batch=1,
+    modern=(Net("mini_resnet_8", MINI_RESNET, (("classes", 8),), (3, 8, 8)),), modern_batches=(2,),
     e2e_batches=(2,), layer_batches=(2,), peak_n=64, copy_bytes=1 << 16, iters=1, warmup_ms=0.0,
     compile_kernels=False, budgets=SMOKE_BUDGETS)
 
@@ -135,6 +139,9 @@ def programs(profile: Profile, stages: tuple[str, ...]) -> list[ProgramSpec]:
         add(profile.r50, "bfloat16", profile.e2e_batches, NO_CHAIN)
     if "layers" in stages:
         add(profile.r50, "bfloat16", profile.layer_batches)
+    if "modern" in stages:
+        for net in profile.modern:
+            add(net, "bfloat16", (profile.zoo_batch, *profile.modern_batches))
     if "e2e_fp16" in stages:
         add(profile.r50, "float16", profile.e2e_batches)
     return [ProgramSpec(net, dtype, tuple(sorted(b)), disable) for (net, dtype, disable), b in wanted.items()]
