@@ -250,12 +250,18 @@ def stage_correctness(ctx: Context) -> None:
         check_net(ctx, "correctness", p.r50, dtype, p.r50_batches)
 
 
+def nets_in_time(ctx: Context, stage: str, nets):
+    """The networks a stage still has time for; the others are recorded as skipped."""
+    for net in nets:
+        if ctx.left() < 5:
+            ctx.emit(stage=stage, kind="check", net=net.name, status="skipped", why="out of time")
+        else:
+            yield net
+
+
 def stage_zoo(ctx: Context) -> None:
     p = ctx.options.profile
-    for net in p.zoo:
-        if ctx.left() < 5:
-            ctx.emit(stage="zoo", kind="check", net=net.name, status="skipped", why="out of time")
-            continue
+    for net in nets_in_time(ctx, "zoo", p.zoo):
         check_net(ctx, "zoo", net, "bfloat16", (p.zoo_batch,))
 
 
@@ -286,10 +292,7 @@ def stage_modern(ctx: Context) -> None:
     """MobileNetV3 and EfficientNet-B0 (depthwise convs and SE scales, where cuDNN's channels-last
     path is weakest): correctness as the zoo's, then end to end against cuDNN in a CUDA graph."""
     p = ctx.options.profile
-    for net in p.modern:
-        if ctx.left() < 5:
-            ctx.emit(stage="modern", kind="check", net=net.name, status="skipped", why="out of time")
-            continue
+    for net in nets_in_time(ctx, "modern", p.modern):
         check_net(ctx, "modern", net, "bfloat16", (p.zoo_batch,))
         bench_e2e(ctx, "modern", "bfloat16", providers=("eager_cl_graph", "archdsl_graph"), batches=p.modern_batches,
                   net=net)
