@@ -371,7 +371,7 @@ def test_several_outputs_misuse_raises():
     with pytest.raises(ValueError, match="codes"):
         K.conv2d(x, w1, (a, b), kernel=(1, 1), act=(K.ACT_RELU,))
     with pytest.raises(ValueError, match="act"):
-        K.conv2d(x, w1, (a, b), kernel=(1, 1), act=(K.ACT_RELU, 9))
+        K.conv2d(x, w1, (a, b), kernel=(1, 1), act=(K.ACT_RELU, 99))  # not an ACT_* code
     with pytest.raises(ValueError, match="act"):
         K.conv2d(x, w1, torch.empty(1, 6, 6, 10, device=DEV), kernel=(1, 1), act=(K.ACT_RELU, K.ACT_NONE))
     with pytest.raises(ValueError, match="1 to 4"):
