@@ -346,12 +346,14 @@ def _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_
                         stride_am, stride_bk, in_scale_ptr, in_shift_ptr,
                         HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr,
                         IN_ACT: tl.constexpr, INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, N_ITERS: tl.constexpr):
     """The fp32 sum over reduction blocks it_lo .. it_hi - 1 (BLOCK_K columns of A / rows of B
     each, the tail masked at K) of prologue(A block) @ B block, for rows rows_m and columns offs_n.
 
     (0, cdiv(K, BLOCK_K)) is the whole product (``_conv_gemm_kernel``); a sub-range one split-K
-    slice (``_conv_gemm_splitk_kernel``).  Blocks are added in increasing order.
+    slice (``_conv_gemm_splitk_kernel``).  Blocks are added in increasing order.  The loop runs
+    the constexpr N_ITERS >= it_hi - it_lo times, blocks past it_hi masked off: Triton 3.6's
+    interpreter cannot loop up to a bound known only at run time.
     """
     offs_k = tl.arange(0, BLOCK_K)
     k_lo = it_lo * BLOCK_K
@@ -360,8 +362,9 @@ def _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_
 
     # masked loads of the K tail, [prologue,] dot into the fp32 accumulator
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(k_lo, it_hi * BLOCK_K, BLOCK_K):
-        mask_k = (k0 + offs_k) < K
+    for i in range(0, N_ITERS):
+        k0 = k_lo + i * BLOCK_K
+        mask_k = ((k0 + offs_k) < K) & ((k0 + offs_k) < it_hi * BLOCK_K)
         a_mask = mask_m[:, None] & mask_k[None, :]
         a = tl.load(a_ptrs, mask=a_mask, other=0.0)
         if HAS_PRE:
@@ -415,7 +418,8 @@ def _conv_gemm_kernel(
     # -- main loop over the whole reduction -------------------------------------------
     acc = _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, 0, (K + BLOCK_K - 1) // BLOCK_K, K,
                               stride_am, stride_bk, in_scale_ptr, in_shift_ptr, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
-                              IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K)
+                              IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K,
+                              (K + BLOCK_K - 1) // BLOCK_K)
 
     # -- epilogue on the fp32 accumulator, one cast, store into each destination -------
     _conv_epilogue_store(acc, rows_m * stride_om, rows_m * stride_rm, offs_n, mask_m, offs_n < N1,
@@ -506,24 +510,29 @@ def _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, it_lo, 
                             FLAT: tl.constexpr, HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr,
                             HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                             INTERPRETED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_K: tl.constexpr):
+                            BLOCK_K: tl.constexpr, N_ITERS: tl.constexpr):
     """The fp32 sum over the reduction's blocks it_lo .. it_hi - 1 of the implicit GEMM of one tile.
 
     A block is BLOCK_K flat indices red = (r*KW + s)*CG + c (FLAT), or one tap and BLOCK_K of
     its channels (block it: tap it // C_BLOCKS); arguments as ``_conv_implicit_gemm_kernel``
     computes them.  (0, all blocks) is the whole product; a sub-range one split-K slice
-    (``_conv_implicit_splitk_kernel``).  Blocks are added in increasing order.
+    (``_conv_implicit_splitk_kernel``).  Blocks are added in increasing order; the loops run the
+    constexpr N_ITERS >= it_hi - it_lo times, blocks past it_hi masked off (as the GEMM's).
     """
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if FLAT:
         # -- reduction over red = (r*KW + s)*CG + c, BLOCK_K indices at a time --------
         RED: tl.constexpr = KH * KW * CG
-        for k0 in range(it_lo * BLOCK_K, it_hi * BLOCK_K, BLOCK_K):
+        for i in range(0, N_ITERS):
             # address computation, masked loads: rows past M, the reduction tail and the halo read 0
-            red = k0 + offs_k
+            it = it_lo + i
+            red = it * BLOCK_K + offs_k
             a_ptrs, a_mask, mask_k, c = _conv_flat_block(x_rows, ih0, iw0, mask_m, red, H, W,
                                                          stride_xh, stride_xw, CG, KW, DH, DW, RED)
+            live = red < it_hi * BLOCK_K  # a block past this slice's reduction reads nothing
+            a_mask = a_mask & live[None, :]
+            mask_k = mask_k & live
             a = tl.load(a_ptrs, mask=a_mask, other=0.0)
             if HAS_PRE:  # normalise while loading; the halo stays 0
                 a = _conv_prologue(a, a_mask, g * CG + c, mask_k, in_scale_ptr, in_shift_ptr,
@@ -534,10 +543,14 @@ def _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, it_lo, 
             acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
     else:
         # -- one filter tap (r, s) and BLOCK_K of its channels per iteration ----------
-        for it in range(it_lo, it_hi):
+        for i in range(0, N_ITERS):
             # address computation, masked loads: the padding halo (whole rows), the channel tail
+            it = it_lo + i
             a_ptrs, a_mask, red, b_mask, c = _conv_tap_block(x_rows, ih0, iw0, mask_m, mask_n, it, offs_k, H, W,
                                                              stride_xh, stride_xw, CG, KW, DH, DW, BLOCK_K, True)
+            live = (it * BLOCK_K + offs_k) < it_hi * BLOCK_K  # a block past this slice reads nothing
+            a_mask = a_mask & live[None, :]
+            b_mask = b_mask & live[:, None]
             a = tl.load(a_ptrs, mask=a_mask, other=0.0)
             if HAS_PRE:  # normalise while loading; the halo stays 0
                 a = _conv_prologue(a, a_mask, g * CG + c, c < CG, in_scale_ptr, in_shift_ptr,
@@ -601,7 +614,7 @@ def _conv_implicit_gemm_kernel(
     ITERS: tl.constexpr = (KH * KW * CG + BLOCK_K - 1) // BLOCK_K if FLAT else KH * KW * ((CG + BLOCK_K - 1) // BLOCK_K)
     acc = _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, 0, ITERS, H, W, stride_xh, stride_xw,
                                   K_TOTAL, in_scale_ptr, in_shift_ptr, CG, KH, KW, DH, DW, FLAT, HAS_PRE, HAS_IN_SCALE,
-                                  HAS_IN_SHIFT, IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K)
+                                  HAS_IN_SHIFT, IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K, ITERS)
 
     # -- epilogue on the fp32 accumulator, one cast, store ----------------------------
     n64 = n.to(tl.int64)
@@ -653,7 +666,7 @@ def _conv_gemm_splitk_kernel(
     it_hi = tl.minimum(it_lo + SLICE_ITERS, (K + BLOCK_K - 1) // BLOCK_K)
     acc = _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_hi, K,
                               stride_am, stride_bk, in_scale_ptr, in_shift_ptr, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
-                              IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K)
+                              IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K, SLICE_ITERS)
     _conv_store_partial(acc, ws_ptr, sl, rows_m, offs_n, mask_m, mask_n, M, N)
 
 
@@ -698,7 +711,7 @@ def _conv_implicit_splitk_kernel(
     acc = _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, it_lo, it_hi, H, W, stride_xh,
                                   stride_xw, K_TOTAL, in_scale_ptr, in_shift_ptr, CG, KH, KW, DH, DW, FLAT, HAS_PRE,
                                   HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INPUT_PRECISION, INTERPRETED,
-                                  BLOCK_M, BLOCK_N, BLOCK_K)
+                                  BLOCK_M, BLOCK_N, BLOCK_K, SLICE_ITERS)
     rows_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     _conv_store_partial(acc, ws_ptr, sl, rows_m, cols, mask_m, mask_n, M, K_TOTAL)
 
