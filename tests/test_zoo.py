@@ -37,7 +37,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-import networkx as nx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -1147,13 +1146,13 @@ def test_googlenet_stem_and_head_shapes():
     assert weights(g, s, "conv2_reduce") + weights(g, s, "conv2") == 64 * 64 + 9 * 64 * 192 == 112 * 1024
     assert weights(g, s, "fc") == 1024 * 1000
     # "22 layers deep" counting layers with weights along the longest path of the main network
-    main_net = g.subgraph(nx.ancestors(g, "fc") | {"fc"})
+    main_net = g.subgraph(g.ancestors("fc") | {"fc"})
     assert max(_weighted_depth(main_net).values()) == 22
 
 
 def _weighted_depth(g) -> dict:
     depth = {}
-    for n in nx.topological_sort(g):
+    for n in g.order():
         here = 1 if g.nodes[n]["op"] in ("conv", "fc") else 0
         depth[n] = here + max((depth[p] for p in g.predecessors(n)), default=0)
     return depth
@@ -1780,7 +1779,7 @@ def test_densenet(n, g_):
 
 def longest_conv_path(g, start, end):
     depth = {start: 0}
-    for n in nx.topological_sort(g):
+    for n in g.order():
         preds = [depth[a] for a in g.args(n) if a in depth]
         if n != start and preds:
             depth[n] = max(preds) + (g.op(n) == "conv")

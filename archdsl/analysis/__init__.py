@@ -164,11 +164,11 @@ def analyze(g: Graph, batch: int | None = None) -> Summary:
 
 def _analyze(g: Graph, batch: int | None) -> Summary:
     rows = []
-    nodes, preds = g._node, g._pred  # networkx's own dicts: its views cost more than the counting
+    nodes = g.nodes
     for n in g.order():
         d = nodes[n]
         spec = OPS[d["op"]]
-        args = _args(preds[n])
+        args = g.args(n)
         ins = [nodes[a]["shape"] for a in args]
         a, out = d["attrs"], d["shape"]
         meta = d["meta"]
@@ -235,16 +235,8 @@ def _available_memory() -> int | None:
         return None
 
 
-def _args(pred: dict) -> list[str]:
-    """A node's inputs in port order, from its predecessor dict (what `Graph.args` returns)."""
-    ports = [(data["port"], u) for u, edges in pred.items() for data in edges.values()]
-    if len(ports) == 1:
-        return [ports[0][1]]
-    return [u for _, u in sorted(ports)]
-
-
 def _receptive_field(g: Graph, args: list[str], spec, attrs, ins) -> RF:
-    preds = [g._node[a]["meta"]["rf"] for a in args]
+    preds = [g.nodes[a]["meta"]["rf"] for a in args]
     if not preds:
         return RF(1, 1, 1, 1)
     # Union of the inputs' fields at output position 0 (joins), then the op's own window.

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 
 from ..errors import NO_LOC, ArchError, Note, did_you_mean
 from ..ir.graph import Graph
@@ -114,7 +113,7 @@ def _unused_warnings(graph: Graph) -> list[tuple]:
     """Layers that reach no output: kept (the user wrote them) but worth a warning."""
     live = set(graph.outputs)
     for out in graph.outputs:
-        live |= nx.ancestors(graph, out)
+        live |= graph.ancestors(out)
     dead = [n for n in graph.nodes if n not in live and n not in graph.inputs]
     return [(graph.nodes[n]["src"], f"`{n}` ({graph.op(n)}) does not contribute to any output") for n in dead]
 

@@ -1,6 +1,7 @@
 """The IR: a network as a DAG of ops.
 
-`Graph` is a `networkx.MultiDiGraph` (itself a `networkx.DiGraph`) with this schema:
+`Graph` is a directed multigraph with networkx's interface (`to_networkx()` converts) and this
+schema:
 
 Nodes — one per op, keyed by a hierarchical, stable name such as ``layer3.2.conv1``.  Name
 segments are identifiers from the user's labels (``conv1``), block or op names for unlabelled
@@ -34,17 +35,42 @@ Graph attributes (``g.graph``):
 
 from __future__ import annotations
 
+import heapq
 import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import networkx as nx
 
 from ..errors import InternalError, SrcLoc
 from ..ops import OPS
 from ..ops.registry import REQUIRED, fmt_shape
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*|[0-9]+")  # `-`: quoted names (RegNet's `block1-0`)
+
+
+class NodeView:
+    """`g.nodes`: `g.nodes[n]` is node n's attribute dict; `g.nodes(data=True)` yields
+    `(name, attributes)`; iterating gives the names in insertion order (networkx's spelling)."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: dict[str, dict]):
+        self._node = node
+
+    def __getitem__(self, n: str) -> dict:
+        return self._node[n]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._node)
+
+    def __len__(self) -> int:
+        return len(self._node)
+
+    def __contains__(self, n: object) -> bool:
+        return n in self._node
+
+    def __call__(self, data: bool = False):
+        return iter(self._node.items()) if data else iter(self._node)
 
 
 @dataclass(frozen=True)
@@ -56,11 +82,24 @@ class Scope:
     src: SrcLoc
 
 
-class Graph(nx.MultiDiGraph):
-    """A network DAG; see the module docstring for the node, edge and graph attributes."""
+class Graph:
+    """A network DAG; see the module docstring for the node, edge and graph attributes.
+
+    The storage is three dicts: node name -> attribute dict, consumer -> {port: producer}, and
+    producer -> {consumer: [ports]}, all in insertion order.  Its methods are the part of
+    networkx's `MultiDiGraph` interface the compiler uses (`nodes`, `in_edges`, `out_edges`,
+    `successors`, `add_edge(u, v, key=port, port=port)`, ...), with an edge's key always equal
+    to its port; `to_networkx()` gives the same graph as a `networkx.MultiDiGraph` for its
+    algorithms.  (Not a subclass: `import networkx` alone costs ~0.1 s, a third of what
+    `archdsl check` may take.)
+    """
 
     def __init__(self, name: str = "network", **attr: Any):
-        super().__init__(**attr)
+        self.graph: dict[str, Any] = dict(attr)
+        self._node: dict[str, dict] = {}
+        self._in: dict[str, dict[int, str]] = {}  # consumer -> {port: producer}
+        self._out: dict[str, dict[str, list[int]]] = {}  # producer -> {consumer: ports}
+        self.nodes = NodeView(self._node)
         self.graph.setdefault("name", name)
         self.graph.setdefault("inputs", [])
         self.graph.setdefault("outputs", [])
@@ -74,10 +113,88 @@ class Graph(nx.MultiDiGraph):
             raise InternalError(f"node {name!r} added twice")
         self.add_node(name, op=op, attrs=attrs, shape=tuple(shape), src=src, meta={})
         for port, producer in enumerate(inputs):
-            self.add_edge(producer, name, key=port, port=port)
+            self.add_edge(producer, name, port=port)
         return name
 
+    def add_node(self, n: str, **data: Any) -> None:
+        if n in self._node:
+            self._node[n].update(data)
+            return
+        self._node[n] = data
+        self._in[n] = {}
+        self._out[n] = {}
+
+    def add_edge(self, u: str, v: str, key: int | None = None, *, port: int | None = None) -> None:
+        """`u` feeds input `port` of `v` (`key`, networkx's name for it, is the same number)."""
+        port = key if port is None else port
+        if port is None or (key is not None and key != port):
+            raise InternalError(f"edge {u!r} -> {v!r}: the key must be the port")
+        for n in (u, v):
+            if n not in self._node:
+                raise InternalError(f"edge {u!r} -> {v!r}: no node {n!r}")
+        if port in self._in[v]:
+            raise InternalError(f"port {port} of {v!r} is fed twice")
+        self._in[v][port] = u
+        self._out[u].setdefault(v, []).append(port)
+
+    def remove_edge(self, u: str, v: str, key: int | None = None) -> None:
+        """Remove the edge `u -> v` into port `key` (the first such edge when `key` is None)."""
+        ports = self._out.get(u, {}).get(v)
+        if not ports or (key is not None and key not in ports):
+            raise InternalError(f"no edge {u!r} -> {v!r}" + (f" at port {key}" if key is not None else ""))
+        port = ports[0] if key is None else key
+        ports.remove(port)
+        if not ports:
+            del self._out[u][v]
+        del self._in[v][port]
+
+    def remove_node(self, n: str) -> None:
+        for port, u in self._in.pop(n).items():
+            self._out[u][n].remove(port)
+            if not self._out[u][n]:
+                del self._out[u][n]
+        for v in self._out.pop(n):
+            if v in self._in:  # (not n itself: a self-loop went with n's inputs)
+                self._in[v] = {p: u for p, u in self._in[v].items() if u != n}
+        del self._node[n]
+
+    def copy(self) -> "Graph":
+        """A new graph with the same nodes and edges; attribute dicts are copied one level deep."""
+        out = Graph.__new__(Graph)
+        out.graph = dict(self.graph)
+        out._node = {n: dict(d) for n, d in self._node.items()}
+        out._in = {n: dict(ins) for n, ins in self._in.items()}
+        out._out = {n: {v: list(ps) for v, ps in outs.items()} for n, outs in self._out.items()}
+        out.nodes = NodeView(out._node)
+        return out
+
+    def subgraph(self, nodes) -> "Graph":
+        """A copy holding only `nodes` and the edges between them."""
+        keep = set(nodes)
+        out = self.copy()
+        for n in [n for n in out._node if n not in keep]:
+            out.remove_node(n)
+        return out
+
+    def to_networkx(self):
+        """The same graph as a `networkx.MultiDiGraph` (edge key = port), for its algorithms."""
+        import networkx as nx
+        
+        g = nx.MultiDiGraph(**self.graph)
+        g.add_nodes_from(self._node.items())
+        g.add_edges_from((u, v, p, {"port": p}) for v, ins in self._in.items() for p, u in sorted(ins.items()))
+        return g
+
     # -- queries
+    def __contains__(self, n: object) -> bool:
+        return n in self._node
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._node)
+
+    def __len__(self) -> int:
+        return len(self._node)
+
     @property
     def name(self) -> str:
         return self.graph["name"]
@@ -92,26 +209,123 @@ class Graph(nx.MultiDiGraph):
 
     def args(self, node: str) -> list[str]:
         """The node's input nodes, ordered by port."""
-        edges = sorted(self.in_edges(node, data="port"), key=lambda e: e[2])
-        return [u for u, _, _ in edges]
+        ins = self._in[node]
+        return [ins[p] for p in sorted(ins)]
 
     def users(self, node: str) -> list[str]:
-        return sorted(set(self.successors(node)))
+        return sorted(self._out[node])
+
+    def successors(self, node: str) -> Iterator[str]:
+        """The nodes that read `node`, each once, in the order their edges were added."""
+        return iter(list(self._out[node]))
+
+    def predecessors(self, node: str) -> Iterator[str]:
+        return iter(dict.fromkeys(self.args(node)))
+
+    def in_edges(self, node: str, data: bool | str = False) -> list[tuple]:
+        """`(producer, node)` per input, in port order; with `data="port"`, `(producer, node, port)`."""
+        return [self._edge(u, node, p, data) for p, u in sorted(self._in[node].items())]
+
+    def out_edges(self, node: str, data: bool | str = False) -> list[tuple]:
+        """`(node, consumer)` per edge leaving `node`; with `data="port"`, `(node, consumer, port)`."""
+        return [self._edge(node, v, p, data) for v, ports in self._out[node].items() for p in ports]
+
+    def edges(self, data: bool | str = False) -> list[tuple]:
+        return [e for n in self._node for e in self.out_edges(n, data)]
+
+    @staticmethod
+    def _edge(u: str, v: str, port: int, data: bool | str) -> tuple:
+        if data is False:
+            return (u, v)
+        if data is True:
+            return (u, v, {"port": port})
+        if data == "port":
+            return (u, v, port)
+        raise InternalError(f"edges carry only `port`, not {data!r}")
+
+    def in_degree(self, node: str) -> int:
+        return len(self._in[node])
+
+    def out_degree(self, node: str) -> int:
+        return sum(len(ps) for ps in self._out[node].values())
+
+    def number_of_edges(self, u: str | None = None, v: str | None = None) -> int:
+        if u is None:
+            return sum(len(ins) for ins in self._in.values())
+        return len(self._out.get(u, {}).get(v, ()))
 
     def op(self, node: str) -> str:
-        return self.nodes[node]["op"]
+        return self._node[node]["op"]
 
     def shape(self, node: str) -> tuple[int, ...]:
-        return self.nodes[node]["shape"]
+        return self._node[node]["shape"]
 
     def order(self) -> list[str]:
-        """A deterministic topological order (ties broken by insertion order)."""
-        rank = {n: i for i, n in enumerate(self.nodes)}
-        return list(nx.lexicographical_topological_sort(self, key=rank.__getitem__))
+        """A deterministic topological order: of the nodes whose inputs are all computed, the
+        one added first goes next (networkx's `lexicographical_topological_sort` by insertion)."""
+        rank = {n: i for i, n in enumerate(self._node)}
+        waiting = {n: len(ins) for n, ins in self._in.items()}
+        ready = [rank[n] for n, k in waiting.items() if k == 0]
+        heapq.heapify(ready)
+        names = list(self._node)
+        out = []
+        while ready:
+            n = names[heapq.heappop(ready)]
+            out.append(n)
+            for v, ports in self._out[n].items():
+                waiting[v] -= len(ports)
+                if waiting[v] == 0:
+                    heapq.heappush(ready, rank[v])
+        if len(out) != len(self._node):
+            raise InternalError(f"the graph has a cycle through {self.find_cycle()}")
+        return out
 
     def walk(self) -> Iterator[tuple[str, dict]]:
         for n in self.order():
-            yield n, self.nodes[n]
+            yield n, self._node[n]
+
+    def ancestors(self, node: str) -> set[str]:
+        """Every node `node` depends on (not itself)."""
+        return self._reach(node, lambda n: self._in[n].values())
+
+    def descendants(self, node: str) -> set[str]:
+        """Every node that depends on `node` (not itself)."""
+        return self._reach(node, lambda n: self._out[n])
+
+    def has_path(self, u: str, v: str) -> bool:
+        return u == v or v in self.descendants(u)
+
+    @staticmethod
+    def _reach(start: str, step) -> set[str]:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            for m in step(todo.pop()):
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        return seen
+
+    def find_cycle(self) -> list[str] | None:
+        """The nodes of one cycle, in edge order, or None for a DAG."""
+        state: dict[str, int] = {}  # 1: on the current path, 2: finished
+        for root in self._node:
+            if root in state:
+                continue
+            path, stack = [root], [iter(self._out[root])]
+            state[root] = 1
+            while stack:
+                nxt = next(stack[-1], None)
+                if nxt is None:
+                    state[path.pop()] = 2
+                    stack.pop()
+                elif state.get(nxt) == 1:
+                    return path[path.index(nxt):]
+                elif nxt not in state:
+                    state[nxt] = 1
+                    path.append(nxt)
+                    stack.append(iter(self._out[nxt]))
+        return None
 
     # -- checking
     def lint(self) -> None:
@@ -126,8 +340,9 @@ class Graph(nx.MultiDiGraph):
             raise InternalError("IR lint failed:\n  " + "\n  ".join(problems))
 
     def _problems(self) -> Iterator[str]:
-        if not nx.is_directed_acyclic_graph(self):
-            yield f"cycle: {nx.find_cycle(self)}"
+        cycle = self.find_cycle()
+        if cycle is not None:
+            yield f"cycle: {' -> '.join(cycle + cycle[:1])}"
             return
         for key in ("inputs", "outputs"):
             if not self.graph[key]:
@@ -149,7 +364,7 @@ class Graph(nx.MultiDiGraph):
         if spec is None:
             yield f"{n!r}: unknown op {data['op']!r}"
             return
-        ports = sorted(p for _, _, p in self.in_edges(n, data="port"))
+        ports = sorted(self._in[n])
         if ports != list(range(len(ports))):
             yield f"{n!r}: input ports {ports} are not 0..{len(ports) - 1}"
         if isinstance(spec.arity, tuple):

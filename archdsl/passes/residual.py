@@ -15,10 +15,8 @@ keeps its own kernel still absorbs the activation after it (`fused_add`).
 
 from __future__ import annotations
 
-import networkx as nx
-
 from ..ir.graph import Graph
-from ..ops.registry import activations, family
+from ..ops.registry import epilogue_act, family
 from .report import PassReport
 from .rewrite import as_fused_conv, clone, redirect, sole_user
 
@@ -33,7 +31,7 @@ def _fusable_conv(g: Graph, conv: str, other: str, join: str) -> str | None:
         return f"`{conv}` already adds a residual"
     if g.op(join) == "add" and g.op(conv) == "fused_conv" and g.nodes[conv]["attrs"]["act"] != "none":
         return f"`{conv}` applies an activation before the add"
-    if other == conv or nx.has_path(g, conv, other):
+    if other == conv or g.has_path(conv, other):
         return f"the other operand is computed from `{conv}`"
     return None
 
@@ -48,7 +46,7 @@ def fuse_residual_add(graph: Graph) -> tuple[Graph, PassReport]:
         ins = g.args(add)
         act_node = sole_user(g, add)
         # an activation after a mean would have to follow the division: it keeps its kernel
-        act = g.op(act_node) if act_node is not None and g.op(act_node) in activations() and not mean else None
+        act = epilogue_act(g.op(act_node), g.nodes[act_node]["attrs"]) if act_node is not None and not mean else None
         reasons, chosen = [], None
         if len(ins) != 2:
             reasons.append(f"{len(ins)} operands (the epilogue takes one residual)")
