@@ -58,6 +58,8 @@ def test_facts_are_well_formed(name):
         assert isinstance(s.inplace_ports, tuple) and all(isinstance(p, int) and p >= 0 for p in s.inplace_ports)
     if s.act_code is not None:
         assert s.fusion == "elementwise" and not s.params, name  # an epilogue applies it without arguments
+    for form in s.act_forms:  # one form per setting of the op's own parameters
+        assert s.fusion == "elementwise" and {k for k, _ in form.when} <= {p.name for p in s.params}, name
     if s.inference_noop:
         assert s.arity == 1 and not s.inplace_ports
 
@@ -102,6 +104,7 @@ def test_fused_activation_is_the_ops_own_reference():
     import torch
 
     x = torch.linspace(-4, 4, 17, dtype=torch.float64)
-    for act in reg.activations():
-        assert torch.equal(reg.apply_activation(act, x), OPS[act].torch({}, [(17,)])(x)), act
+    for act, (op, form) in reg.act_table().items():  # gelu_tanh: the gelu op with approximate="tanh"
+        assert torch.equal(reg.apply_activation(act, x), OPS[op].torch(dict(form.when), [(17,)])(x)), act
+        assert reg.epilogue_act(op, dict(form.when)) == act
     assert reg.apply_activation("none", x) is x

@@ -20,7 +20,7 @@ from ..version import __version__
 from .. import dtypes
 from ..errors import ArchError
 from ..ir.graph import Graph
-from ..ops.registry import act_constant, activations, inference_noops
+from ..ops.registry import act_constant, activation_ops, epilogue_act, inference_noops
 from .plan import Plan, make_plan, storage_shape
 from .schedule import Schedule, make_schedule
 
@@ -137,9 +137,13 @@ def _prepare_conv(p: Program, n: str) -> bool:
     """Weight preparation of one conv node (BN folded in); returns whether it has a bias."""
     a = p.graph.nodes[n]["attrs"]
     src = a.get("sources", {"conv": n})
-    conv, bn = src.get("conv", n), src.get("bn")
+    conv, bn = src.get("conv", src.get("linear", n)), src.get("bn")
     has_bias = _has_bias(a)
-    p.weights.append((("conv", n, conv, bn, a.get("bn_eps"), a["groups"], has_bias), p.comment(n)))
+    if "linear" in src or "layer_scale" in src:  # a linear's 2-d weight, or a layer scale to fold in too
+        row = ("conv_scaled", n, conv, bn, a.get("bn_eps"), a["groups"], has_bias, src.get("layer_scale"))
+    else:
+        row = ("conv", n, conv, bn, a.get("bn_eps"), a["groups"], has_bias)
+    p.weights.append((row, p.comment(n)))
     if a.get("pre_bn_eps") is not None:
         p.weights.append((("pre_bn", n, src["pre_bn"], a["pre_bn_eps"]), f"# {_safe(n)}: its input's batch norm"))
     return has_bias
@@ -255,12 +259,12 @@ def _as_map(p: Program, t: str, n: str) -> str:
     return f"{t}[:, None, None, :]" if len(p.graph.shape(n)) == 1 else t
 
 
-def _act(act: str) -> Callable[[Program, str], Step]:
-    def rule(p: Program, n: str) -> Step:
-        x, out = _as_map(p, p.arg(n, 0), n), _as_map(p, p.t(n), n)
-        return Step(p.comment(n), [f"scale_shift({x}, {out}, act={act_constant(act)})"], "scale_shift")
-
-    return rule
+def _act(p: Program, n: str) -> Step:
+    """A standalone activation: the scale-shift kernel with only its ACT_* form (gelu's from its
+    `approximate` setting: the registry's act table)."""
+    act = epilogue_act(p.graph.op(n), p.graph.nodes[n]["attrs"])
+    x, out = _as_map(p, p.arg(n, 0), n), _as_map(p, p.t(n), n)
+    return Step(p.comment(n), [f"scale_shift({x}, {out}, act={act_constant(act)})"], "scale_shift")
 
 
 def _pool(kernel: str, *keys: str, extra: Callable[[dict], str] = lambda a: "") -> Callable[[Program, str], Step]:
@@ -312,14 +316,6 @@ def _softmax(p: Program, n: str) -> Step:
 
 def _identity(p: Program, n: str) -> Step:
     return Step(p.comment(n), [f"{p.t(n)}.copy_({p.arg(n, 0)})"], None)
-
-
-def _gelu(p: Program, n: str) -> Step:
-    """A standalone GELU: the scale-shift kernel with ACT_GELU (erf) or ACT_GELU_TANH.  (The conv and
-    linear epilogues know both codes too; the fusion pass does not fuse gelu yet: it has a parameter.)"""
-    code = "ACT_GELU_TANH" if p.graph.nodes[n]["attrs"]["approximate"] == "tanh" else "ACT_GELU"
-    x, out = _as_map(p, p.arg(n, 0), n), _as_map(p, p.t(n), n)
-    return Step(p.comment(n), [f"scale_shift({x}, {out}, act={code})"], "scale_shift")
 
 
 def _mul(p: Program, n: str) -> Step:
@@ -403,7 +399,6 @@ RULES: dict[str, Callable[[Program, str], Step]] = {
     "dropout": _identity,
     "drop_path": _identity,
     "stochastic_depth": _identity,  # stripped by the passes (an identity at inference); kept for unoptimized graphs
-    "gelu": _gelu,
     "mul": _mul,
     "chunk": _chunk,
     "channel_shuffle": _channel_shuffle,
@@ -411,8 +406,8 @@ RULES: dict[str, Callable[[Program, str], Step]] = {
     "linear": _linear,
     "permute": _permute,
     "layer_scale": _layer_scale,
-    # every activation (an op with an `act_code`): the scale-shift kernel with only its activation
-    **{act: _act(act) for act in activations()},
+    # every activation (an op with epilogue forms, gelu included): the scale-shift kernel with only its activation
+    **{op: _act for op in sorted(activation_ops())},
 }
 
 
@@ -601,6 +596,21 @@ _PREPARE_HELPERS = {
         "def prepare_conv(w, state, node, conv, bn, eps, groups, bias):",
         '    """A conv\'s packed weight, its batch norm (if any) folded in, and its bias."""',
         "    wt, b = fold_bn(state, conv, bn, eps)",
+        '    w[node + ".w"] = pack_conv_weight(wt.to(DTYPE), groups, DTYPE)',
+        "    if bias:",
+        '        w[node + ".b"] = b.float()',
+    ],
+    "conv_scaled": [
+        "def prepare_conv_scaled(w, state, node, conv, bn, eps, groups, bias, scale):",
+        '    """A conv, or a per-position linear\'s (out, in) weight as a 1x1 conv\'s, its batch norm (if any)',
+        '    and then its layer scale gamma (if any: the bare parameter `scale`) folded in, in float64:',
+        '    W\' = gamma * W and b\' = gamma * b per output channel."""',
+        "    wt, b = fold_bn(state, conv, bn, eps)",
+        "    if wt.dim() == 2:",
+        "        wt = wt[:, :, None, None]",
+        "    if scale is not None:",
+        "        gamma = state[scale].reshape(-1).double()",
+        "        wt, b = wt * gamma.reshape(-1, 1, 1, 1), b * gamma",
         '    w[node + ".w"] = pack_conv_weight(wt.to(DTYPE), groups, DTYPE)',
         "    if bias:",
         '        w[node + ".b"] = b.float()',

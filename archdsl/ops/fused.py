@@ -8,8 +8,10 @@ the node it grew from (the conv or fc) and records in `sources` which original n
 it uses (role -> node name), so weights are still loaded by their reference names and folded
 at load time.
 
-    fused_conv  [bn -> act ->] conv -> [bn] -> [+ residual] -> [act]     inputs: x [, residual]
+    fused_conv  [bn -> act ->] conv -> [bn] -> [· γ] -> [+ residual] -> [act]   inputs: x [, residual]
                 or, for a mean join: conv -> [bn] -> [act] -> mean(., residual)
+                (the conv may be a per-position `linear` kept channels-first: role "linear",
+                see `archdsl.passes.layout`; γ is a folded layer scale: `archdsl.passes.scale`)
     fused_fc    fc -> [act]                                 inputs: x
     fused_add   add -> act                                  inputs: two or more
     fused_bn    bn -> act (pre-activation blocks, DenseNet) inputs: x
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from ..errors import ArchError
 from . import linear
-from .registry import (ANY_PORT, OPS, Kind, OpSpec, Param, act_codes, activations, apply_activation, fmt_shape,
+from .registry import (ANY_PORT, BOOL, OPS, Kind, OpSpec, Param, act_codes, activations, apply_activation, fmt_shape,
                        float_kind, modules, nn, numel, register)
 
 def _act(v):
@@ -49,6 +51,8 @@ _CONV_ONLY = (
     Param("pre_act", ACT, "none", "activation applied to the input after pre_bn"),
     Param("join", Kind("add or mean", _join), "add",
           "add: act(conv + residual); mean: (act(conv) + residual) / 2"),
+    Param("layer_scale", BOOL, False, "a per-channel γ (role layer_scale) multiplies the result before the "
+                                      "residual; folded into the weights and bias at load"),
 )
 CONV_DEFAULTS = {p.name: p.default for p in _EPILOGUE + _CONV_ONLY}
 
@@ -62,6 +66,7 @@ def _residual_check(op, out, ins):
 def _epilogue_ops(a, ins, out):
     per_element = (2 if a["bn_eps"] is not None else 0) + (len(ins) - 1) + (a["act"] != "none")
     per_element += 1 if a.get("join") == "mean" and len(ins) == 2 else 0
+    per_element += 1 if a.get("layer_scale") else 0
     prologue = (2 if a.get("pre_bn_eps") is not None else 0) + (a.get("pre_act", "none") != "none")
     return per_element * numel(out) + prologue * numel(ins[0])
 
@@ -73,6 +78,7 @@ def _describe(base):
         parts = ["+".join(prologue) + "+"] if prologue else []  # applied to the input: "bn+relu+"
         parts += [base.describe(a)] if base.describe(a) else []
         parts += ["+bn"] if a.get("bn_eps") is not None else []
+        parts += ["+scale"] if a.get("layer_scale") else []
         parts += [f"+{a['act']}"] if a.get("act", "none") != "none" else []
         parts += ["+mean"] if a.get("join") == "mean" else []
         return " ".join(parts)
@@ -82,7 +88,8 @@ def _describe(base):
 
 def _fused_conv_params(a, ins, out):
     pre = 2 * ins[0][0] if a.get("pre_bn_eps") is not None else 0
-    return _conv.param_count(a, ins[:1], out) + (2 * out[0] if a["bn_eps"] is not None else 0) + pre
+    scale = out[0] if a.get("layer_scale") else 0
+    return _conv.param_count(a, ins[:1], out) + (2 * out[0] if a["bn_eps"] is not None else 0) + pre + scale
 
 
 def _fused_conv_buffers(a, ins, out):
@@ -94,11 +101,15 @@ def _fused_conv_torch(a, ins):
     roles = {}
     if a.get("pre_bn_eps") is not None:
         roles["pre_bn"] = nn().BatchNorm2d(ins[0][0], a["pre_bn_eps"])
-    roles["conv"] = _conv.torch(a, ins[:1])
+    if "linear" in a.get("sources", {}):  # a per-position linear: its own (out, in) weight
+        roles["linear"] = modules().PointwiseLinear(ins[0][0], a["out"], a["bias"])
+    else:
+        roles["conv"] = _conv.torch(a, ins[:1])
     if a["bn_eps"] is not None:
         roles["bn"] = nn().BatchNorm2d(a["out"], a["bn_eps"])
+    scale = (a["out"], 1, 1) if a.get("layer_scale") else None
     return modules().Fused(a["act"], pre_act=a.get("pre_act", "none"), join=a.get("join", "add"),
-                           activation=apply_activation, **roles)
+                           activation=apply_activation, scale_shape=scale, **roles)
 
 
 register(OpSpec(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from ..errors import ArchError
 from .join import JoinMismatch
-from .registry import ANY_PORT, BOOL, Kind, OpSpec, Param, Window, float_kind, fmt_shape, int_kind, numel, register
+from .registry import ANY_PORT, BOOL, ActForm, Kind, OpSpec, Param, Window, float_kind, fmt_shape, int_kind, numel, register
 
 
 def _torch():
@@ -60,17 +60,18 @@ ORDER = Kind("a permutation of the per-sample axes, e.g. (1, 2, 0)", _order)
 
 
 def _activation(name: str, doc: str, ops_per_element: int, module, inplace: bool, params=(), describe=None,
-                act_code: int | None = None):
+                act_code: int | None = None, act_forms: tuple[ActForm, ...] = ()):
     # act_code: the kernels' ACT_* code (kernels/conv2d.py, elementwise.py), applied in conv and fc
-    # epilogues and by the scale-shift kernel; gelu has none (an epilogue activation takes no
-    # parameter): its emit rule picks ACT_GELU or ACT_GELU_TANH for a standalone scale-shift step.
+    # epilogues and by the scale-shift kernel; gelu, which has a parameter, declares one form per
+    # setting instead (act_forms: "gelu" is ACT_GELU, "gelu_tanh" ACT_GELU_TANH).
     register(OpSpec(
         name=name, doc=doc, params=params, shape=_same, activation="inplace" if inplace else "new",
         other_ops=lambda a, ins, out: ops_per_element(a) * numel(out) if callable(ops_per_element)
         else ops_per_element * numel(out),
         describe=describe or (lambda a: ""),
         torch=module,
-        fusion="elementwise", inplace_ports=(0,), act_code=act_code, strided_out=act_code is not None,
+        fusion="elementwise", inplace_ports=(0,), act_code=act_code, act_forms=act_forms,
+        strided_out=act_code is not None or bool(act_forms),
     ))
 
 
@@ -87,7 +88,9 @@ _activation("gelu", 'x · Φ(x) (ConvNeXt); approximate="tanh" uses the tanh for
             lambda a: 8 if a["approximate"] == "tanh" else 4,
             lambda a, ins: _nn().GELU(approximate=a["approximate"]), inplace=False,
             params=(Param("approximate", choice_kind("none", "tanh"), "none", "the exact form or the tanh one"),),
-            describe=lambda a: "tanh" if a["approximate"] == "tanh" else "")
+            describe=lambda a: "tanh" if a["approximate"] == "tanh" else "",
+            act_forms=(ActForm("gelu", 8, (("approximate", "none"),)),
+                       ActForm("gelu_tanh", 9, (("approximate", "tanh"),))))
 
 
 def _nn():

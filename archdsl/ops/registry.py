@@ -3,7 +3,7 @@
 An `OpSpec` holds the op's argument schema, shape rule, cost rules (params, buffers, MACs,
 other operations), how its output counts as activation memory, and its receptive-field window.
 Later stages read their facts from the same spec: the torch reference (`torch`), the passes
-(`family`, `fusion`, `act_code`, `inference_noop`) and the code generator's buffer planner
+(`family`, `fusion`, `act_code` / `act_forms`, `inference_noop`) and the code generator's buffer planner
 (`inplace_ports`, `strided_out`).  Stages look ops up here instead of writing `if op == "conv"`
 chains, and op groups (the conv ops, the activations, ...) are derived from these fields by the
 functions at the end of this module, so a new op joins a group by declaring its facts.
@@ -171,6 +171,17 @@ def numel(shape: Shape) -> int:
 
 
 @dataclass(frozen=True)
+class ActForm:
+    """An activation a kernel epilogue applies: a fused node's `act=<name>`, the kernels'
+    `ACT_<NAME>` = `code`.  `when` is the op's attributes that select this form: gelu declares
+    two forms, "gelu" (approximate="none", erf) and "gelu_tanh" (approximate="tanh")."""
+
+    name: str
+    code: int
+    when: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class OpSpec:
     """One op.  `arity` is the number of inputs: an int, None (two or more: a join), or a range
     (lo, hi).  `internal` ops are made by compiler passes (fused ops), never written by users."""
@@ -194,7 +205,8 @@ class OpSpec:
     #    declares none of them is correct, merely never fused or written in place)
     family: str = ""  # the op a fused op grows from ("fused_conv" -> "conv"); "" = its own name
     fusion: str = "opaque"  # how it fuses, in TVM's sense: one of FUSION_KINDS
-    act_code: int | None = None  # an activation kernels apply in an epilogue: its ACT_* code
+    act_code: int | None = None  # a parameterless activation kernels apply in an epilogue: its ACT_* code
+    act_forms: tuple[ActForm, ...] = ()  # an activation with parameters: one epilogue form per setting
     inference_noop: bool = False  # an identity at inference (removed by strip_inference_noops)
     inplace_ports: tuple[int, ...] | str = ()  # inputs its kernel may overwrite; ANY_PORT: any operand
     strided_out: bool = False  # its kernel writes through a strided view (a channel slice of a concat)
@@ -202,6 +214,13 @@ class OpSpec:
     def __post_init__(self):
         if self.fusion not in FUSION_KINDS:
             raise ValueError(f"op {self.name!r}: fusion {self.fusion!r} is not one of {FUSION_KINDS}")
+        if self.act_code is not None and self.act_forms:
+            raise ValueError(f"op {self.name!r}: declare `act_code` (no parameters) or `act_forms`, not both")
+
+    @property
+    def epilogue_forms(self) -> tuple[ActForm, ...]:
+        """The activation forms an epilogue can apply in this op's place (none: not an activation)."""
+        return (ActForm(self.name, self.act_code),) if self.act_code is not None else self.act_forms
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -283,29 +302,52 @@ def family(base: str) -> frozenset[str]:
     return frozenset(name for name, spec in OPS.items() if spec.base == base)
 
 
+def act_table() -> dict[str, tuple[str, ActForm]]:
+    """THE table of epilogue activations: act name -> (the op it stands for, its form), by ACT_*
+    code.  Every other question about `act=` values is answered from it."""
+    rows = [(form, name) for name, s in OPS.items() for form in s.epilogue_forms]
+    return {form.name: (op, form) for form, op in sorted(rows, key=lambda r: r[0].code)}
+
+
 def activations() -> tuple[str, ...]:
-    """The activations the kernels can apply in an epilogue, by ACT_* code."""
-    return tuple(sorted((n for n, s in OPS.items() if s.act_code is not None), key=lambda n: OPS[n].act_code))
+    """The act names the kernels can apply in an epilogue ("relu", ..., "gelu", "gelu_tanh"), by ACT_* code."""
+    return tuple(act_table())
+
+
+def activation_ops() -> frozenset[str]:
+    """The ops a fusion pass may fold into an epilogue (see `epilogue_act` for which setting)."""
+    return frozenset(op for op, _ in act_table().values())
+
+
+def epilogue_act(op: str, attrs: Attrs) -> str | None:
+    """The act name an epilogue applies in place of a node `op(attrs)`, or None when it cannot
+    (not an activation, or a setting no kernel form covers)."""
+    for form in OPS[op].epilogue_forms if op in OPS else ():
+        if all(attrs.get(k) == v for k, v in form.when):
+            return form.name
+    return None
 
 
 def act_codes() -> dict[str, int]:
-    """{"none": 0, activation: its ACT_* code}: what `act=` means to the kernels."""
-    return {"none": 0, **{n: OPS[n].act_code for n in activations()}}
+    """{"none": 0, act name: its ACT_* code}: what `act=` means to the kernels."""
+    return {"none": 0, **{name: form.code for name, (_, form) in act_table().items()}}
 
 
 def apply_activation(act: str, x):
-    """`x` through the activation `act` ("none", or an op with an `act_code`) as that op's own
-    reference module computes it: fused nodes and the benchmark use this one definition."""
+    """`x` through the activation `act` ("none", or an act name of `act_table`) as its op's own
+    reference module computes it, with the attributes of that form (gelu_tanh: GELU(approximate=
+    "tanh")): fused nodes and the benchmark use this one definition."""
     return x if act == "none" else _activation_module(act)(x)
 
 
 @functools.cache
 def _activation_module(act: str):
-    return OPS[act].torch({}, [])
+    op, form = act_table()[act]
+    return OPS[op].torch(dict(form.when), [])
 
 
 def act_constant(act: str) -> str:
-    """The kernels' name for an activation code: "relu" -> "ACT_RELU" (kernels/conv2d.py)."""
+    """The kernels' name for an act: "relu" -> "ACT_RELU", "gelu_tanh" -> "ACT_GELU_TANH" (kernels/conv2d.py)."""
     return f"ACT_{act.upper()}"
 
 

@@ -76,18 +76,29 @@ class Concat(nn.Module):
         return torch.cat(xs, dim=1)
 
 
+class PointwiseLinear(nn.Linear):
+    """nn.Linear at every position of an NCHW map: ConvNeXt's per-position linear kept
+    channels-first (a 1x1 conv holding the linear's own (out, in) weight and its keys)."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 class Fused(nn.Module):
     """Reference semantics of a fused node: its original modules, by role, state-dict keys
     `<node>.<role>.<param>` (`archdsl.passes.fused_state_dict` maps reference keys to them).
 
-    fused_conv / fused_fc / fused_bn:  x -> [pre_act(pre_bn(x))] -> conv or fc or bn -> [bn]
-    then, join "add":  act(y + residual)        join "mean":  (act(y) + residual) / 2
+    fused_conv / fused_fc / fused_bn:  x -> [pre_act(pre_bn(x))] -> conv or linear or fc or bn -> [bn]
+    -> [· layer_scale γ] then, join "add":  act(y + residual)    join "mean":  (act(y) + residual) / 2
+    (γ, `scale_shape` given, is a bare parameter: key `<node>.layer_scale`, as the reference holds it.)
     """
 
-    def __init__(self, act: str, pre_act: str = "none", join: str = "add", *, activation, **roles: nn.Module):
+    def __init__(self, act: str, pre_act: str = "none", join: str = "add", *, activation,
+                 scale_shape: tuple[int, ...] | None = None, **roles: nn.Module):
         super().__init__()
         for role, module in roles.items():
             self.add_module(role, module)
+        self.layer_scale = None if scale_shape is None else nn.Parameter(torch.ones(scale_shape))
         self.act, self.pre_act, self.join = act, pre_act, join
         self.activation = activation  # (name, x) -> the op `name` applied to x (registry.apply_activation)
 
@@ -98,6 +109,8 @@ class Fused(nn.Module):
         for role, module in self.named_children():
             if role != "pre_bn":
                 x = module(x)
+        if self.layer_scale is not None:
+            x = self.layer_scale * x
         if self.join == "mean":
             return (self.activation(self.act, x) + sum(residual)) / (1 + len(residual))
         for r in residual:

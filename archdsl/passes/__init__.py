@@ -18,16 +18,20 @@ from .fold import fold_bn_graph
 from .groups import LaunchGroups, launch_groups
 from .horizontal import fuse_sibling_convs
 from .inference import strip_inference_noops
+from .layout import to_channels_first
 from .prologue import fuse_bn_into_conv_input
 from .report import PassReport
 from .residual import fuse_residual_add
+from .scale import fold_layer_scale
 
 Pass = Callable[[Graph], tuple[Graph, PassReport]]
 
 # The inference pipeline, in order.
 PIPELINE: list[tuple[str, Pass]] = [
     ("strip_inference_noops", strip_inference_noops),
+    ("to_channels_first", to_channels_first),
     ("fuse_conv_bn_act", fuse_conv_bn_act),
+    ("fold_layer_scale", fold_layer_scale),
     ("fuse_fc_act", fuse_fc_act),
     ("fuse_residual_add", fuse_residual_add),
     ("fuse_bn_act", fuse_bn_act),
@@ -70,10 +74,14 @@ def _check_launch_groups(g: Graph, name: str) -> None:
 
 def fused_state_dict(optimized: Graph, state: dict) -> dict:
     """The reference weights (keys of the unoptimized graph) under the optimized graph's keys:
-    a fused node's `<node>.<role>.<param>` comes from `<sources[role]>.<param>`."""
+    a fused node's `<node>.<role>.<param>` comes from `<sources[role]>.<param>`, and a bare parameter
+    (a layer scale's γ, keyed by its node's name) becomes `<node>.<role>`."""
     out = dict(state)
     for n, d in optimized.nodes(data=True):
         for role, original in d["attrs"].get("sources", {}).items() if d["op"].startswith("fused_") else ():
+            if original in state:
+                out[f"{n}.{role}"] = state[original]
+                out.pop(original, None)
             prefix = original + "."
             for key in [k for k in state if k.startswith(prefix) and "." not in k[len(prefix):]]:
                 out[f"{n}.{role}.{key[len(prefix):]}"] = state[key]

@@ -3,38 +3,54 @@
 `fuse_bn_act` pairs a batch norm that has no conv before it (pre-activation blocks, DenseNet)
 with the activation after it: one scale-shift kernel.  The batch norm is folded into the convolution's weights and bias when weights are loaded
 (inference), so the fused kernel applies only a bias and the activation to its fp32
-accumulator.  A candidate is declined when an intermediate result is used by anything else
-(or is a graph output): fusing would lose a tensor someone reads.
+accumulator.  An activation fuses when the registry's act table has a kernel form for it
+(`epilogue_act`): every parameterless one, and gelu in both forms ("gelu", "gelu_tanh").  A
+head may also be a fused node whose epilogue is still empty (a per-position linear that
+`layout.py` made a 1x1 `fused_conv`).  A candidate is declined when an intermediate result is
+used by anything else (or is a graph output): fusing would lose a tensor someone reads.
 """
 
 from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..ops.fused import CONV_DEFAULTS
-from ..ops.registry import activations
+from ..ops.registry import epilogue_act
 from .report import PassReport
 from .rewrite import clone, redirect, sole_user
+
+
+def _fits(g: Graph, m: str, stage: str) -> bool:
+    """Whether node `m` is what the epilogue stage `stage` ("bn" or "act") can take."""
+    if stage == "bn":
+        return g.op(m) == "bn" and len(g.shape(m)) == 3
+    return epilogue_act(g.op(m), g.nodes[m]["attrs"]) is not None
 
 
 def _absorb(g: Graph, head: str, report: PassReport, allow_bn: bool) -> list[str]:
     """The chain of nodes after `head` that can be fused into it: [bn] then [act]."""
     chain, cur = [], head
-    for ops in ((("bn",) if allow_bn else ()), activations()):
-        if not ops:
-            continue
+    for stage in ("bn", "act") if allow_bn else ("act",):
         nxt = sole_user(g, cur)
         if nxt is None:
-            if list(g.successors(cur)) and any(g.op(u) in ops for u in g.successors(cur)):
+            if any(_fits(g, u, stage) for u in g.successors(cur)):
                 report.declined.append(f"{head}: `{cur}` is read by {len(list(g.out_edges(cur)))} consumers"
                                        + (" and is an output" if cur in g.outputs else ""))
             break
-        if g.op(nxt) not in ops:
+        if not _fits(g, nxt, stage):
             continue
-        if g.op(nxt) == "bn" and len(g.shape(nxt)) != 3:
-            break
         chain.append(nxt)
         cur = nxt
     return chain
+
+
+def _is_head(g: Graph, n: str, base: str, fused: str) -> bool:
+    """A `base` node, or a `fused` one with nothing in its epilogue yet (one input, no bn, no
+    activation, no layer scale): what comes after it still applies to its accumulator."""
+    if g.op(n) == base:
+        return True
+    a = g.nodes[n]["attrs"]
+    return g.op(n) == fused and len(g.args(n)) == 1 and a.get("act", "none") == "none" and \
+        a.get("bn_eps") is None and not a.get("layer_scale") and a.get("join", "add") == "add"
 
 
 def _fuse(graph: Graph, base: str, fused: str, allow_bn: bool, name: str) -> tuple[Graph, PassReport]:
@@ -42,16 +58,17 @@ def _fuse(graph: Graph, base: str, fused: str, allow_bn: bool, name: str) -> tup
     g = clone(graph)
     report = PassReport(name)
     for n in graph.order():
-        if n not in g or g.op(n) != base:
+        if n not in g or not _is_head(g, n, base, fused):
             continue
         chain = _absorb(g, n, report, allow_bn)
         if not chain:
             continue
         attrs = dict(g.nodes[n]["attrs"])
-        sources = {base: n}
-        if base == "bn":
+        fresh = g.op(n) == base
+        sources = {base: n} if fresh else dict(attrs["sources"])
+        if fresh and base == "bn":
             attrs = {k: v for k, v in attrs.items() if k != "bn_eps"}
-        if base == "conv":
+        if fresh and base == "conv":
             attrs.update(CONV_DEFAULTS)
         if base != "bn":
             attrs["bn_eps"] = None
@@ -61,11 +78,11 @@ def _fuse(graph: Graph, base: str, fused: str, allow_bn: bool, name: str) -> tup
                 attrs["bn_eps"] = g.nodes[m]["attrs"]["eps"]
                 sources["bn"] = m
             else:
-                attrs["act"] = g.op(m)
+                attrs["act"] = epilogue_act(g.op(m), g.nodes[m]["attrs"])
         attrs["sources"] = sources
         d = g.nodes[n]
         d["op"], d["attrs"] = fused, attrs
-        d["meta"] = {**d["meta"], "fused": [n, *chain]}
+        d["meta"] = {**d["meta"], "fused": [*d["meta"].get("fused", [n]), *chain]}
         redirect(g, chain[-1], n)
         g.nodes[n]["shape"] = g.shape(chain[-1])
         for m in chain:
