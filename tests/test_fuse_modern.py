@@ -35,7 +35,7 @@ network cn {
     stem: (conv(8, 2, stride=2) -> layer_norm(eps=1e-6))
     b1: cn_block("none")
     b2: cn_block("tanh")
-    head: (layer_norm(eps=1e-6) -> global_avgpool -> flatten -> fc(5))
+    head: (layer_norm(eps=1e-6) -> global_avgpool -> flatten -> linear(12) -> gelu -> fc(5))
 }
 """
 
@@ -96,6 +96,7 @@ def test_convnext_block_structure():
     o = optimize(g)
     og = o.graph
     assert not {"permute", "linear", "layer_scale", "gelu", "add", "stochastic_depth"} & set(ops(og))
+    assert og.op("head.3") == "fused_fc" and og.nodes["head.3"]["attrs"]["act"] == "gelu"  # the flat linear
     assert len(report(o, "to_channels_first").changed) == 2 and not report(o, "to_channels_first").declined
     linears = {n: og.nodes[n]["attrs"] for n in og.order() if "linear" in og.nodes[n]["attrs"].get("sources", {})}
     assert sorted(linears) == ["b1.block.3", "b1.block.5", "b2.block.3", "b2.block.5"]
@@ -114,7 +115,7 @@ def test_convnext_block_structure():
 
 def test_convnext_block_launch_counts():
     g = archdsl.loads(CONVNEXT_LIKE)
-    fixed = 5  # stem conv and layer norm; head layer norm, pool and fc (the flatten is a view)
+    fixed = 6  # stem conv and layer norm; head layer norm, pool, linear+gelu and fc (the flatten is a view)
     chainless = ("fuse_conv_chain",)  # each GEMM a launch of its own
     assert launches(g, chainless + MINE) == fixed + 2 * BLOCK_LAUNCHES_BEFORE
     assert launches(g, chainless) == fixed + 2 * BLOCK_LAUNCHES_AFTER
@@ -136,6 +137,19 @@ def test_convnext_tiny_launches_fall_by_three_per_block():
 def test_other_modern_networks_launch_no_more(name):
     g = archdsl.load(EXAMPLES / f"{name}.arch")
     assert launches(g) <= launches(g, MINE)
+
+
+def test_a_flat_linear_fuses_its_activation_like_an_fc():
+    g = archdsl.loads("""network n {
+        input 3 x 4 x 4
+        conv(5, 3) -> flatten -> linear(6) -> gelu(approximate="tanh") -> linear(3, bias=false) -> relu
+    }""")
+    o = optimize(g)
+    fcs = [(o.graph.nodes[n]["attrs"]["act"], o.graph.nodes[n]["attrs"]["sources"]) for n in o.graph.order()
+           if o.graph.op(n) == "fused_fc"]
+    assert fcs == [("gelu_tanh", {"fc": "linear"}), ("relu", {"fc": "linear_1"})]
+    assert launches(g) == 3  # conv, two GEMMs with their activations (the flatten is a view)
+    assert_same_function(g, o)
 
 
 # ---- what is declined, and why ------------------------------------------------------------------------
@@ -214,6 +228,19 @@ def test_compiled_convnext_block_matches_float64(disable):
         assert "ACT_GELU_TANH" in source and "'conv_scaled'" in source and "layer_scale(" not in source
     torch.manual_seed(0)
     assert _compiled_error(model, torch.randn(2, 3, 9, 7)) <= 1e-5
+
+
+@pytest.mark.slow
+def test_compiled_flat_linear_with_gelu_matches_float64():
+    """The flattened NHWC map reaches the fused linear as a view: its columns are reordered at load."""
+    model = archdsl.compile(source="""network n {
+        input 3 x 4 x 4
+        conv(5, 3) -> flatten -> linear(6) -> gelu(approximate="tanh") -> linear(3)
+    }""", device="cpu")
+    assert "ACT_GELU_TANH" in model.compiled.program.source and "(a view)" in model.compiled.program.source
+    _randomize(model, seed=2)
+    torch.manual_seed(2)
+    assert _compiled_error(model, torch.randn(2, 3, 4, 4)) <= 1e-5
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ with the activation after it: one scale-shift kernel.  The batch norm is folded 
 accumulator.  An activation fuses when the registry's act table has a kernel form for it
 (`epilogue_act`): every parameterless one, and gelu in both forms ("gelu", "gelu_tanh").  A
 head may also be a fused node whose epilogue is still empty (a per-position linear that
-`layout.py` made a 1x1 `fused_conv`).  A candidate is declined when an intermediate result is
+`layout.py` made a 1x1 `fused_conv`), and an fc may be a `linear` on a flat vector.  A candidate is declined when an intermediate result is
 used by anything else (or is a graph output): fusing would lose a tensor someone reads.
 """
 
@@ -44,9 +44,10 @@ def _absorb(g: Graph, head: str, report: PassReport, allow_bn: bool) -> list[str
 
 
 def _is_head(g: Graph, n: str, base: str, fused: str) -> bool:
-    """A `base` node, or a `fused` one with nothing in its epilogue yet (one input, no bn, no
-    activation, no layer scale): what comes after it still applies to its accumulator."""
-    if g.op(n) == base:
+    """A `base` node (a `linear` on a flat vector counts as an fc: the same attributes, weights and
+    kernel), or a `fused` one with nothing in its epilogue yet (one input, no bn, no activation, no
+    layer scale): what comes after it still applies to its accumulator."""
+    if g.op(n) == base or (base == "fc" and g.op(n) == "linear" and len(g.shape(n)) == 1):
         return True
     a = g.nodes[n]["attrs"]
     return g.op(n) == fused and len(g.args(n)) == 1 and a.get("act", "none") == "none" and \
@@ -64,7 +65,7 @@ def _fuse(graph: Graph, base: str, fused: str, allow_bn: bool, name: str) -> tup
         if not chain:
             continue
         attrs = dict(g.nodes[n]["attrs"])
-        fresh = g.op(n) == base
+        fresh = g.op(n) != fused
         sources = {base: n} if fresh else dict(attrs["sources"])
         if fresh and base == "bn":
             attrs = {k: v for k, v in attrs.items() if k != "bn_eps"}
