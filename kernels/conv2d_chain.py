@@ -14,8 +14,8 @@ Depends on ``conv2d.py``
 This template calls device and host helpers of ``conv2d.py`` (``_conv_mma``,
 ``_conv_activation``, ``_conv_round_to_bf16``, ``_conv_out_pixels``, ``_conv_flat_block``,
 ``_conv_tap_block``, ``_conv_pair``, ``_conv_pads``, ``_conv_pow2``, ``_conv_clamp_block``,
-``_conv_input_precision``, ``_conv_interpreted``, ``_conv_check_vec``, the ``ACT_*`` codes,
-``pack_conv_weight``) without importing it: the code generator pastes every template into
+``_conv_input_precision``, ``_conv_interpreted``, ``_conv_check_vec``, ``_conv_sm_count``, the
+``ACT_*`` codes, ``pack_conv_weight``) without importing it: the code generator pastes every template into
 one module, in file-name order, so ``conv2d.py`` is always defined before this file.  To use
 it on its own, execute ``conv2d.py`` and then this file in one namespace (the tests do exactly
 that).
@@ -30,12 +30,12 @@ packed as (C_mid, K) (both ``pack_conv_weight(w, 1, x.dtype)``):
     out = act2(mid @ W2 + bias2 + residual)   # the 1 x 1, stride-1 second conv
 
 so the result is that of two ``conv2d`` calls (up to summation order), with one launch
-and no intermediate tensor.
+(two when C_mid is split, below) and no intermediate tensor.
 
 The kernel
 ----------
-One program owns BLOCK_M output pixels and ALL C_mid intermediate channels (padded to the
-power of two MID >= 16, a compile-time constant; at most ``CHAIN_MAX_MID``):
+Unsplit, one program owns BLOCK_M output pixels and ALL C_mid intermediate channels (padded
+to the power of two MID >= 16, a compile-time constant; at most ``CHAIN_MAX_MID``):
 
 1. the first conv is an implicit GEMM into a (BLOCK_M, MID) fp32 accumulator, with the
    address arithmetic of ``conv2d.py``'s ``_conv_implicit_gemm_kernel`` (its helpers
@@ -49,10 +49,33 @@ power of two MID >= 16, a compile-time constant; at most ``CHAIN_MAX_MID``):
 3. a loop over the output channels, BLOCK_N at a time: acc2 = mid @ W2[:, tile], then
    epilogue 2 (bias2, residual, act2) on the fp32 accumulator and a masked store.
 
-Grid: (cdiv(N*P*Q, BLOCK_M),).  The first conv's work is done once per pixel block, not
-once per output-channel tile, so a program's whole reduction and its K / BLOCK_N second
-GEMMs run back to back; C_mid is bounded because the (BLOCK_M, MID) fp32 accumulator and
-the rounded ``mid`` tile live in registers.
+Grid: (cdiv(N*P*Q, BLOCK_M), split_n, split_mid); unsplit (1, 1), the first conv's work is
+done once per pixel block, not once per output-channel tile, so a program's whole reduction
+and its K / BLOCK_N second GEMMs run back to back; C_mid is bounded because the (BLOCK_M,
+MID) fp32 accumulator and the rounded ``mid`` tile live in registers.
+
+The split grid
+--------------
+At batch 1 a chain has few pixel blocks (ResNet-50's layer3: 14 x 14 pixels, 4 blocks of 64
+for 132 SMs).  Two more grid axes spread it:
+
+* split_n groups of the K outputs (N_PER = whole BLOCK_N tiles each): a program runs stage 3
+  over its group only, and RECOMPUTES stages 1-2 for it.  No extra memory traffic (the input
+  panel comes from L2), but stage 1 is most of a bottleneck's work (3x3: 9 * C_mid^2 MACs a
+  pixel, against C_mid * K = 4 * C_mid^2 for the expand), so alone it gains at most ~1.4x.
+* split_mid slices of MID (MID_SLICE = MID / split_mid >= 16 columns): a program computes
+  ONE slice of mid -- stage 1 for those columns, epilogue 1 (per column, so exact), the
+  rounding -- and that slice's share of the 1x1 conv, sum_{j in slice} mid[., j] * W2[j, .].
+  Nothing is recomputed: both GEMMs divide exactly.  The shares are partial sums, so they go
+  to an (split_mid, M, K) fp32 workspace, and ``_chain_reduce_kernel`` adds them in a fixed
+  order and applies epilogue 2 (bias2, residual, act2) on the fp32 sum -- the split-K of
+  ``conv2d.py`` applied to the second GEMM -- at the price of the workspace's round trip
+  and a second launch.
+
+``chain_default_split`` weighs the two (and their product) per launch, in multiply-adds of
+the busiest SM plus those fixed costs, when the pixel blocks fill less than one wave; the
+performance model (``archdsl/runtime/perfmodel.py``, ``predict_chain``) prices the same grid
+and picks the same split for ResNet-50's chains.
 
 Numerics: fp32, fp16 or bf16 inputs, fp32 accumulation for both GEMMs, IEEE fp32 products
 for fp32 inputs unless ``allow_tf32``.  Under the interpreter (CPU tensors) the same two
@@ -75,7 +98,7 @@ CHAIN_MAX_MID = 256  # the largest C_mid whose (BLOCK_M, C_mid) tile the kernel 
 
 @triton.jit
 def _chain_kernel(
-    x_ptr, w1_ptr, w2_ptr, out_ptr, res_ptr, bias1_ptr, bias2_ptr,
+    x_ptr, w1_ptr, w2_ptr, out_ptr, res_ptr, bias1_ptr, bias2_ptr, ws_ptr,
     M, H, W, P, Q,
     stride_xn, stride_xh, stride_xw,
     stride_on, stride_op, stride_oq,
@@ -88,7 +111,8 @@ def _chain_kernel(
     HAS_BIAS1: tl.constexpr, ACT1: tl.constexpr,
     HAS_BIAS2: tl.constexpr, HAS_RES: tl.constexpr, ACT2: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
-    MID: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    MID_SLICE: tl.constexpr, SPLIT_MID: tl.constexpr, N_PER: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """out[n, p, q, k] = act2(sum_j mid[n, p, q, j] * w2[j, k] + bias2[k] + residual[n, p, q, k])
     mid[n, p, q, j]    = round_to_x_dtype(act1(sum_{r,s,c} x[n, ih, iw, c] * w1[(r*KW + s)*C + c, j]
@@ -101,22 +125,32 @@ def _chain_kernel(
     out:      (N, P, Q, K) NHWC, strides (stride_on, stride_op, stride_oq, 1);
               residual likewise (stride_rn, ...), read when HAS_RES
     bias1 (C_MID,), bias2 (K,): read when HAS_BIAS1 / HAS_BIAS2
-    M = N*P*Q.  PH, PW are the top and left padding.  MID: C_MID padded to a power of two.
+    M = N*P*Q.  PH, PW are the top and left padding.
     WALK: 0 plain (1x1, stride 1, unpadded: P, Q = H, W), 1 tap-major (C % 16 == 0), 2 flat.
-    Grid: (cdiv(M, BLOCK_M),).
+
+    The split (see the module docstring): C_MID padded to a power of two is cut into SPLIT_MID
+    slices of MID_SLICE (a power of two >= 16) channels, the K outputs into groups of N_PER (a
+    multiple of BLOCK_N).  Program (pid_m, pid_n, pid_j) computes mid's slice pid_j for its
+    BLOCK_M pixels and that slice's share of outputs pid_n*N_PER .. +N_PER-1.  SPLIT_MID == 1:
+    the share is the whole sum, epilogue 2 is applied and out written.  SPLIT_MID > 1: the fp32
+    partial sum goes to ws, an (SPLIT_MID, M, K) contiguous fp32 array, at ws[pid_j, m, k], and
+    ``_chain_reduce_kernel`` finishes.
+    Grid: (cdiv(M, BLOCK_M), cdiv(K, N_PER), SPLIT_MID).
     """
     pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_j = tl.program_id(2)
 
-    # -- rows: output pixels m = (n, p, q); columns of the first GEMM: all of C_mid ----
+    # -- rows: output pixels m = (n, p, q); columns of the first GEMM: mid slice pid_j -
     mask_m, n, p, q = _conv_out_pixels(pid_m, M, P, Q, BLOCK_M)
     n64 = n.to(tl.int64)
     x_rows = x_ptr + n64 * stride_xn
-    offs_j = tl.arange(0, MID)
+    offs_j = pid_j * MID_SLICE + tl.arange(0, MID_SLICE)
     mask_j = offs_j < C_MID               # padding columns of mid: W1 and bias1 read 0 there
     offs_k = tl.arange(0, BLOCK_K)
     w1_cols = w1_ptr + offs_j[None, :]
 
-    # -- stage 1: the first conv, implicit GEMM into a (BLOCK_M, MID) fp32 accumulator -
+    # -- stage 1: the first conv, implicit GEMM into a (BLOCK_M, MID_SLICE) fp32 accumulator
     # the address arithmetic is conv2d.py's (_conv_flat_block, _conv_tap_block): masked
     # loads read 0 for rows past M, the reduction / channel tail and the padding halo
     if WALK == 0:
@@ -125,7 +159,7 @@ def _chain_kernel(
     else:
         ih0 = p * SH - PH                 # input row / column of tap (0, 0)
         iw0 = q * SW - PW
-    acc1 = tl.zeros((BLOCK_M, MID), dtype=tl.float32)
+    acc1 = tl.zeros((BLOCK_M, MID_SLICE), dtype=tl.float32)
     if WALK == 2:
         # flat: reduction over red = (r*KW + s)*C + c, BLOCK_K indices at a time (small C)
         for k0 in range(0, KH * KW * C, BLOCK_K):
@@ -150,25 +184,63 @@ def _chain_kernel(
     if HAS_BIAS1:
         y = y + tl.load(bias1_ptr + offs_j, mask=mask_j, other=0.0).to(tl.float32)[None, :]
     y = _conv_activation(y, ACT1)
-    if MID != C_MID:
+    if SPLIT_MID * MID_SLICE != C_MID:
         y = tl.where(mask_j[None, :], y, 0.0)   # act1(0) may be nonzero (sigmoid(0) = 0.5)
     if INTERPRETED:
         if x_ptr.dtype.element_ty == tl.bfloat16:
             y = _conv_round_to_bf16(y)
-    mid = y.to(x_ptr.dtype.element_ty)        # (BLOCK_M, MID): stays on chip
+    mid = y.to(x_ptr.dtype.element_ty)        # (BLOCK_M, MID_SLICE): stays on chip
 
-    # -- stage 3: the 1x1 conv, BLOCK_N output channels at a time, epilogue 2, store ---
+    # -- stage 3: the 1x1 conv over this program's N_PER outputs, BLOCK_N at a time ----
     out_rows = n64 * stride_on + p * stride_op + q * stride_oq
     res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
+    ws_rows = (pid_j * M + pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64) * K
     w2_rows = w2_ptr + offs_j[:, None] * K
-    offs_n = tl.arange(0, BLOCK_N)
-    for n0 in range(0, K, BLOCK_N):
+    offs_n = pid_n * N_PER + tl.arange(0, BLOCK_N)
+    for n0 in range(0, N_PER, BLOCK_N):       # a constexpr count; columns past K are masked
         cols = n0 + offs_n
         mask_n = cols < K
         b2 = tl.load(w2_rows + cols[None, :], mask=mask_j[:, None] & mask_n[None, :], other=0.0)
         acc2 = _conv_mma(mid, b2, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), INPUT_PRECISION, INTERPRETED)
-        _chain_epilogue_store(acc2, out_rows, res_rows, cols, mask_m, mask_n, out_ptr, res_ptr, bias2_ptr,
-                              HAS_BIAS2, HAS_RES, ACT2, INTERPRETED)
+        if SPLIT_MID == 1:                    # the whole sum: epilogue 2 on the fp32 accumulator
+            _chain_epilogue_store(acc2, out_rows, res_rows, cols, mask_m, mask_n, out_ptr, res_ptr, bias2_ptr,
+                                  HAS_BIAS2, HAS_RES, ACT2, INTERPRETED)
+        else:                                 # this slice's share: fp32, to the reduce kernel
+            tl.store(ws_ptr + ws_rows[:, None] + cols[None, :], acc2, mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _chain_reduce_kernel(
+    ws_ptr, out_ptr, res_ptr, bias2_ptr,
+    M, P, Q,
+    stride_on, stride_op, stride_oq,
+    stride_rn, stride_rp, stride_rq,
+    K: tl.constexpr, SPLIT_MID: tl.constexpr,
+    HAS_BIAS2: tl.constexpr, HAS_RES: tl.constexpr, ACT2: tl.constexpr, INTERPRETED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """out[n, p, q, k] = act2(ws[0, m, k] + ws[1, m, k] + ... + ws[SPLIT_MID - 1, m, k] + bias2[k]
+                             + residual[n, p, q, k]),   m = (n*P + p)*Q + q
+
+    ws: (SPLIT_MID, M, K) contiguous fp32, the mid slices' partial sums of the 1x1 conv, summed in
+    that fixed order in fp32 (no atomics: the same bits on every run); epilogue 2 is
+    ``_chain_epilogue_store``, exactly what the unsplit kernel applies to its accumulator.
+    out / residual: as in ``_chain_kernel``.  Grid: (cdiv(M, BLOCK_M), cdiv(K, BLOCK_N)).
+    """
+    pid_m = tl.program_id(0)
+    mask_m, n, p, q = _conv_out_pixels(pid_m, M, P, Q, BLOCK_M)
+    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = cols < K
+    mask = mask_m[:, None] & mask_n[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for sl in range(0, SPLIT_MID):
+        acc += tl.load(ws_ptr + (sl * M + rows)[:, None] * K + cols[None, :], mask=mask, other=0.0)
+    n64 = n.to(tl.int64)
+    out_rows = n64 * stride_on + p * stride_op + q * stride_oq
+    res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
+    _chain_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n, out_ptr, res_ptr, bias2_ptr,
+                          HAS_BIAS2, HAS_RES, ACT2, INTERPRETED)
 
 
 @triton.jit
@@ -242,6 +314,86 @@ def _chain_defaults(dtype, allow_tf32, cpu, walk, c, taps, mid, m, k):
     return bm, bn, bk, warps, stages
 
 
+# The split rule's prices, in multiply-adds of the busiest SM (what it minimizes).  A mid split
+# adds a second launch, the reduce, priced like conv2d's split-K reduce (_CONV_SPLIT_COST_ITERS:
+# 8 reduction blocks of a 128 x 128 x 64 tile on one SM, ~2.5 us on an H100 / H200), and the
+# fp32 workspace's round trip: an SM does ~3e12 bf16 MACs/s (80% of the tensor-core peak over
+# 132 SMs) while the device moves ~4.8e12 bytes/s, so a byte costs ~5/8 of a MAC.  IEEE fp32
+# dots run on the FMA units, ~15x slower (67 vs 989 TFLOP/s): there both cost 15x fewer MACs.
+_CHAIN_SPLIT_FIXED_MACS = 8 * 128 * 128 * 64
+_CHAIN_MACS_PER_BYTE = 5 / 8
+_CHAIN_FMA_SLOWDOWN = 15
+
+
+def _chain_reduction(walk, c, taps, block_k) -> int:
+    """Stage 1's reduction length as the kernel walks it: padded to whole BLOCK_K steps (per
+    tap for the plain and tap walks, over taps * C for the flat walk)."""
+    if walk == "flat":
+        return triton.cdiv(taps * c, block_k) * block_k
+    return taps * triton.cdiv(c, block_k) * block_k
+
+
+def _chain_split_shape(c_mid, k, block_n, split_n, split_mid):
+    """(MID_SLICE, SPLIT_MID, N_PER, split_n as launched) for asked splits; ValueError if invalid.
+
+    C_mid is padded to MID (a power of two >= 16) and cut into split_mid slices: split_mid must
+    be a power of two with MID / split_mid >= 16 (tl.dot's smallest block).  The K outputs are
+    cut into split_n groups of whole BLOCK_N tiles; asking more groups than tiles, or a count
+    that leaves one empty, launches fewer: cdiv(K, N_PER)."""
+    mid = max(16, _conv_pow2(c_mid))
+    for name, v in (("split_n", split_n), ("split_mid", split_mid)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be None (automatic) or a positive int, got {v!r}")
+    if split_mid & (split_mid - 1) or mid // split_mid < 16:
+        raise ValueError(f"split_mid = {split_mid}: a power of two with C_mid padded ({mid}) / split_mid >= 16")
+    n_tiles = triton.cdiv(k, block_n)
+    n_per = triton.cdiv(n_tiles, min(split_n, n_tiles)) * block_n
+    return mid // split_mid, split_mid, n_per, triton.cdiv(k, n_per)
+
+
+def chain_default_split(m: int, c: int, taps: int, c_mid: int, k: int, blocks, sms: int,
+                        walk: str = "tap", fma: bool = False) -> tuple[int, int]:
+    """(split_n, split_mid) that ``conv2d_chain`` picks (None, None) on a GPU with `sms` SMs.
+
+    m: output pixels N*P*Q; c, taps: the first conv's input channels and kh*kw; c_mid, k: the
+    two convs' output channels; blocks: (BLOCK_M, BLOCK_N, BLOCK_K, ...) as launched; walk:
+    stage 1's ("plain", "tap", "flat"); fma: IEEE fp32 dots (FMA units, not tensor cores).
+    Shared with the performance model.
+
+    Only a launch whose pixel blocks fill less than one wave (cdiv(m, BLOCK_M) < sms) is split.
+    The rule then minimizes the busiest SM's multiply-adds,
+
+        cdiv(programs, sms) * BLOCK_M * MID_SLICE * (stage-1 reduction + N_PER)
+        + (split_mid > 1) * (the reduce launch + 2 * split_mid * m * k * 4 workspace bytes)
+
+    over split_mid in 1, 2, 4, ... (no empty slice) and split_n in 1 .. cdiv(k, BLOCK_N):
+    splitting the outputs recomputes stage 1 once per group (no extra memory traffic, but
+    stage 1 is ~70% of a bottleneck's work), splitting mid divides both stages exactly (but
+    pays the workspace and a second launch; both priced 15x lower for fma).  Ties go to the
+    smaller split."""
+    bm, bn, bk = blocks[:3]
+    tiles = triton.cdiv(m, bm)
+    if sms <= 0 or tiles >= sms:
+        return 1, 1
+    mid = max(16, _conv_pow2(c_mid))
+    red1 = _chain_reduction(walk, c, taps, bk)
+    n_tiles = triton.cdiv(k, bn)
+    best, best_cost = (1, 1), None
+    split_mid = 1
+    while mid // split_mid >= 16 and (split_mid - 1) * (mid // split_mid) < c_mid:  # no empty slice
+        fixed = 0 if split_mid == 1 else (_CHAIN_SPLIT_FIXED_MACS + _CHAIN_MACS_PER_BYTE * 2 * split_mid * m * k * 4) \
+            / (_CHAIN_FMA_SLOWDOWN if fma else 1)
+        for split_n in range(1, n_tiles + 1):
+            n_per = triton.cdiv(n_tiles, split_n) * bn
+            if triton.cdiv(k, n_per) != split_n:  # launches as a smaller split, seen already
+                continue
+            cost = triton.cdiv(tiles * split_n * split_mid, sms) * bm * (mid // split_mid) * (red1 + n_per) + fixed
+            if best_cost is None or cost < best_cost:
+                best, best_cost = (split_n, split_mid), cost
+        split_mid *= 2
+    return best
+
+
 def _chain_check(x, w1_packed, w2_packed, out, residual, bias1, bias2, act1, act2, kernel_hw):
     """Raise ValueError unless the operands chain; return (c_mid, k)."""
     if x.dim() != 4 or out.dim() != 4:
@@ -293,7 +445,7 @@ def _chain_check(x, w1_packed, w2_packed, out, residual, bias1, bias2, act1, act
 def conv2d_chain(x, w1_packed, w2_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1),
                  bias1=None, act1=ACT_NONE, bias2=None, residual=None, act2=ACT_NONE,
                  block_m=None, block_n=None, block_k=None, num_warps=None, num_stages=None,
-                 allow_tf32=False) -> None:
+                 split_n=None, split_mid=None, allow_tf32=False) -> None:
     """out = act2(round(act1(conv(x, W1) + bias1)) @ W2 + bias2 + residual), in one kernel.
 
     x:         (N, H, W, C) NHWC, any strides with stride(3) == 1 (may be a channel slice)
@@ -309,7 +461,10 @@ def conv2d_chain(x, w1_packed, w2_packed, out, *, kernel, stride=(1, 1), pad=(0,
     out is written once, cast to out.dtype.
     Limits: 1 <= C_mid <= CHAIN_MAX_MID (``chain_supported``); ValueError otherwise.
     Tuning knobs: block_m (pixels per program), block_n (output channels per stage-3 step),
-    block_k (stage-1 reduction step), num_warps, num_stages, allow_tf32 (fp32 inputs only).
+    block_k (stage-1 reduction step), num_warps, num_stages, allow_tf32 (fp32 inputs only),
+    split_n (output-channel groups: each recomputes stage 1), split_mid (slices of C_mid: a
+    power of two; > 1 adds an fp32 workspace and a reduce launch).  split_n / split_mid None:
+    ``chain_default_split`` on a GPU (by its SM count), no split elsewhere.
     """
     kh, kw = _conv_pair(kernel, "kernel")
     sh, sw = _conv_pair(stride, "stride")
@@ -338,11 +493,21 @@ def conv2d_chain(x, w1_packed, w2_packed, out, *, kernel, stride=(1, 1), pad=(0,
     bm, bn, bk = block_m or bm, block_n or bn, block_k or bk
     warps, stages = num_warps or warps, num_stages or stages
 
+    if split_n is None or split_mid is None:
+        auto = chain_default_split(m, c, kh * kw, c_mid, k, (bm, bn, bk), _conv_sm_count(x.device), walk,
+                                   fma=x.dtype == torch.float32 and not allow_tf32)
+        split_n = auto[0] if split_n is None else split_n
+        split_mid = auto[1] if split_mid is None else split_mid
+    mid_slice, split_mid, n_per, split_n = _chain_split_shape(c_mid, k, bn, split_n, split_mid)
+
     dummy = out
     rs = residual.stride() if residual is not None else (0, 0, 0, 0)
-    _chain_kernel[(triton.cdiv(m, bm),)](
+    # the workspace per call, from torch's caching allocator (inside CUDA graph capture: the
+    # graph's pool), as conv2d's split-K does: a cached buffer would be shared across streams
+    ws = torch.empty((split_mid, m, k), dtype=torch.float32, device=x.device) if split_mid > 1 else dummy
+    _chain_kernel[(triton.cdiv(m, bm), split_n, split_mid)](
         x, w1_packed, w2_packed, out, residual if residual is not None else dummy,
-        bias1 if bias1 is not None else dummy, bias2 if bias2 is not None else dummy,
+        bias1 if bias1 is not None else dummy, bias2 if bias2 is not None else dummy, ws,
         m, h, w, p, q,
         x.stride(0), x.stride(1), x.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
@@ -352,6 +517,14 @@ def conv2d_chain(x, w1_packed, w2_packed, out, *, kernel, stride=(1, 1), pad=(0,
         HAS_BIAS1=bias1 is not None, ACT1=act1,
         HAS_BIAS2=bias2 is not None, HAS_RES=residual is not None, ACT2=act2,
         INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
-        MID=mid, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        MID_SLICE=mid_slice, SPLIT_MID=split_mid, N_PER=n_per, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
         num_warps=warps, num_stages=stages,
     )
+    if split_mid > 1:
+        rbm, rbn = (32, 32) if x.device.type == "cpu" else (32, 64)
+        _chain_reduce_kernel[(triton.cdiv(m, rbm), triton.cdiv(k, rbn))](
+            ws, out, residual if residual is not None else dummy, bias2 if bias2 is not None else dummy,
+            m, p, q, out.stride(0), out.stride(1), out.stride(2), rs[0], rs[1], rs[2],
+            K=k, SPLIT_MID=split_mid, HAS_BIAS2=bias2 is not None, HAS_RES=residual is not None, ACT2=act2,
+            INTERPRETED=_conv_interpreted(x), BLOCK_M=rbm, BLOCK_N=rbn, num_warps=4,
+        )

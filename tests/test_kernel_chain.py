@@ -134,7 +134,7 @@ def test_template_names_and_imports():
     names, imports = _top_level_names(KERNELS / "conv2d_chain.py")
     assert imports == {"torch", "triton", "triton.language"}
     assert {nm for nm in names if not nm.lower().startswith("_chain_")} == {"CHAIN_MAX_MID", "chain_supported",
-                                                                    "conv2d_chain"}
+                                                                    "chain_default_split", "conv2d_chain"}
     for other in KERNELS.glob("*.py"):
         if other.name != "conv2d_chain.py":
             assert not names & _top_level_names(other)[0], f"conv2d_chain.py redefines names of {other.name}"
@@ -452,7 +452,8 @@ def compile_default(dtype, allow_tf32, walk, c_mid):
     mid = max(16, K._conv_pow2(c_mid))
     bm, bn, bk, warps, stages = K._chain_defaults(dtype, allow_tf32, False, walk, geo["C"], geo["KH"] * geo["KW"],
                                                   mid, 10 ** 6, 256)
-    consts = dict(geo, WALK=K._CHAIN_WALKS[walk], C_MID=c_mid, K=256, MID=mid, HAS_BIAS1=True, ACT1=K.ACT_SIGMOID,
+    consts = dict(geo, WALK=K._CHAIN_WALKS[walk], C_MID=c_mid, K=256, MID_SLICE=mid, SPLIT_MID=1, N_PER=256,
+                  HAS_BIAS1=True, ACT1=K.ACT_SIGMOID,
                   HAS_BIAS2=True, HAS_RES=True, ACT2=K.ACT_RELU, INTERPRETED=False,
                   INPUT_PRECISION=K._conv_input_precision(dtype, allow_tf32), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
     k = compile_for(K._chain_kernel, {"x": PTR[dtype], "bias1_ptr": "fp32", "bias2_ptr": "fp32"}, consts,
@@ -462,13 +463,39 @@ def compile_default(dtype, allow_tf32, walk, c_mid):
 for dtype, tf32 in ((torch.float32, False), (torch.float32, True), (torch.float16, False), (torch.bfloat16, False)):
     for walk, c_mid in (("tap", 40), ("tap", 256), ("flat", 96), ("flat", 64), ("plain", 192)):
         compile_default(dtype, tf32, walk, c_mid)
+
+def compile_split(dtype, m, c_mid, k):
+    # a 3x3 256 -> c_mid -> k chain of m pixels, split as conv2d_chain splits it for 132 SMs
+    mid = max(16, K._conv_pow2(c_mid))
+    fma = dtype == torch.float32
+    bm, bn, bk, warps, stages = K._chain_defaults(dtype, False, False, "tap", 256, 9, mid, m, k)
+    split_n, split_mid = K.chain_default_split(m, 256, 9, c_mid, k, (bm, bn, bk), 132, "tap", fma)
+    assert split_n * split_mid > 1, (dtype, m, c_mid, k)
+    mid_slice, split_mid, n_per, _ = K._chain_split_shape(c_mid, k, bn, split_n, split_mid)
+    consts = dict(C=256, KH=3, KW=3, SH=1, SW=1, PH=1, PW=1, DH=1, DW=1, WALK=1, C_MID=c_mid, K=k,
+                  MID_SLICE=mid_slice, SPLIT_MID=split_mid, N_PER=n_per, HAS_BIAS1=True, ACT1=K.ACT_RELU,
+                  HAS_BIAS2=True, HAS_RES=True, ACT2=K.ACT_RELU, INTERPRETED=False,
+                  INPUT_PRECISION=K._conv_input_precision(dtype, False), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+    ptrs = {"x": PTR[dtype], "bias1_ptr": "fp32", "bias2_ptr": "fp32", "ws_ptr": "fp32"}
+    k1 = compile_for(K._chain_kernel, ptrs, consts, warps, stages)
+    assert k1.metadata.shared <= SMEM, (dtype, m, c_mid, k, k1.metadata.shared)
+    if split_mid > 1:
+        compile_for(K._chain_reduce_kernel, ptrs, dict(K=k, SPLIT_MID=split_mid, HAS_BIAS2=True, HAS_RES=True,
+                                                       ACT2=K.ACT_RELU, INTERPRETED=False, BLOCK_M=32, BLOCK_N=64),
+                    4, 3)
+
+# ResNet-50 at batch 1: layer3 (14 x 14, mid 256 -> 1024: both splits), layer1 (56 x 56, 64 -> 256: outputs)
+for dtype in (torch.bfloat16, torch.float32):
+    compile_split(dtype, 196, 256, 1024)
+    compile_split(dtype, 3136, 64, 256)
 '''
 
 
 @pytest.mark.slow
 def test_chain_kernel_compiles_for_gpus(tmp_path):
     """sm_90 builds with conv2d_chain's defaults (fp32, tf32, fp16, bf16; every walk; C_mid up to
-    CHAIN_MAX_MID) succeed, fit in shared memory and, where ptxas reports it, spill no registers."""
+    CHAIN_MAX_MID; the split grids and the reduce kernel it picks for 132 SMs) succeed, fit in
+    shared memory and, where ptxas reports it, spill no registers."""
     r = run_compile_check(tmp_path, ["conv2d.py", "conv2d_chain.py"], _COMPILE_VARIANTS,
                           env={"TRITON_DUMP_PTXAS_LOG": "1"})  # ptxas -v: registers and spills per kernel, on stdout
     spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", r.stdout)]

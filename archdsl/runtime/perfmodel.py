@@ -29,6 +29,11 @@ in flight; fewer scale it down.  `dram_bytes` is each operand once (programs run
 order, so those that share an activation panel run together), except weights larger than half
 of L2, read once per wave.
 
+A chain launch (kernels/conv2d_chain.py: a conv and the 1x1 conv after it, the intermediate
+on chip) is priced by `predict_chain`: the same roofline over its grid of pixel blocks x
+output-channel groups x C_mid slices, where an output group recomputes the first conv and C_mid
+slices add a split-K-like workspace and reduce launch.
+
 Occupancy (programs resident per SM) comes from the compiled kernel's registers and shared
 memory (`Occupancy.from_compiled`) or, before compiling, from an estimate of both
 (`Occupancy.estimate`).  Hopper (sm_90) limits: 64 warps, 32 programs, 64 Ki registers and
@@ -187,7 +192,8 @@ class Prediction:
     per_sm: int
     occupancy: Occupancy
     dram_bytes: int
-    split_k: int = 1
+    split_k: int = 1  # a conv2d's split-K slices; a chain's split_mid
+    split_n: int = 1  # a chain's output-channel groups
 
     @property
     def bound(self) -> str:
@@ -277,20 +283,139 @@ def conv_problem(name: str, x_shape: Sequence[int], out_shape: Sequence[int], ke
                    out_bytes=out_elems * elem_bytes, mma=not depthwise, elem_bytes=elem_bytes)
 
 
+@dataclass(frozen=True)
+class ChainProblem:
+    """One conv2d_chain launch: a conv (taps * c -> c_mid) then a 1x1 conv (c_mid -> k) over m
+    output pixels, the (m x c_mid) intermediate on chip; the bytes that must cross device memory
+    at least once (the input, both weights, the output and residual)."""
+
+    name: str
+    m: int
+    c: int
+    taps: int
+    c_mid: int
+    k: int
+    a_bytes: int
+    b_bytes: int
+    out_bytes: int
+    elem_bytes: int = 2
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.m * self.c_mid * (self.taps * self.c + self.k)
+
+
+@dataclass(frozen=True)
+class ChainVariant:
+    """How a chain launches: blocks as `Tile`, stage 1's walk ("plain", "tap", "flat"), and
+    its split (kernels/conv2d_chain.py): split_n groups of the outputs (each recomputing
+    stage 1), split_mid slices of C_mid (an fp32 workspace and a reduce launch when > 1)."""
+
+    tile: Tile
+    walk: str = "tap"
+    split_n: int = 1
+    split_mid: int = 1
+
+
 def chain_problem(name: str, x_shape: Sequence[int], mid: int, out_shape: Sequence[int], kernel: Sequence[int],
-                  residual: bool, elem_bytes: int) -> Problem:
-    """A conv2d_chain launch: conv (kernel, C -> mid) then 1x1 (mid -> K) per pixel tile, the
-    mid tile on chip.  Parallel over pixels only: one program per BLOCK_M pixels owns all K
-    output channels, so the problem is (M x K1+...) with N = K as one column tile."""
+                  residual: bool, elem_bytes: int) -> ChainProblem:
+    """A conv2d_chain launch (NHWC shapes; `mid` the first conv's output channels)."""
     n, h, w, c = x_shape
     _, p, q, k = out_shape
     taps = kernel[0] * kernel[1]
     out_elems = n * p * q * k * (2 if residual else 1)
-    # the two GEMMs' MACs per pixel, expressed over one (M x k) product: k_eff = MACs / (M * k)
-    macs_per_pixel = c * taps * mid + mid * k
-    return Problem(name, m=n * p * q, n=k, k=math.ceil(macs_per_pixel / k),
-                   a_bytes=n * h * w * c * elem_bytes, b_bytes=(c * taps * mid + mid * k) * elem_bytes,
-                   out_bytes=out_elems * elem_bytes, elem_bytes=elem_bytes)
+    return ChainProblem(name, m=n * p * q, c=c, taps=taps, c_mid=mid, k=k, a_bytes=n * h * w * c * elem_bytes,
+                        b_bytes=(c * taps * mid + mid * k) * elem_bytes, out_bytes=out_elems * elem_bytes,
+                        elem_bytes=elem_bytes)
+
+
+def _chain_occupancy(tile: Tile, mid_slice: int, elem_bytes: int) -> Occupancy:
+    """Before compiling: registers for the (BM, MID_SLICE) fp32 accumulator, the rounded mid tile
+    and the (BM, BN) second accumulator (+64 a thread), shared memory for stage 1's pipeline."""
+    threads = 32 * tile.warps
+    registers = min(255, (tile.bm * mid_slice * (4 + elem_bytes) // 4 + tile.bm * tile.bn) // threads + 64)
+    shared = tile.stages * (tile.bm * tile.bk + tile.bk * mid_slice) * elem_bytes
+    return Occupancy.from_resources(tile.warps, registers, shared)
+
+
+def predict_chain(problem: ChainProblem, variant: ChainVariant, ceilings: Ceilings,
+                  occupancy: Occupancy | None = None) -> Prediction:
+    """The predicted time of a conv2d_chain launch run as `variant`.
+
+        programs   = ceil(M / BM) * split_n * split_mid           grid (pixels, outputs, mid)
+        MID_SLICE  = pow2(c_mid) (>= 16) / split_mid;  N_PER = ceil(ceil(k / BN) / split_n) * BN
+        per prog   = 2 * BM * MID_SLICE * (stage-1 reduction, padded to BK steps + N_PER) FLOPs
+        compute    = ceil(programs / SMs) * per prog / (rate / SMs) / eff     (eff as `predict`)
+
+    split_mid == 1: time = launch + max(compute, (input + weights + output) / bandwidth).
+    split_mid > 1, like split-K: the main launch also writes split_mid * M * k fp32 partials,
+    which a reduce launch reads back, sums and finishes (epilogue 2, the output's bytes):
+    time = launch + max(compute, (input + weights + workspace) / bw) + launch + (workspace +
+    output) / bw.  Recomputing stage 1 per output group costs FLOPs, no memory (the input panel
+    is re-read from L2)."""
+    t = variant.tile
+    mid = max(16, 1 << max(0, problem.c_mid - 1).bit_length())
+    mid_slice = mid // variant.split_mid
+    n_per = math.ceil(math.ceil(problem.k / t.bn) / variant.split_n) * t.bn
+    split_n = math.ceil(problem.k / n_per)  # as the launcher runs it: no empty group
+    if variant.walk == "flat":
+        red1 = math.ceil(problem.taps * problem.c / t.bk) * t.bk
+    else:
+        red1 = problem.taps * math.ceil(problem.c / t.bk) * t.bk
+    occupancy = occupancy or _chain_occupancy(t, mid_slice, problem.elem_bytes)
+    programs = math.ceil(problem.m / t.bm) * split_n * variant.split_mid
+    per_sm = math.ceil(programs / ceilings.sms)
+    flops_per_program = 2 * t.bm * mid_slice * (red1 + n_per)
+    resident_warps = max(1, min(occupancy.programs, per_sm)) * t.warps
+    eff = ceilings.efficiency * min(1.0, resident_warps / 8)
+    rate = ceilings.fp32_tflops if problem.elem_bytes == 4 else ceilings.matmul_tflops
+    compute_us = per_sm * flops_per_program / (rate * 1e12 / ceilings.sms * eff) * 1e6
+
+    waves = math.ceil(per_sm / max(1, occupancy.programs))
+    b_reads = 1 if problem.b_bytes <= ceilings.l2_bytes // 2 else waves
+    bandwidth = ceilings.bandwidth_gbs * 1e9
+    operands = problem.a_bytes + problem.b_bytes * b_reads
+    if variant.split_mid == 1:
+        dram = operands + problem.out_bytes
+        memory_us = dram / bandwidth * 1e6
+        us = ceilings.launch_us + max(compute_us, memory_us)
+    else:
+        workspace = variant.split_mid * problem.m * problem.k * 4
+        main_us = (operands + workspace) / bandwidth * 1e6
+        reduce_us = (workspace + problem.out_bytes) / bandwidth * 1e6
+        dram = operands + 2 * workspace + problem.out_bytes
+        memory_us = main_us + reduce_us
+        us = 2 * ceilings.launch_us + max(compute_us, main_us) + reduce_us
+    return Prediction(problem.name, us, compute_us, memory_us, programs, per_sm, occupancy, dram,
+                      variant.split_mid, split_n)
+
+
+def chain_default_variant(problem: ChainProblem, dtype: Any, ceilings: Ceilings, kernels: Any = None,
+                          walk: str = "tap") -> ChainVariant:
+    """The variant ``conv2d_chain`` launches by default on a GPU with `ceilings.sms` SMs: the
+    template's `_chain_defaults` blocks and its `chain_default_split`."""
+    K = kernels or _kernel_defaults()
+    tdtype = _torch_dtype(dtype)
+    mid = max(16, 1 << max(0, problem.c_mid - 1).bit_length())
+    bm, bn, bk, warps, stages = K._chain_defaults(tdtype, False, False, walk, problem.c, problem.taps, mid,
+                                                  problem.m, problem.k)
+    split_n, split_mid = K.chain_default_split(problem.m, problem.c, problem.taps, problem.c_mid, problem.k,
+                                               (bm, bn, bk), ceilings.sms, walk, fma=tdtype.itemsize == 4)
+    return ChainVariant(Tile(bm, bn, bk, warps, stages), walk, split_n, split_mid)
+
+
+def chain_variants(problem: ChainProblem, base: ChainVariant) -> list[ChainVariant]:
+    """Every split of `base`'s blocks the kernel can launch: split_mid 1, 2, 4, ... with no empty
+    C_mid slice, times split_n 1 .. ceil(k / BN) (each a distinct grid)."""
+    mid = max(16, 1 << max(0, problem.c_mid - 1).bit_length())
+    n_tiles = math.ceil(problem.k / base.tile.bn)
+    out, split_mid = [], 1
+    while mid // split_mid >= 16 and (split_mid - 1) * (mid // split_mid) < problem.c_mid:
+        for split_n in range(1, n_tiles + 1):
+            if math.ceil(problem.k / (math.ceil(n_tiles / split_n) * base.tile.bn)) == split_n:
+                out.append(replace(base, split_n=split_n, split_mid=split_mid))
+        split_mid *= 2
+    return out
 
 
 def memory_problem(name: str, read_bytes: int, write_bytes: int) -> Problem:
@@ -363,8 +488,10 @@ def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
     """The predicted time of every launch of a launch schedule (`archdsl.codegen.schedule`) at
     `batch`, in execution order.  conv2d launches use `tuning[node]` where given (a tuning
     table's kwargs), else the launcher's defaults (`conv_default_blocks`, and split-K as
-    `conv_default_split_k` picks it for `ceilings.sms` SMs); chains their
-    `_chain_defaults`; every other launch is costed by its bytes."""
+    `conv_default_split_k` picks it for `ceilings.sms` SMs); chains (`predict_chain`) likewise
+    `tuning[node]` of their 1x1 conv (block_m .. num_stages, split_n, split_mid), else
+    `_chain_defaults` and the split `chain_default_split` picks for `ceilings.sms` SMs; every
+    other launch is costed by its bytes."""
     from ..codegen.schedule import Schedule, make_schedule
     from .launches import conv_launches
 
@@ -385,13 +512,17 @@ def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
             mid = graph.shape(first)[0]
             k, p, q = graph.shape(second)
             kernel = a["kernel"] if not isinstance(a["kernel"], int) else (a["kernel"], a["kernel"])
-            taps = kernel[0] * kernel[1]
-            walk = "flat" if cin % 16 else "tap"
-            bm, _, bk, warps, stages = K._chain_defaults(tdtype, False, False, walk, cin, taps, mid,
-                                                         batch * p * q, k)
+            geometry = dict(launch.geometry)  # the first conv's, normalized: pairs, 4 pads
+            walk = K._chain_walk(cin, geometry["kernel"], geometry["stride"], geometry["pad"])
             problem = chain_problem(second, (batch, h, w, cin), mid, (batch, p, q, k), kernel,
                                     launch.epilogue.residual, elem)
-            preds.append(predict(problem, Tile(bm, k, bk, warps, stages), ceilings))
+            config = tuning.get(second) or {}
+            variant = chain_default_variant(problem, dtype, ceilings, K, walk)
+            if config:  # a tuning table's blocks / split for this chain
+                variant = ChainVariant(Tile.from_config(config, variant.tile), walk,
+                                       config.get("split_n") or variant.split_n,
+                                       config.get("split_mid") or variant.split_mid)
+            preds.append(predict_chain(problem, variant, ceilings))
         else:
             read = sum(batch * math.prod(graph.shape(t)) for t in launch.inputs) * elem
             write = sum(batch * math.prod(graph.shape(t)) for t in launch.outputs) * elem
