@@ -293,7 +293,17 @@ class Graph:
         return self._reach(node, lambda n: self._out[n])
 
     def has_path(self, u: str, v: str) -> bool:
-        return u == v or v in self.descendants(u)
+        """Whether `v` is `u` or depends on it (a search from `u` that stops at `v`)."""
+        seen, todo = {u}, [u]
+        while todo:
+            n = todo.pop()
+            if n == v:
+                return True
+            for m in self._out[n]:
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        return False
 
     @staticmethod
     def _reach(start: str, step) -> set[str]:

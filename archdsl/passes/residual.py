@@ -31,7 +31,9 @@ def _fusable_conv(g: Graph, conv: str, other: str, join: str) -> str | None:
         return f"`{conv}` already adds a residual"
     if g.op(join) == "add" and g.op(conv) == "fused_conv" and g.nodes[conv]["attrs"]["act"] != "none":
         return f"`{conv}` applies an activation before the add"
-    if other == conv or g.has_path(conv, other):
+    # (No other path from `conv` to `other` can exist: `conv`'s one reader is the join, which
+    # reads `other`. Searching for one cost O(graph) per join: quadratic on deep networks.)
+    if other == conv:
         return f"the other operand is computed from `{conv}`"
     return None
 
