@@ -126,6 +126,22 @@ def test_progress_names_each_stage_on_a_terminal():
     assert "compile: parse" in shown and "compile: generate" in shown and "compile: write" in shown
 
 
+def test_tuning_progress_counts_signatures_on_a_terminal_only():
+    from archdsl.cli.progress import Count
+
+    stream = io.StringIO()
+    with Count("tune batch 32", stream=stream, enabled=True) as bar:
+        for done in range(3):
+            bar(done, 3, f"layer{done}.conv")
+        bar(3, 3, "")
+    shown = stream.getvalue()
+    assert "tune batch 32: layer2.conv" in shown and "2/3" in shown and "3/3" in shown
+    quiet = io.StringIO()
+    with Count("tune batch 1", stream=quiet) as bar:  # not a terminal
+        bar(0, 5, "conv1")
+    assert quiet.getvalue() == ""
+
+
 def test_progress_is_quiet_when_not_a_terminal(capsys, tmp_path):
     from archdsl.cli.progress import Stages
 

@@ -318,13 +318,20 @@ def test_network_tuning_reads_the_cache_and_tunes_misses_once_per_signature(cach
         (False, 1, "implicit_flat"), (False, 1, "implicit_flat"), (True, 1, "implicit_flat"), (False, 0, "gemm")]
     assert tune.network_tuning(graph, 2, torch.float32, cache, INFO, device=DEV) == {}  # nothing cached yet
     timer = lambda fn: 1.0  # noqa: E731 - every config ties: the first candidate wins
-    table = tune.network_tuning(graph, 2, torch.float32, cache, INFO, autotune_missing=True, device=DEV, timer=timer)
+    calls = []
+    table = tune.network_tuning(graph, 2, torch.float32, cache, INFO, autotune_missing=True, device=DEV, timer=timer,
+                                progress=lambda done, total, node: calls.append((done, total, node)))
     assert sorted(table) == sorted(l.node for l in launches)
+    firsts = list({l.signature(): l.node for l in reversed(launches)}.values())[::-1]  # first launch per signature
+    assert calls == [(i, 4, node) for i, node in enumerate(sorted(firsts, key=[l.node for l in launches].index))] \
+        + [(4, 4, "")]
     assert all("path" not in table[l.node] and {"block_m", "block_n"} <= set(table[l.node]) for l in launches)
     # 4 distinct signatures (3 -> 8, 8 -> 8, 8 -> 8 with the residual, the 1x1): 4 tunings, 4 keys
     assert len({l.signature() for l in launches}) == 4 == len(TuneCache(cache.path))
-    again = tune.network_tuning(graph, 2, "float32", TuneCache(cache.path), INFO, device=DEV)
-    assert again == table
+    calls.clear()
+    again = tune.network_tuning(graph, 2, "float32", TuneCache(cache.path), INFO, device=DEV, autotune_missing=True,
+                                progress=lambda *a: calls.append(a))
+    assert again == table and calls == []  # everything cached: nothing to count
     assert tune.network_tuning(graph, 3, "float32", TuneCache(cache.path), INFO, device=DEV) == {}  # another batch
 
 

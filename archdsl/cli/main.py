@@ -15,7 +15,7 @@ from ..analysis import DTYPE_BYTES, analyze, collapse, output_labels, output_nam
 from ..elaborate import load
 from ..errors import NO_LOC, ArchError, SrcLoc, did_you_mean, printable
 from ..frontend.gcpause import paused_gc
-from .progress import Stages
+from .progress import Count, Stages
 from .import_cmd import add_import_parser
 from .options import parse_input
 from .table import render
@@ -196,8 +196,9 @@ def cmd_compile(args) -> int:
 
         cache = TuneCache()
     for batch in batches:
-        table = network_tuning(compiled.program.schedule, batch, args.dtype, cache, autotune_missing=True,
-                               device="cuda")
+        with Count(f"tune batch {batch}") as progress:
+            table = network_tuning(compiled.program.schedule, batch, args.dtype, cache, autotune_missing=True,
+                                   device="cuda", progress=progress)
         print(f"tuned batch {batch}: {len(table)} conv launches have cached block sizes ({cache.path})")
     return 0
 

@@ -59,3 +59,34 @@ def _is_terminal(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+class Count:
+    """A `done/total` bar for work counted as it goes (`compile --tune`'s signatures), quiet when
+    not a terminal: `with Count("tune b32") as bar: network_tuning(..., progress=bar)`, which
+    calls `bar(done, total, label)`.  No bar until there is something to count."""
+
+    def __init__(self, command: str, stream: IO[str] | None = None, enabled: bool | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = _is_terminal(self.stream) if enabled is None else enabled
+        self.command = command
+        self._bar = None
+
+    def __enter__(self) -> "Count":
+        return self
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        if not self.enabled or total <= 0:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, file=self.stream, leave=False, dynamic_ncols=True,
+                             bar_format="{desc} {bar:12} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+        self._bar.n = done
+        self._bar.set_description_str(f"{self.command}: {label}" if label else self.command, refresh=False)
+        self._bar.refresh()
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()

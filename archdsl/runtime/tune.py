@@ -390,7 +390,7 @@ def lookup_conv2d(cache: TuneCache, info: DeviceInfo, x_shape, out_shape, dtype,
 
 def network_tuning(schedule, batch: int, dtype: Any, cache: TuneCache | None = None, info: DeviceInfo | None = None, *,
                    autotune_missing: bool = False, device: Any = None, timer=None, seed: int = 0,
-                   keep: int | None = 4) -> dict[str, dict]:
+                   keep: int | None = 4, progress: Callable[[int, int, str], None] | None = None) -> dict[str, dict]:
     """{node: conv2d keyword arguments} for the conv2d launches of a launch schedule (or an
     optimized graph, scheduled first) at `batch`:
     the cached configurations (a node without one is left out: the kernel's defaults).  The
@@ -402,7 +402,8 @@ def network_tuning(schedule, batch: int, dtype: Any, cache: TuneCache | None = N
     its shapes on `device` (one tuning per distinct signature) and recorded.  This is what a
     runtime calls once per batch size; the generated program takes the result as its tuning table.
     On a GPU only the `keep` candidates the performance model ranks fastest are tried
-    (`launch_candidates`; None: all of them).
+    (`launch_candidates`; None: all of them).  `progress(done, total, node)` is called before
+    each signature is tuned and once at the end (total: the signatures to tune).
     """
     import torch
 
@@ -412,16 +413,21 @@ def network_tuning(schedule, batch: int, dtype: Any, cache: TuneCache | None = N
     info = info or DeviceInfo.current(device)
     dt = getattr(torch, dtype_name(dtype))
     table, tuned = {}, {}
-    for launch in conv_launches(schedule, batch):
-        sig = launch.signature()
-        key = TuneKey.make(info, "conv2d", sig, dt)
-        config = cache.get(key)
+    launches = [(launch, launch.signature()) for launch in conv_launches(schedule, batch)]
+    configs = {sig: cache.get(TuneKey.make(info, "conv2d", sig, dt)) for _, sig in launches}
+    total = sum(1 for config in configs.values() if config is None) if autotune_missing else 0
+    for launch, sig in launches:
+        config = configs[sig]
         if config is None and autotune_missing:
             if sig not in tuned:
+                if progress is not None:
+                    progress(len(tuned), total, launch.node)
                 tuned[sig] = _tune_launch(launch, dt, device, cache, info, timer, seed, keep)
             config = tuned[sig]
         if config:
             table[launch.node] = {k: v for k, v in config.items() if k != "path"}
+    if progress is not None and total:
+        progress(total, total, "")
     return table
 
 
