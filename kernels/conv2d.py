@@ -90,6 +90,17 @@ store would do).  ``c`` is the global input channel.  Elements in the padding ha
 masked tails stay exactly 0 rather than becoming in_act(in_shift[c]): the reference pads
 the *normalised* tensor with zeros.
 
+Before that, a squeeze-and-excitation gate (``in_gate``, one value per sample and input
+channel) may scale each loaded element, so the conv after an SE block reads the expanded map
+itself instead of a stored product:
+
+    x' = x * gate[n, c]                            # fp32, rounded back to x.dtype
+
+The rounding is the one the separate mul kernel's store would do, so in fp16 / bf16 the GEMM
+sees bit for bit the operands of the unfused program (a GPU's cast rounds to nearest even;
+under the interpreter ``_conv_round_to_bf16`` does it).  ``n`` is the row's sample: ``m //
+(H*W)`` on the GEMM path, the output pixel's image on the others.  The halo stays 0 (0 * gate).
+
 Several outputs
 ---------------
 Sibling 1 x 1 convolutions of one input (the branches of an Inception block) run as one
@@ -233,6 +244,25 @@ def _conv_activation(y, ACT: tl.constexpr):
 
 
 @triton.jit
+def _conv_gate(a, mask, gate_rows, chans, gate_ptr, stride_gc, INTERPRETED: tl.constexpr):
+    """a * gate[n, chans] on a block of x as loaded (squeeze-and-excitation's scale), rounded to x's dtype.
+
+    a:         (BLOCK_M, BLOCK_K) block of x, in x's dtype; mask: its load mask (broadcastable)
+    gate_rows: (BLOCK_M,) element offset of each row's sample n in the gate (n * its batch stride)
+    chans:     (BLOCK_K,) global input channel of each column (times stride_gc in the gate)
+    The product is computed in fp32 and rounded to x's dtype, as the unfused program's mul kernel
+    stores it, so the GEMM sees the very operands it would have read.  Masked elements (the
+    padding halo, tails) load 0 and a gate of 0: they stay 0, as in the padded product.
+    """
+    s = tl.load(gate_ptr + gate_rows[:, None] + (chans * stride_gc)[None, :], mask=mask, other=0.0)
+    y = a.to(tl.float32) * s.to(tl.float32)
+    if INTERPRETED:
+        if a.dtype == tl.bfloat16:
+            y = _conv_round_to_bf16(y)
+    return y.to(a.dtype)
+
+
+@triton.jit
 def _conv_prologue(a, mask, chans, chan_mask, in_scale_ptr, in_shift_ptr,
                    HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
                    INTERPRETED: tl.constexpr):
@@ -343,12 +373,15 @@ def _conv_store_split(acc, rows_m, cols, mask_m, lo, hi, out_ptr, stride_om, sca
 
 @triton.jit
 def _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_hi, K: tl.constexpr,
-                        stride_am, stride_bk, in_scale_ptr, in_shift_ptr,
-                        HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr,
-                        IN_ACT: tl.constexpr, INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+                        stride_am, stride_bk, in_scale_ptr, in_shift_ptr, gate_ptr, gate_rows, stride_gc,
+                        HAS_GATE: tl.constexpr, HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr,
+                        HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                        INTERPRETED: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, N_ITERS: tl.constexpr):
     """The fp32 sum over reduction blocks it_lo .. it_hi - 1 (BLOCK_K columns of A / rows of B
     each, the tail masked at K) of prologue(A block) @ B block, for rows rows_m and columns offs_n.
+    With HAS_GATE the block is first scaled by the gate (``_conv_gate``; gate_rows: each row's
+    sample offset in it), then goes through the batch-norm prologue (HAS_PRE).
 
     (0, cdiv(K, BLOCK_K)) is the whole product (``_conv_gemm_kernel``); a sub-range one split-K
     slice (``_conv_gemm_splitk_kernel``).  Blocks are added in increasing order.  The loop runs
@@ -367,6 +400,8 @@ def _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_
         mask_k = ((k0 + offs_k) < K) & ((k0 + offs_k) < it_hi * BLOCK_K)
         a_mask = mask_m[:, None] & mask_k[None, :]
         a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+        if HAS_GATE:
+            a = _conv_gate(a, a_mask, gate_rows, k0 + offs_k, gate_ptr, stride_gc, INTERPRETED)
         if HAS_PRE:
             a = _conv_prologue(a, a_mask, k0 + offs_k, mask_k, in_scale_ptr, in_shift_ptr,
                                HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
@@ -392,6 +427,8 @@ def _conv_gemm_kernel(
     HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
     RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr,
     NUM_OUT: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr, ACT3: tl.constexpr,
+    # the gate (squeeze-and-excitation), last: off by default
+    gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
 ):
     """out = epilogue(prologue(A) @ B): act(... * scale + bias + residual) and its variants.
 
@@ -401,6 +438,8 @@ def _conv_gemm_kernel(
     out:      (M, N), row stride stride_om, column stride 1; residual likewise (stride_rm)
     scale, bias: (N,) vectors, read when HAS_SCALE / HAS_BIAS
     HAS_PRE:  A's elements go through ``_conv_prologue`` (in_scale, in_shift: (K,) vectors)
+    HAS_GATE: first A[m, c] * gate[m // gate_hw, c] (``_conv_gate``): the gate's rows (batch stride
+              stride_gn, channel stride stride_gc) are samples of gate_hw rows of A each
     NUM_OUT > 1 destinations (no residual): out takes columns [0, N1) with ACT, out1 (row
     stride stride_o1m) columns [N1, N2) with ACT1, out2 [N2, N3) with ACT2, out3 [N3, N)
     with ACT3; each is an (M, width) matrix.  With NUM_OUT == 1, N1 == N.
@@ -414,10 +453,15 @@ def _conv_gemm_kernel(
     mask_m = offs_m < M
     mask_n = offs_n < N
     rows_m = offs_m.to(tl.int64)
+    if HAS_GATE:  # each row's sample in the gate
+        gate_rows = (rows_m // gate_hw) * stride_gn
+    else:
+        gate_rows = rows_m
 
     # -- main loop over the whole reduction -------------------------------------------
     acc = _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, 0, (K + BLOCK_K - 1) // BLOCK_K, K,
-                              stride_am, stride_bk, in_scale_ptr, in_shift_ptr, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
+                              stride_am, stride_bk, in_scale_ptr, in_shift_ptr, gate_ptr, gate_rows, stride_gc,
+                              HAS_GATE, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
                               IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K,
                               (K + BLOCK_K - 1) // BLOCK_K)
 
@@ -505,10 +549,11 @@ def _conv_tap_block(x_rows, ih0, iw0, mask_m, mask_n, it, offs_k, H, W, stride_x
 
 @triton.jit
 def _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, it_lo, it_hi, H, W, stride_xh, stride_xw,
-                            K_TOTAL, in_scale_ptr, in_shift_ptr,
+                            K_TOTAL, in_scale_ptr, in_shift_ptr, gate_ptr, gate_rows, stride_gc,
                             CG: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-                            FLAT: tl.constexpr, HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr,
-                            HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                            FLAT: tl.constexpr, HAS_GATE: tl.constexpr, HAS_PRE: tl.constexpr,
+                            HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
+                            INPUT_PRECISION: tl.constexpr,
                             INTERPRETED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             BLOCK_K: tl.constexpr, N_ITERS: tl.constexpr):
     """The fp32 sum over the reduction's blocks it_lo .. it_hi - 1 of the implicit GEMM of one tile.
@@ -518,6 +563,8 @@ def _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, it_lo, 
     computes them.  (0, all blocks) is the whole product; a sub-range one split-K slice
     (``_conv_implicit_splitk_kernel``).  Blocks are added in increasing order; the loops run the
     constexpr N_ITERS >= it_hi - it_lo times, blocks past it_hi masked off (as the GEMM's).
+    HAS_GATE: each loaded block is scaled by the gate first (``_conv_gate``, gate_rows: each row's
+    sample offset in it), before the batch-norm prologue; the halo stays 0.
     """
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -534,6 +581,8 @@ def _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, it_lo, 
             a_mask = a_mask & live[None, :]
             mask_k = mask_k & live
             a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+            if HAS_GATE:  # the squeeze-and-excitation scale while loading; the halo stays 0
+                a = _conv_gate(a, a_mask, gate_rows, g * CG + c, gate_ptr, stride_gc, INTERPRETED)
             if HAS_PRE:  # normalise while loading; the halo stays 0
                 a = _conv_prologue(a, a_mask, g * CG + c, mask_k, in_scale_ptr, in_shift_ptr,
                                    HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
@@ -552,6 +601,8 @@ def _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, it_lo, 
             a_mask = a_mask & live[None, :]
             b_mask = b_mask & live[:, None]
             a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+            if HAS_GATE:  # the squeeze-and-excitation scale while loading; the halo stays 0
+                a = _conv_gate(a, a_mask, gate_rows, g * CG + c, gate_ptr, stride_gc, INTERPRETED)
             if HAS_PRE:  # normalise while loading; the halo stays 0
                 a = _conv_prologue(a, a_mask, g * CG + c, c < CG, in_scale_ptr, in_shift_ptr,
                                    HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
@@ -580,12 +631,16 @@ def _conv_implicit_gemm_kernel(
     in_scale_ptr, in_shift_ptr, out_scale,
     HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
     RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr,
+    # the gate (squeeze-and-excitation), last: off by default
+    gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
 ):
     """out[n, p, q, g*KG + k] = act(sum_{r,s,c} x[n, ih, iw, g*CG + c] * w[(r*KW + s)*CG + c, g*KG + k]
                                     * scale + bias + residual)
     with ih = p*SH - PH + r*DH, iw = q*SW - PW + s*DW (x is 0 outside 0 <= ih < H, 0 <= iw < W),
     or the variants of ``_conv_epilogue``; with HAS_PRE, x is ``_conv_prologue(x)`` (in_scale,
-    in_shift: (G*CG,) vectors), still 0 outside the image.
+    in_shift: (G*CG,) vectors), still 0 outside the image; with HAS_GATE, x[n, ., ., c] is first
+    multiplied by gate[n, c] (``_conv_gate``: batch stride stride_gn, channel stride stride_gc;
+    gate_hw is the GEMM path's and unused here).
 
     x:        (N, H, W, G*CG) NHWC, strides (stride_xn, stride_xh, stride_xw, 1)
     w:        (KH*KW*CG, K_TOTAL) packed weight, contiguous; K_TOTAL = G*KG
@@ -612,8 +667,13 @@ def _conv_implicit_gemm_kernel(
 
     # the reduction's blocks: BLOCK_K flat indices each (FLAT), or one tap's BLOCK_K channels
     ITERS: tl.constexpr = (KH * KW * CG + BLOCK_K - 1) // BLOCK_K if FLAT else KH * KW * ((CG + BLOCK_K - 1) // BLOCK_K)
+    if HAS_GATE:  # each row's sample in the gate
+        gate_rows = n.to(tl.int64) * stride_gn
+    else:
+        gate_rows = n
     acc = _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, 0, ITERS, H, W, stride_xh, stride_xw,
-                                  K_TOTAL, in_scale_ptr, in_shift_ptr, CG, KH, KW, DH, DW, FLAT, HAS_PRE, HAS_IN_SCALE,
+                                  K_TOTAL, in_scale_ptr, in_shift_ptr, gate_ptr, gate_rows, stride_gc,
+                                  CG, KH, KW, DH, DW, FLAT, HAS_GATE, HAS_PRE, HAS_IN_SCALE,
                                   HAS_IN_SHIFT, IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K, ITERS)
 
     # -- epilogue on the fp32 accumulator, one cast, store ----------------------------
@@ -648,6 +708,8 @@ def _conv_gemm_splitk_kernel(
     SWIZZLE_M: tl.constexpr, SLICE_ITERS: tl.constexpr,
     in_scale_ptr, in_shift_ptr,
     HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
+    # the gate (squeeze-and-excitation), last: off by default
+    gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
 ):
     """ws[sl] = prologue(A[:, slice sl]) @ B[slice sl, :] in fp32, for ``_conv_gemm_kernel``'s A, B.
 
@@ -662,10 +724,15 @@ def _conv_gemm_splitk_kernel(
     mask_m = offs_m < M
     mask_n = offs_n < N
     rows_m = offs_m.to(tl.int64)
+    if HAS_GATE:  # each row's sample in the gate
+        gate_rows = (rows_m // gate_hw) * stride_gn
+    else:
+        gate_rows = rows_m
     it_lo = sl * SLICE_ITERS
     it_hi = tl.minimum(it_lo + SLICE_ITERS, (K + BLOCK_K - 1) // BLOCK_K)
     acc = _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_hi, K,
-                              stride_am, stride_bk, in_scale_ptr, in_shift_ptr, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
+                              stride_am, stride_bk, in_scale_ptr, in_shift_ptr, gate_ptr, gate_rows, stride_gc,
+                              HAS_GATE, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
                               IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K, SLICE_ITERS)
     _conv_store_partial(acc, ws_ptr, sl, rows_m, offs_n, mask_m, mask_n, M, N)
 
@@ -684,6 +751,8 @@ def _conv_implicit_splitk_kernel(
     SWIZZLE_M: tl.constexpr, SLICE_ITERS: tl.constexpr,
     in_scale_ptr, in_shift_ptr,
     HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
+    # the gate (squeeze-and-excitation), last: off by default
+    gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
 ):
     """ws[sl] = one slice of ``_conv_implicit_gemm_kernel``'s reduction, in fp32, before any epilogue.
 
@@ -708,8 +777,13 @@ def _conv_implicit_splitk_kernel(
     ITERS: tl.constexpr = (KH * KW * CG + BLOCK_K - 1) // BLOCK_K if FLAT else KH * KW * ((CG + BLOCK_K - 1) // BLOCK_K)
     it_lo = sl * SLICE_ITERS
     it_hi = tl.minimum(it_lo + SLICE_ITERS, ITERS)
+    if HAS_GATE:  # each row's sample in the gate
+        gate_rows = n.to(tl.int64) * stride_gn
+    else:
+        gate_rows = n
     acc = _conv_implicit_mainloop(x_rows, ih0, iw0, mask_m, mask_n, w_cols, g, it_lo, it_hi, H, W, stride_xh,
-                                  stride_xw, K_TOTAL, in_scale_ptr, in_shift_ptr, CG, KH, KW, DH, DW, FLAT, HAS_PRE,
+                                  stride_xw, K_TOTAL, in_scale_ptr, in_shift_ptr, gate_ptr, gate_rows, stride_gc,
+                                  CG, KH, KW, DH, DW, FLAT, HAS_GATE, HAS_PRE,
                                   HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INPUT_PRECISION, INTERPRETED,
                                   BLOCK_M, BLOCK_N, BLOCK_K, SLICE_ITERS)
     rows_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
@@ -777,6 +851,8 @@ def _conv_depthwise_kernel(
     in_scale_ptr, in_shift_ptr, out_scale,
     HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
     RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr,
+    # the gate (squeeze-and-excitation), last: off by default
+    gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
 ):
     """out[n, p, q, c] = act(sum_{r,s} x[n, ih, iw, c] * w[r*KW + s, c] * scale + bias + residual)
     with ih = p*SH - PH + r*DH, iw = q*SW - PW + s*DW (x is 0 outside the image).
@@ -785,7 +861,8 @@ def _conv_depthwise_kernel(
     w:   (KH*KW, C) packed weight, contiguous
     out: (N, P, Q, C) NHWC, strides (stride_on, stride_op, stride_oq, 1); residual likewise
     M = N*P*Q.  Direct convolution with fp32 FMAs, no tl.dot.  The epilogue's variants and
-    the prologue (HAS_PRE: x is ``_conv_prologue(x)``, 0 outside the image) as in the other paths.
+    the prologue (HAS_PRE: x is ``_conv_prologue(x)``, 0 outside the image; HAS_GATE: x times
+    gate[n, c] first) as in the other paths.
     Grid: (cdiv(M, BLOCK_M), cdiv(C, BLOCK_C)).
     """
     pid_m = tl.program_id(0)
@@ -799,6 +876,10 @@ def _conv_depthwise_kernel(
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
 
+    if HAS_GATE:  # each row's sample in the gate
+        gate_rows = n.to(tl.int64) * stride_gn
+    else:
+        gate_rows = n
     acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
     for rs in range(0, KH * KW):
         # address computation: the tap's input pixel per row
@@ -808,6 +889,8 @@ def _conv_depthwise_kernel(
         # masked loads of the halo; one weight per channel for this tap
         x_mask = row_ok[:, None] & mask_c[None, :]
         xv = tl.load((x_rows + ih * stride_xh + iw * stride_xw)[:, None] + offs_c[None, :], mask=x_mask, other=0.0)
+        if HAS_GATE:  # the squeeze-and-excitation scale while loading; the halo stays 0
+            xv = _conv_gate(xv, x_mask, gate_rows, offs_c, gate_ptr, stride_gc, INTERPRETED)
         if HAS_PRE:  # normalise while loading; the halo stays 0
             xv = _conv_prologue(xv, x_mask, offs_c, mask_c, in_scale_ptr, in_shift_ptr,
                                 HAS_IN_SCALE, HAS_IN_SHIFT, IN_ACT, INTERPRETED)
@@ -1054,6 +1137,18 @@ def _conv_check_several(x, w_packed, outs, acts, residual, scale, bias, gemm_geo
     _conv_check_vec(bias, k, "bias", x.device)
 
 
+def _conv_check_gate(x, in_gate):
+    """The gate: one value per sample and input channel, an (N, C) or (N, 1, 1, C) tensor (any strides)."""
+    if in_gate is None:
+        return
+    n, c = x.shape[0], x.shape[-1]
+    if tuple(in_gate.shape) not in ((n, c), (n, 1, 1, c)):
+        raise ValueError(f"in_gate must have shape {(n, c)} or {(n, 1, 1, c)} (one value per sample and input "
+                         f"channel), got {tuple(in_gate.shape)}")
+    if in_gate.dtype not in _CONV_FLOAT_DTYPES or in_gate.device != x.device:
+        raise ValueError(f"in_gate: dtype {in_gate.dtype} on {in_gate.device}, expected a float tensor on {x.device}")
+
+
 def _conv_check_prologue(x, in_scale, in_shift, in_act):
     c = x.shape[-1]
     _conv_check_vec(in_scale, c, "in_scale", x.device)
@@ -1062,13 +1157,18 @@ def _conv_check_prologue(x, in_scale, in_shift, in_act):
         raise ValueError(f"in_act must be one of the ACT_* codes {_CONV_ACTS}, got {in_act!r}")
 
 
-def _conv_fusion_args(in_scale, in_shift, in_act, residual_after_act, out_scale, dummy):
+def _conv_fusion_args(in_scale, in_shift, in_act, residual_after_act, out_scale, dummy, in_gate=None, gate_hw=1):
     """Kernel arguments of the prologue and of the epilogue's tail, common to the three paths.
 
-    Every switch is a constexpr: the defaults (no prologue, residual before act, out_scale 1)
-    compile to today's arithmetic.  `dummy` stands in for absent vectors (never read).
+    Every switch is a constexpr: the defaults (no prologue, no gate, residual before act,
+    out_scale 1) compile to today's arithmetic.  `dummy` stands in for absent vectors (never
+    read).  in_gate: None or the (N, ..., C) gate (``_conv_check_gate``); gate_hw: the rows of
+    the GEMM path's A per sample (H * W of x).
     """
     return dict(
+        gate_ptr=dummy if in_gate is None else in_gate, gate_hw=int(gate_hw),
+        stride_gn=0 if in_gate is None else in_gate.stride(0), stride_gc=0 if in_gate is None else in_gate.stride(-1),
+        HAS_GATE=in_gate is not None,
         in_scale_ptr=dummy if in_scale is None else in_scale,
         in_shift_ptr=dummy if in_shift is None else in_shift,
         out_scale=float(out_scale),
@@ -1211,7 +1311,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
            path=None, block_m=None, block_n=None, block_k=None, swizzle_m=8,
            num_warps=None, num_stages=None, allow_tf32=False,
            in_scale=None, in_shift=None, in_act=ACT_NONE, residual_after_act=False, out_scale=1.0,
-           split_k=None) -> None:
+           split_k=None, in_gate=None) -> None:
     """out = act((conv(x, w) * scale[k] + bias[k]) + residual), written into `out`.
 
     x:        (N, H, W, C) NHWC, any strides with stride(3) == 1 (may be a channel slice)
@@ -1228,6 +1328,10 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
       channel) and in_act.  The conv reads x' = in_act(x * in_scale[c] + in_shift[c])
       (computed in fp32, rounded to x.dtype): F.conv2d(in_act(bn(x)), w, padding=...), whose
       padding halo is 0 *after* the normalisation.
+    * gate: in_gate, None or an (N, C) / (N, 1, 1, C) tensor of any strides (squeeze-and-
+      excitation's per-sample, per-channel scale).  The conv reads x * in_gate[n, c] instead of x,
+      computed in fp32 and rounded to x.dtype (what a separate mul would have stored), before
+      the prologue above: F.conv2d(in_act(bn(x * gate)), w, ...).  Every path; the halo stays 0.
     * residual_after_act=True: y = act(conv * scale + bias) + residual instead of
       act(conv * scale + bias + residual) (no effect without a residual).
     * out_scale: y * out_scale, last.  With the line above and 0.5: (act(conv) + r) / 2.
@@ -1265,6 +1369,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
         gemm_geometry = (kh, kw, sh, sw, pt, pb, pl, pr, groups) == (1, 1, 1, 1, 0, 0, 0, 0, 1)
         _conv_check_several(x, w_packed, outs, acts, residual, scale, bias, gemm_geometry, path)
     _conv_check_prologue(x, in_scale, in_shift, in_act)
+    _conv_check_gate(x, in_gate)
     for name, t in (("x", x), ("out", out)):
         if t.shape[3] > 1 and t.stride(3) != 1:
             raise ValueError(f"{name}: channels (dim 3) must have stride 1, got strides {t.stride()}")
@@ -1286,7 +1391,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
         return
 
     fusion = _conv_fusion_args(in_scale, in_shift, in_act, residual_after_act and residual is not None,
-                               out_scale, out)
+                               out_scale, out, in_gate, h * w)
     if split_k not in (None, 1) and (len(outs) > 1 or (path or "") == "depthwise"):
         raise ValueError(f"split_k={split_k!r}: split-K is for one destination on the gemm and implicit paths")
     if len(outs) > 1:  # checked above: the gemm path, no residual

@@ -42,7 +42,8 @@ def load_templates(*names, module_name):
 def compile_for(fn, ptr_types, consts, warps, stages, arch=90):
     """Compile the @triton.jit kernel `fn` for CUDA compute capability `arch`; the compiled kernel.
 
-    consts:    values of its constexpr arguments (every one of them)
+    consts:    values of its constexpr arguments (every one without a default in the kernel's
+               signature; those with one, e.g. conv2d.py's HAS_GATE = False, take it when absent)
     ptr_types: Triton element type of each pointer argument (``*_ptr``) by name, "x" the default
                for those not named: {"x": "bf16", "bias_ptr": "fp32"}
     Of the other arguments, out_scale is an fp32 and the rest are i32.  Pointers, strides and
@@ -54,6 +55,8 @@ def compile_for(fn, ptr_types, consts, warps, stages, arch=90):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    consts = {**{p.name: p.default for p in fn.params
+                 if p.is_constexpr and getattr(p, "has_default", False) and p.name not in consts}, **consts}
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in consts:
