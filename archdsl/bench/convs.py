@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..ops.fused import conv_extra_inputs
 from ..ops.registry import family
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ def distinct_convs(graph) -> list[ConvLayer]:
         cout, p, q = graph.shape(n)
         shape = ConvShape(cin, cout, tuple(a["kernel"]), tuple(a["stride"]), tuple(a["pad"]), tuple(a["dilation"]),
                           a["groups"], h, w, p, q)
-        variant = (bool(a["bias"]) or a.get("bn_eps") is not None, a.get("act", "none"), len(args) == 2)
+        residual = bool(conv_extra_inputs(a, args)[0])  # a gated conv's last input is its gate, not a residual
+        variant = (bool(a["bias"]) or a.get("bn_eps") is not None, a.get("act", "none"), residual)
         layer = found.get(shape)
         if layer is None:
             layer = found[shape] = ConvLayer(f"c{len(found) + 1:02d}", shape, [], *variant)

@@ -20,6 +20,7 @@ from ..version import __version__
 from .. import dtypes
 from ..errors import ArchError
 from ..ir.graph import Graph
+from ..ops.fused import conv_extra_inputs
 from ..ops.registry import act_constant, activation_ops, epilogue_act, inference_noops
 from .plan import Plan, make_plan, storage_shape
 from .schedule import Schedule, make_schedule
@@ -156,14 +157,18 @@ def _prologue_args(p: Program, n: str) -> list[str]:
         args += [f"in_scale={wkey(n, 'in_scale')}", f"in_shift={wkey(n, 'in_shift')}"]
     if a.get("pre_act", "none") != "none":
         args.append(f"in_act={act_constant(a['pre_act'])}")
+    gate = p.schedule.gate_of(n)
+    if gate is not None:  # squeeze-and-excitation's scale, applied while loading (passes/gate.py)
+        args.append(f"in_gate={p.t(gate)}")
     return args
 
 
 def _epilogue_args(p: Program, n: str, has_bias: bool, suffix: str = "") -> list[str]:
     a = p.graph.nodes[n]["attrs"]
     args = [f"bias{suffix}={wkey(n, 'b')}"] if has_bias else []
-    if len(p.graph.args(n)) == 2:
-        args.append(f"residual={p.arg(n, 1)}")
+    residuals, _ = conv_extra_inputs(a, p.graph.args(n))
+    if residuals:
+        args.append(f"residual={p.t(residuals[0])}")
         if a.get("join") == "mean":  # (act(conv) + residual) / 2
             args += ["residual_after_act=True", "out_scale=0.5"]
     if a.get("act", "none") != "none":

@@ -291,6 +291,8 @@ def _place_inplace(p: Plan) -> None:
             if port >= len(args):
                 continue
             x = args[port]
+            if x == p.schedule.gate_of(n):
+                continue  # a gate is read by every tile of the conv: never overwritten
             if p.kind[x] not in ("buffer", "inplace") or nhwc(g.shape(x)) != nhwc(g.shape(n)):
                 continue
             root = p.base[x]

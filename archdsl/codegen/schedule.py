@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir.graph import Graph
+from ..ops.fused import conv_extra_inputs
 from ..ops.registry import family
 from ..passes.groups import launch_groups
 
@@ -60,6 +61,7 @@ class Launch:
     geometry: tuple[tuple[str, Any], ...] = ()  # a conv's kernel, stride, pad, dilation, groups
     epilogue: Epilogue | None = None
     on_chip: tuple[str, ...] = ()  # computed, never written: a chain's first conv
+    gate: str | None = None  # the input (the last) a gated conv multiplies its input by while loading it
 
     @property
     def node(self) -> str:
@@ -114,6 +116,11 @@ class Schedule:
             return []
         return list(launch.inputs) if launch.node == n else []
 
+    def gate_of(self, n: str) -> str | None:
+        """The gate `n`'s launch scales its input by (squeeze-and-excitation fused into a conv), if any."""
+        launch = self._launch.get(n)
+        return launch.gate if launch is not None else None
+
     def gemm_launches(self, kernel: str = "conv2d") -> list[Launch]:
         return [launch for launch in self.launches if launch.kernel == kernel]
 
@@ -129,7 +136,8 @@ def _has_bias(a: dict) -> bool:
 def _conv_launch(g: Graph, n: str, siblings: tuple[str, ...], first: str | None) -> Launch:
     a = g.nodes[n]["attrs"]
     args = g.args(n)
-    residual = len(args) == 2
+    residuals, gates = conv_extra_inputs(a, args)
+    residual = bool(residuals)
     epilogue = Epilogue(bias=any(_has_bias(g.nodes[m]["attrs"]) for m in (n, *siblings)),
                         acts=tuple(g.nodes[m]["attrs"].get("act", "none") for m in (n, *siblings)),
                         residual=residual, join=a.get("join", "add"))
@@ -137,7 +145,8 @@ def _conv_launch(g: Graph, n: str, siblings: tuple[str, ...], first: str | None)
         inputs = (g.args(first)[0], *args[1:])
         return Launch("conv2d_chain", (n, first), inputs, (n,), _conv_geometry(g.nodes[first]["attrs"]), epilogue,
                       on_chip=(first,))
-    return Launch("conv2d", (n, *siblings), tuple(args), (n, *siblings), _conv_geometry(a), epilogue)
+    return Launch("conv2d", (n, *siblings), tuple(args), (n, *siblings), _conv_geometry(a), epilogue,
+                  gate=gates[0] if gates else None)
 
 
 def _launch(g: Graph, n: str, siblings: tuple[str, ...], first: str | None, gemms: dict[str, frozenset]) -> Launch:

@@ -8,7 +8,9 @@ the node it grew from (the conv or fc) and records in `sources` which original n
 it uses (role -> node name), so weights are still loaded by their reference names and folded
 at load time.
 
-    fused_conv  [bn -> act ->] conv -> [bn] -> [· γ] -> [+ residual] -> [act]   inputs: x [, residual]
+    fused_conv  [· gate ->] [bn -> act ->] conv -> [bn] -> [· γ] -> [+ residual] -> [act]
+                                                        inputs: x [, residual] [, gate]
+                (the gate, `in_gate`: squeeze-and-excitation's C×1×1 scale, `archdsl.passes.gate`)
                 or, for a mean join: conv -> [bn] -> [act] -> mean(., residual)
                 (the conv may be a per-position `linear` kept channels-first: role "linear",
                 see `archdsl.passes.layout`; γ is a folded layer scale: `archdsl.passes.scale`)
@@ -49,6 +51,8 @@ _EPILOGUE = (
 _CONV_ONLY = (
     Param("pre_bn_eps", EPS, None, "eps of a batch norm applied to the input first (role pre_bn), or none"),
     Param("pre_act", ACT, "none", "activation applied to the input after pre_bn"),
+    Param("in_gate", BOOL, False, "the input is first multiplied by a per-sample, per-channel gate "
+                                  "(squeeze-and-excitation's C×1×1 scale): the last input"),
     Param("join", Kind("add or mean", _join), "add",
           "add: act(conv + residual); mean: (act(conv) + residual) / 2"),
     Param("layer_scale", BOOL, False, "a per-channel γ (role layer_scale) multiplies the result before the "
@@ -57,23 +61,36 @@ _CONV_ONLY = (
 CONV_DEFAULTS = {p.name: p.default for p in _EPILOGUE + _CONV_ONLY}
 
 
-def _residual_check(op, out, ins):
-    if len(ins) == 2 and tuple(ins[1]) != tuple(out):
-        raise ArchError(f"{op}: the residual {fmt_shape(ins[1])} does not match the output {fmt_shape(out)}")
+def conv_extra_inputs(a: dict, ins: list) -> tuple[list, list]:
+    """A fused conv's inputs after x, [x, residual?, gate?], as (its residuals, its gates): the
+    gate (`in_gate`) is always the last input."""
+    rest = list(ins[1:])
+    gates = rest[-1:] if a.get("in_gate") else []
+    return rest[:len(rest) - len(gates)], gates
+
+
+def _residual_check(op, out, ins, a=None):
+    residuals, gates = conv_extra_inputs(a or {}, ins)
+    if residuals and tuple(residuals[0]) != tuple(out):
+        raise ArchError(f"{op}: the residual {fmt_shape(residuals[0])} does not match the output {fmt_shape(out)}")
+    if gates and tuple(gates[0]) != (ins[0][0], 1, 1):
+        raise ArchError(f"{op}: the gate {fmt_shape(gates[0])} is not C×1×1 for the input {fmt_shape(ins[0])}")
     return out
 
 
 def _epilogue_ops(a, ins, out):
-    per_element = (2 if a["bn_eps"] is not None else 0) + (len(ins) - 1) + (a["act"] != "none")
-    per_element += 1 if a.get("join") == "mean" and len(ins) == 2 else 0
+    residuals, gates = conv_extra_inputs(a, ins)
+    per_element = (2 if a["bn_eps"] is not None else 0) + len(residuals) + (a["act"] != "none")
+    per_element += 1 if a.get("join") == "mean" and len(residuals) == 1 else 0
     per_element += 1 if a.get("layer_scale") else 0
-    prologue = (2 if a.get("pre_bn_eps") is not None else 0) + (a.get("pre_act", "none") != "none")
+    prologue = (2 if a.get("pre_bn_eps") is not None else 0) + (a.get("pre_act", "none") != "none") + len(gates)
     return per_element * numel(out) + prologue * numel(ins[0])
 
 
 def _describe(base):
     def describe(a):
-        prologue = ["bn"] if a.get("pre_bn_eps") is not None else []
+        prologue = ["gate"] if a.get("in_gate") else []
+        prologue += ["bn"] if a.get("pre_bn_eps") is not None else []
         prologue += [a["pre_act"]] if a.get("pre_act", "none") != "none" else []
         parts = ["+".join(prologue) + "+"] if prologue else []  # applied to the input: "bn+relu+"
         parts += [base.describe(a)] if base.describe(a) else []
@@ -109,7 +126,7 @@ def _fused_conv_torch(a, ins):
         roles["bn"] = nn().BatchNorm2d(a["out"], a["bn_eps"])
     scale = (a["out"], 1, 1) if a.get("layer_scale") else None
     return modules().Fused(a["act"], pre_act=a.get("pre_act", "none"), join=a.get("join", "add"),
-                           activation=apply_activation, scale_shape=scale, **roles)
+                           activation=apply_activation, scale_shape=scale, gate=a.get("in_gate", False), **roles)
 
 
 register(OpSpec(
@@ -117,8 +134,8 @@ register(OpSpec(
     doc="[batch norm and activation of the input,] conv, then (folded) batch norm, a residual add "
         "and an activation in one kernel (or the activation, then a 2-way mean with the residual).",
     params=_conv.params + _EPILOGUE + _CONV_ONLY,
-    shape=lambda a, ins: _residual_check("fused_conv", _conv.shape(a, ins[:1]), ins),
-    arity=(1, 2),
+    shape=lambda a, ins: _residual_check("fused_conv", _conv.shape(a, ins[:1]), ins, a),
+    arity=(1, 3),  # x [, residual] [, gate]
     internal=True,
     param_count=_fused_conv_params,
     buffer_count=_fused_conv_buffers,

@@ -91,18 +91,22 @@ class Fused(nn.Module):
     fused_conv / fused_fc / fused_bn:  x -> [pre_act(pre_bn(x))] -> conv or linear or fc or bn -> [bn]
     -> [· layer_scale γ] then, join "add":  act(y + residual)    join "mean":  (act(y) + residual) / 2
     (γ, `scale_shape` given, is a bare parameter: key `<node>.layer_scale`, as the reference holds it.)
+    With `gate`, the last input is a per-channel gate x is multiplied by first (fused_conv's in_gate).
     """
 
     def __init__(self, act: str, pre_act: str = "none", join: str = "add", *, activation,
-                 scale_shape: tuple[int, ...] | None = None, **roles: nn.Module):
+                 scale_shape: tuple[int, ...] | None = None, gate: bool = False, **roles: nn.Module):
         super().__init__()
         for role, module in roles.items():
             self.add_module(role, module)
         self.layer_scale = None if scale_shape is None else nn.Parameter(torch.ones(scale_shape))
         self.act, self.pre_act, self.join = act, pre_act, join
+        self.gate = gate  # the last input is a per-channel gate the input is multiplied by first
         self.activation = activation  # (name, x) -> the op `name` applied to x (registry.apply_activation)
 
     def forward(self, x, *residual):
+        if self.gate:  # squeeze-and-excitation's scale, before anything else (fused_conv's in_gate)
+            x, residual = x * residual[-1], residual[:-1]
         if "pre_bn" in self._modules:
             x = self.pre_bn(x)
         x = self.activation(self.pre_act, x)

@@ -15,6 +15,7 @@ from ..ir.graph import Graph
 from .chain import fuse_conv_chain
 from .fuse import fuse_bn_act, fuse_conv_bn_act, fuse_fc_act
 from .fold import fold_bn_graph
+from .gate import fuse_gate_into_conv_input
 from .groups import LaunchGroups, launch_groups
 from .horizontal import fuse_sibling_convs
 from .inference import strip_inference_noops
@@ -38,6 +39,7 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("fuse_bn_into_conv_input", fuse_bn_into_conv_input),
     ("fuse_sibling_convs", fuse_sibling_convs),
     ("fuse_conv_chain", fuse_conv_chain),
+    ("fuse_gate_into_conv_input", fuse_gate_into_conv_input),  # last: no sibling or chain launch takes a gate
 ]
 
 

@@ -270,16 +270,19 @@ def prune(problem: Problem, candidates: Iterable[Mapping[str, Any]], ceilings: C
 
 
 def conv_problem(name: str, x_shape: Sequence[int], out_shape: Sequence[int], kernel: Sequence[int], groups: int,
-                 residual: bool, elem_bytes: int, depthwise: bool = False) -> Problem:
+                 residual: bool, elem_bytes: int, depthwise: bool = False, gate: bool = False) -> Problem:
     """A conv2d launch (NHWC shapes, as `archdsl.runtime.tune.ConvLaunch` has them) as a GEMM:
-    M = N*P*Q output pixels, N = output channels per group, K = input channels per group * taps."""
+    M = N*P*Q output pixels, N = output channels per group, K = input channels per group * taps.
+    gate: it scales its input by a squeeze-and-excitation gate while loading it: N*C more bytes
+    read (the gate), and no separate mul launch reading and writing the map (see passes/gate.py)."""
     n, h, w, c = x_shape
     _, p, q, k = out_shape
     taps = kernel[0] * kernel[1]
     out_elems = n * p * q * k * (2 if residual else 1)
     read_pixels = min(n * h * w, n * p * q * taps)  # a strided 1x1 conv reads 1 pixel in stride**2
     return Problem(name, m=n * p * q, n=k // groups, k=c // groups * taps, groups=groups,
-                   a_bytes=read_pixels * c * elem_bytes, b_bytes=k * (c // groups) * taps * elem_bytes,
+                   a_bytes=(read_pixels * c + (n * c if gate else 0)) * elem_bytes,
+                   b_bytes=k * (c // groups) * taps * elem_bytes,
                    out_bytes=out_elems * elem_bytes, mma=not depthwise, elem_bytes=elem_bytes)
 
 
@@ -476,7 +479,8 @@ def predict_conv(c: Any, dtype: Any, ceilings: Ceilings, config: Mapping[str, An
     if "split_k" not in config:  # the launcher's automatic choice
         split = K.conv_default_split_k(c.path, m, kg, taps * cg, (tile.bm, tile.bn, tile.bk), ceilings.sms, g, cg)
         tile = replace(tile, split_k=split)
-    problem = conv_problem(c.node, c.x_shape, c.out_shape, c.kernel, g, c.residual, tdtype.itemsize, depthwise)
+    problem = conv_problem(c.node, c.x_shape, c.out_shape, c.kernel, g, c.residual, tdtype.itemsize, depthwise,
+                           gate=getattr(c, "gate", False))
     if depthwise:  # one program per (BLOCK_M pixels, BLOCK_C channels), taps as its K
         problem = replace(problem, n=c.out_shape[3], groups=1)
         tile = replace(tile, bk=1)

@@ -355,12 +355,13 @@ def conv_candidates(path: str, dtype: Any, device_type: str = "cuda", *, smem_by
 def tune_conv2d(x, w_packed, out, *, kernel, stride=1, pad=0, dilation=1, groups: int = 1, scale=None,
                 bias=None, residual=None, act: int = 0, timer=None, cache: TuneCache | None = None,
                 candidates: Iterable[Mapping[str, Any]] | None = None, conv2d: Callable | None = None,
-                info: DeviceInfo | None = None) -> TuneResult:
+                info: DeviceInfo | None = None, in_gate=None) -> TuneResult:
     """Autotune ``conv2d`` for these exact arguments (NHWC tensors on their device).
 
     The path is the one ``conv2d`` would take by default (`conv_path`); the block sizes, warps
     and stages are searched.  Recorded in `cache` under (device, versions, "conv2d",
-    `conv_signature(...)`, dtype); `out` is overwritten.
+    `conv_signature(...)`, dtype); `out` is overwritten.  in_gate: a squeeze-and-excitation gate
+    the conv scales its input by (conv2d's argument; its own kernel specialization and key).
     """
     mod = kernel_module("conv2d")
     conv2d = conv2d or mod.conv2d
@@ -368,21 +369,24 @@ def tune_conv2d(x, w_packed, out, *, kernel, stride=1, pad=0, dilation=1, groups
     path = mod.conv_path(x, out, residual=residual, **geometry)
     info = info or DeviceInfo.current(x.device)
     key = TuneKey.make(info, "conv2d", conv_signature(x.shape, out.shape, residual=residual is not None, act=act,
-                                                      path=path, **geometry), x.dtype)
+                                                      path=path, gate=in_gate is not None, **geometry), x.dtype)
+    gated = {} if in_gate is None else {"in_gate": in_gate}
     if candidates is None:
         candidates = conv_candidates(path, x.dtype, x.device.type)
     return autotune(conv2d, candidates, (x, w_packed, out), timer,
-                    kwargs=dict(scale=scale, bias=bias, residual=residual, act=act, **geometry), key=key, cache=cache)
+                    kwargs=dict(scale=scale, bias=bias, residual=residual, act=act, **gated, **geometry), key=key,
+                    cache=cache)
 
 
 def lookup_conv2d(cache: TuneCache, info: DeviceInfo, x_shape, out_shape, dtype, *, kernel, stride=1, pad=0,
-                  dilation=1, groups: int = 1, residual: bool = False, act: int = 0, path: str) -> dict:
+                  dilation=1, groups: int = 1, residual: bool = False, act: int = 0, path: str,
+                  gate: bool = False) -> dict:
     """The tuned keyword arguments for one conv2d launch, or {} (the kernel's defaults) on a miss.
 
     What a runtime calls when it prepares a network for a batch size (no tensors needed).
     """
     sig = conv_signature(x_shape, out_shape, kernel=kernel, stride=stride, pad=pad, dilation=dilation,
-                         groups=groups, residual=residual, act=act, path=path)
+                         groups=groups, residual=residual, act=act, path=path, gate=gate)
     return cache.get(TuneKey.make(info, "conv2d", sig, dtype)) or {}
 
 
@@ -449,7 +453,7 @@ def launch_candidates(launch: ConvLaunch, dtype: Any, device: Any = "cuda", keep
     ceilings = ceilings or Ceilings.for_device(device)
     problem = conv_problem(launch.node, launch.x_shape, launch.out_shape, launch.kernel, launch.groups,
                            launch.residual, getattr(torch, dtype_name(dtype)).itemsize,
-                           depthwise=launch.path == "depthwise")
+                           depthwise=launch.path == "depthwise", gate=launch.gate)
     return prune(problem, split_k_variants(launch, candidates, ceilings.sms), ceilings, keep=keep)
 
 
@@ -482,8 +486,10 @@ def _tune_launch(launch: ConvLaunch, dtype, device, cache, info, timer, seed, ke
     out = torch.empty(launch.out_shape, device=device, dtype=dtype)
     bias = torch.randn(cout, generator=g).to(device)
     res = torch.randn(launch.out_shape, generator=g).to(device=device, dtype=dtype) if launch.residual else None
+    gate = torch.rand(launch.x_shape[0], 1, 1, cin, generator=g).to(device=device, dtype=dtype) if launch.gate else None
     return tune_conv2d(x, wp, out, bias=bias, residual=res, act=launch.act, timer=timer, cache=cache, info=info,
-                       candidates=launch_candidates(launch, dtype, device, keep), **launch.geometry()).config
+                       candidates=launch_candidates(launch, dtype, device, keep), in_gate=gate,
+                       **launch.geometry()).config
 
 
 __all__ = ["ConvLaunch", "DeviceInfo", "TuneCache", "TuneCacheWarning", "TuneError", "TuneKey", "TuneResult", "Trial", "autotune",

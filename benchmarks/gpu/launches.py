@@ -48,7 +48,8 @@ class Launch:
         return " + ".join(self.nodes)
 
     def inputs(self) -> tuple:
-        return tuple(t for t in (self.args[0], self.kwargs.get("residual")) if t is not None)
+        extra = (self.kwargs.get("residual"), self.kwargs.get("in_gate"))
+        return tuple(t for t in (self.args[0], *extra) if t is not None)
 
     def writes_over_an_input(self) -> bool:
         """Whether an output shares memory with the input or the residual: the memory plan may
@@ -172,6 +173,7 @@ class ConvNode:
     groups: int
     act: str
     residual: bool
+    gate: bool = False  # its input is scaled by a squeeze-and-excitation gate first (in_gate)
 
     def macs(self, batch: int) -> int:
         return batch * self.cout * self.p * self.q * self.kernel[0] * self.kernel[1] * (self.cin // self.groups)
@@ -181,8 +183,11 @@ class ConvNode:
 
 
 def conv_node(graph, name: str) -> ConvNode:
+    from archdsl.ops.fused import conv_extra_inputs
+
     a = graph.nodes[name]["attrs"]
     args = graph.args(name)
+    residuals, gates = conv_extra_inputs(a, args)
     cin, h, w = graph.shape(args[0])
     cout, p, q = graph.shape(name)
     if a.get("pre_act", "none") != "none" or a.get("pre_bn_eps") is not None:
@@ -194,7 +199,7 @@ def conv_node(graph, name: str) -> ConvNode:
         raise NotModelled(f"{name}: activation {act}")
     source = (a.get("sources") or {}).get("conv", name)
     return ConvNode(name, source, cin, h, w, cout, p, q, tuple(a["kernel"]), tuple(a["stride"]), tuple(a["pad"]),
-                    tuple(a["dilation"]), a["groups"], act, len(args) == 2)
+                    tuple(a["dilation"]), a["groups"], act, bool(residuals), bool(gates))
 
 
 def launch_work(nodes: list[ConvNode], kernel: str, batch: int, elem: int) -> tuple[int, int]:
@@ -203,7 +208,7 @@ def launch_work(nodes: list[ConvNode], kernel: str, batch: int, elem: int) -> tu
     flops = sum(2 * n.macs(batch) for n in nodes)
     weights = sum(n.weight_elems() for n in nodes) * elem + sum(4 * n.cout for n in nodes)
     first = nodes[0]
-    x = batch * first.cin * first.h * first.w * elem
+    x = batch * first.cin * (first.h * first.w + first.gate) * elem  # the gate: one value per sample and channel
     finals = nodes[-1:] if kernel == "conv2d_chain" else nodes
     outs = sum(batch * n.cout * n.p * n.q for n in finals) * elem
     res = sum(batch * n.cout * n.p * n.q for n in finals if n.residual) * elem
@@ -255,6 +260,8 @@ class CudnnEquivalent:
         """The outputs (NCHW channels-last), one per output of the launch."""
         kw = self.launch.kwargs
         x = self.launch.args[0].permute(0, 3, 1, 2)  # NHWC buffer -> NCHW channels-last view
+        if kw.get("in_gate") is not None:  # squeeze-and-excitation's product: PyTorch's own mul first
+            x = x * kw["in_gate"].permute(0, 3, 1, 2)
         residual = kw.get("residual")
         residual = residual.permute(0, 3, 1, 2) if residual is not None else None
         if self.launch.kernel == "conv2d_chain":
@@ -273,6 +280,10 @@ def randomize_inputs(launch: Launch, seed: int) -> None:
         if t is not None:  # drawn on the device: a batch-256 activation is 10^8 numbers
             gen = torch.Generator(device=t.device).manual_seed(seed)
             t.copy_(torch.randn(t.shape, generator=gen, device=t.device, dtype=t.dtype))
+    gate = launch.kwargs.get("in_gate")
+    if gate is not None:  # a gate is a sigmoid's or hardsigmoid's output: in [0, 1]
+        gen = torch.Generator(device=gate.device).manual_seed(seed + 1)
+        gate.copy_(torch.rand(gate.shape, generator=gen, device=gate.device, dtype=gate.dtype))
 
 
 def outputs_nchw(launch: Launch) -> tuple:
