@@ -368,3 +368,50 @@ def test_gpu_check_replays_a_gated_launch_against_pytorch():
     _, nbytes = L.launch_work([node], "conv2d", 2, 4)
     x, gate, w, bias, out = 2 * 16 * 25, 2 * 16, 16 * 8, 8, 2 * 8 * 25
     assert nbytes == 4 * (x + gate + w + out) + 4 * bias
+
+
+def test_the_perf_model_counts_the_bytes_the_fusion_saves():
+    """Predicted (not measured): the fused network moves 2·N·C·H·W elements less (the product's
+    write and read back; the gate's N·C are read either way) in one launch less."""
+    from archdsl.runtime.perfmodel import Ceilings, conv_problem, predict_schedule
+
+    g = archdsl.loads(se_net("conv(8, 1) -> bn -> relu"))
+    fused = make_schedule(optimize(g).graph)
+    plain = make_schedule(optimize(g, disable=("fuse_gate_into_conv_input",)).graph)
+    batch, elem = 4, 2
+    ceilings = Ceilings.h200_datasheet()
+    p_fused, p_plain = (predict_schedule(s, batch, "bfloat16", ceilings) for s in (fused, plain))
+    assert len(p_plain) - len(p_fused) == 1
+    assert sum(p.dram_bytes for p in p_plain) - sum(p.dram_bytes for p in p_fused) == 2 * batch * 16 * 5 * 5 * elem
+    gated = conv_problem("c", (batch, 5, 5, 16), (batch, 5, 5, 8), (1, 1), 1, False, elem, gate=True)
+    plain_conv = conv_problem("c", (batch, 5, 5, 16), (batch, 5, 5, 8), (1, 1), 1, False, elem)
+    assert gated.a_bytes - plain_conv.a_bytes == batch * 16 * elem
+
+
+def test_the_tuner_keys_and_runs_a_gated_launch_with_its_gate(tmp_path):
+    from archdsl.runtime import tune
+    from archdsl.runtime.launches import conv_launches, conv_signature
+
+    graph = optimize(archdsl.loads(se_net("conv(8, 1) -> bn -> relu"))).graph
+    (gated,) = [launch for launch in conv_launches(graph, 2) if launch.gate]
+    assert gated.signature().endswith("res0 act1 gate1 | gemm")
+    plain = conv_signature((2, 5, 5, 16), (2, 5, 5, 8), kernel=1, act=1, path="gemm")
+    assert plain == gated.signature().replace(" gate1", "")  # signatures without a gate are unchanged
+    # tuning runs conv2d with a gate and records under the gated key
+    seen = []
+    k = load_templates("conv2d.py", module_name="archdsl_kernel_conv2d_se_tune")
+
+    def conv2d(*args, **kwargs):
+        seen.append(kwargs.get("in_gate"))
+        return k.conv2d(*args, **kwargs)
+
+    x, gate = torch.randn(2, 5, 5, 16), torch.rand(2, 1, 1, 16)
+    wp = k.pack_conv_weight(torch.randn(8, 16, 1, 1), 1, torch.float32)
+    cache = tune.TuneCache(tmp_path / "tune.json")
+    info = tune.DeviceInfo("Fake GPU", "9.0", "2.13.0", "3.9.0")
+    result = tune.tune_conv2d(x, wp, torch.empty(2, 5, 5, 8), kernel=1, act=1, in_gate=gate, conv2d=conv2d,
+                              timer=lambda fn: (fn(), 1.0)[1], cache=cache, info=info,
+                              candidates=[{"block_m": 16, "block_n": 16, "block_k": 16}])
+    assert seen and all(s is gate for s in seen)
+    key = tune.TuneKey.make(info, "conv2d", gated.signature(), torch.float32)
+    assert tune.TuneCache(cache.path).get(key) == result.config
