@@ -336,19 +336,20 @@ def _conv_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n,
                     out_ptr, res_ptr, scale_ptr, bias_ptr,
                     HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
                     ACT: tl.constexpr, INTERPRETED: tl.constexpr,
-                    out_scale, RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr):
+                    out_scale, RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, stride_oc):
     """Apply the epilogue to the fp32 accumulator and store it (one destination).
 
     acc:       (BLOCK_M, BLOCK_N) fp32 block of conv(x, w) / x @ W^T
     out_rows:  (BLOCK_M,) element offset of each output row (pixel) in out
     res_rows:  (BLOCK_M,) element offset of each row in residual (ignored unless HAS_RES)
     cols:      (BLOCK_N,) output channel of each column (global over groups);
-               channels are contiguous (stride 1) in out and residual
+               channels are contiguous (stride 1) in residual, stride_oc apart in out (1, or
+               the groups of a channel shuffle the output is written through: codegen/plan.py)
     Stores ``_conv_epilogue(acc)`` cast to out's dtype, masked to mask_m x mask_n.
     """
     y = _conv_epilogue(acc, res_rows, cols, mask_m, mask_n, res_ptr, scale_ptr, bias_ptr, out_scale,
                        HAS_SCALE, HAS_BIAS, HAS_RES, ACT, RES_AFTER_ACT, HAS_OUT_SCALE)
-    _conv_store(y, out_ptr, out_rows, cols, mask_m[:, None] & mask_n[None, :], INTERPRETED)
+    _conv_store(y, out_ptr, out_rows, cols * stride_oc, mask_m[:, None] & mask_n[None, :], INTERPRETED)
 
 
 @triton.jit
@@ -429,6 +430,7 @@ def _conv_gemm_kernel(
     NUM_OUT: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr, ACT3: tl.constexpr,
     # the gate (squeeze-and-excitation), last: off by default
     gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
+    stride_oc=1,  # out's channel stride: 1, or a channel shuffle's groups (codegen/plan.py)
 ):
     """out = epilogue(prologue(A) @ B): act(... * scale + bias + residual) and its variants.
 
@@ -468,7 +470,7 @@ def _conv_gemm_kernel(
     # -- epilogue on the fp32 accumulator, one cast, store into each destination -------
     _conv_epilogue_store(acc, rows_m * stride_om, rows_m * stride_rm, offs_n, mask_m, offs_n < N1,
                          out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED,
-                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE)
+                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE, stride_oc)
     if NUM_OUT > 1:
         _conv_store_split(acc, rows_m, offs_n, mask_m, N1, N2, out1_ptr, stride_o1m, scale_ptr, bias_ptr,
                           out_scale, HAS_SCALE, HAS_BIAS, ACT1, HAS_OUT_SCALE, INTERPRETED)
@@ -633,6 +635,7 @@ def _conv_implicit_gemm_kernel(
     RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr,
     # the gate (squeeze-and-excitation), last: off by default
     gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
+    stride_oc=1,  # out's channel stride: 1, or a channel shuffle's groups (codegen/plan.py)
 ):
     """out[n, p, q, g*KG + k] = act(sum_{r,s,c} x[n, ih, iw, g*CG + c] * w[(r*KW + s)*CG + c, g*KG + k]
                                     * scale + bias + residual)
@@ -682,7 +685,7 @@ def _conv_implicit_gemm_kernel(
     res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
     _conv_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n,
                          out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED,
-                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE)
+                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE, stride_oc)
 
 
 # --------------------------------------------------------------------------------------
@@ -801,6 +804,7 @@ def _conv_splitk_reduce_kernel(
     HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
     RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    stride_oc=1,  # out's channel stride (see ``_conv_epilogue_store``)
 ):
     """out = epilogue(ws[0] + ws[1] + ... + ws[SPLIT_K - 1]), summed in that order in fp32.
 
@@ -826,7 +830,7 @@ def _conv_splitk_reduce_kernel(
     res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
     _conv_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n,
                          out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED,
-                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE)
+                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE, stride_oc)
 
 
 # --------------------------------------------------------------------------------------
@@ -853,6 +857,7 @@ def _conv_depthwise_kernel(
     RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr,
     # the gate (squeeze-and-excitation), last: off by default
     gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
+    stride_oc=1,  # out's channel stride: 1, or a channel shuffle's groups (codegen/plan.py)
 ):
     """out[n, p, q, c] = act(sum_{r,s} x[n, ih, iw, c] * w[r*KW + s, c] * scale + bias + residual)
     with ih = p*SH - PH + r*DH, iw = q*SW - PW + s*DW (x is 0 outside the image).
@@ -904,7 +909,7 @@ def _conv_depthwise_kernel(
     res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
     _conv_epilogue_store(acc, out_rows, res_rows, offs_c, mask_m, mask_c,
                          out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT, INTERPRETED,
-                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE)
+                         out_scale, RES_AFTER_ACT, HAS_OUT_SCALE, stride_oc)
 
 
 # --------------------------------------------------------------------------------------
@@ -1247,7 +1252,8 @@ def _conv_launch_reduce(ws, out, out_strides, pq, residual, res_strides, scale, 
         scale if scale is not None else out, bias if bias is not None else out,
         m, n, pq[0], pq[1], *out_strides, *res_strides,
         SPLIT_K=slices, HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
-        ACT=act, INTERPRETED=_conv_interpreted(ws), BLOCK_M=bm, BLOCK_N=bn, **epilogue_tail, num_warps=4,
+        ACT=act, INTERPRETED=_conv_interpreted(ws), BLOCK_M=bm, BLOCK_N=bn, **epilogue_tail,
+        stride_oc=out.stride(-1), num_warps=4,
     )
 
 
@@ -1302,7 +1308,7 @@ def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf3
         stride_o1m=more[0].stride(0), stride_o2m=more[1].stride(0), stride_o3m=more[2].stride(0),
         N1=ends[0], N2=ends[1], N3=ends[2],
         NUM_OUT=len(outs), ACT1=more_acts[0], ACT2=more_acts[1], ACT3=more_acts[2], **fusion,
-        num_warps=warps, num_stages=stages,
+        stride_oc=outs[0].stride(1), num_warps=warps, num_stages=stages,
     )
 
 
@@ -1316,8 +1322,8 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
 
     x:        (N, H, W, C) NHWC, any strides with stride(3) == 1 (may be a channel slice)
     w_packed: pack_conv_weight(w, groups, x.dtype) of the OIHW weight w
-    out:      (N, P, Q, K) NHWC view, stride(3) == 1 (may be a channel slice: concat),
-              or a tuple of destinations (below)
+    out:      (N, P, Q, K) NHWC view, any channel stride (a channel slice of a concat, or every
+              g-th channel of one: a channel shuffle's slot), or a tuple of destinations (below)
     residual: None or (N, P, Q, K) NHWC view, stride(3) == 1
     scale, bias: None or (K,) vectors (fp32); pad = (top, bottom, left, right); kernel = (kh, kw)
     dtypes: x/w/residual/out in float32, float16 or bfloat16; accumulation always fp32; the
@@ -1370,9 +1376,8 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
         _conv_check_several(x, w_packed, outs, acts, residual, scale, bias, gemm_geometry, path)
     _conv_check_prologue(x, in_scale, in_shift, in_act)
     _conv_check_gate(x, in_gate)
-    for name, t in (("x", x), ("out", out)):
-        if t.shape[3] > 1 and t.stride(3) != 1:
-            raise ValueError(f"{name}: channels (dim 3) must have stride 1, got strides {t.stride()}")
+    if x.shape[3] > 1 and x.stride(3) != 1:
+        raise ValueError(f"x: channels (dim 3) must have stride 1, got strides {x.stride()}")
     if min(kh, kw, sh, sw, dh, dw) < 1:
         raise ValueError("kernel, stride and dilation must be positive")
     if n2 != n:
@@ -1435,7 +1440,8 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
             out.stride(0), out.stride(1), out.stride(2),
             rs[0], rs[1], rs[2],
             KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, **has, INTERPRETED=_conv_interpreted(x),
-            BLOCK_M=bm, BLOCK_C=bc, **fusion, num_warps=num_warps or warps, num_stages=num_stages or stages,
+            BLOCK_M=bm, BLOCK_C=bc, **fusion, stride_oc=out.stride(3),
+            num_warps=num_warps or warps, num_stages=num_stages or stages,
         )
         return
 
@@ -1470,7 +1476,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
         rs[0], rs[1], rs[2],
         CG=cg, KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, FLAT=flat, **has,
         INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m, **fusion,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m, **fusion, stride_oc=out.stride(3),
         num_warps=warps, num_stages=stages,
     )
 

@@ -133,12 +133,15 @@ def _ew_channel_affine_kernel(
     HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
     ACT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    so_c=1,
 ):
     """out[r, c] = act(x[r, c] * scale[c] + shift[c]) for c < C_IN, and 0 for C_IN <= c < C_OUT.
 
-    x is (N, H, W, C_IN), out is (N, H, W, C_OUT) with C_OUT >= C_IN, both unit channel stride,
-    row strides per tensor (R = N*H*W rows). scale and shift are contiguous (C_IN,) vectors, each
-    optional (HAS_SCALE / HAS_SHIFT; the pointer is ignored when absent). Grid:
+    x is (N, H, W, C_IN) with unit channel stride, out is (N, H, W, C_OUT) with C_OUT >= C_IN and
+    channel stride so_c (1, or a channel shuffle's groups: codegen/plan.py writes a concat input
+    straight into its shuffled channels), row strides per tensor (R = N*H*W rows). scale and
+    shift are contiguous (C_IN,) vectors, each optional (HAS_SCALE / HAS_SHIFT; the pointer is
+    ignored when absent). Grid:
     (cdiv(R, BLOCK_R), cdiv(C_OUT, BLOCK_C)). Serves inference batch norm, standalone
     activations, channel copies (no scale, no shift, no act) and zero channel padding
     (C_OUT > C_IN). `out` may alias `x` when C_OUT == C_IN.
@@ -162,7 +165,7 @@ def _ew_channel_affine_kernel(
     y = _ew_activation(y, ACT)
     y = tl.where(c_in[None, :], y, 0.0)
     o_rows = _ew_row_offsets(r, H, W, so_n, so_h, so_w)
-    tl.store(out_ptr + o_rows[:, None] + c[None, :], y.to(out_ptr.dtype.element_ty),
+    tl.store(out_ptr + o_rows[:, None] + c[None, :] * so_c, y.to(out_ptr.dtype.element_ty),
              mask=r_mask[:, None] & (c < C_OUT)[None, :])
 
 
@@ -219,13 +222,14 @@ def _ew_channel_shuffle_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-def _ew_nhwc(t, what):
-    """t as a 4-D NHWC view ((N, F) becomes (N, 1, 1, F)); checks the unit channel stride."""
+def _ew_nhwc(t, what, any_channel_stride=False):
+    """t as a 4-D NHWC view ((N, F) becomes (N, 1, 1, F)); checks the unit channel stride (unless
+    the kernel takes this tensor's channel stride)."""
     if t.dim() == 2:
         t = t[:, None, None, :]
     if t.dim() != 4:
         raise ValueError(f"{what}: expected an (N, H, W, C) or (N, F) tensor, got shape {tuple(t.shape)}")
-    if t.stride(3) != 1 and t.shape[3] > 1:
+    if t.stride(3) != 1 and t.shape[3] > 1 and not any_channel_stride:
         raise ValueError(f"{what}: the channel (last) axis must have stride 1, got strides {t.stride()}")
     return t
 
@@ -289,7 +293,7 @@ def mean(inputs, out):
 
 
 def _ew_affine(x, out, scale, shift, act):
-    xv, ov = _ew_nhwc(x, "x"), _ew_nhwc(out, "out")
+    xv, ov = _ew_nhwc(x, "x"), _ew_nhwc(out, "out", any_channel_stride=True)
     if xv.shape[:3] != ov.shape[:3] or xv.shape[3] > ov.shape[3]:
         raise ValueError(f"x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
     n, h, w, c_in = xv.shape
@@ -306,7 +310,7 @@ def _ew_affine(x, out, scale, shift, act):
         xv, ov, xv if scale is None else scale, xv if shift is None else shift,
         rows, h, w, c_in, c_out, *xv.stride()[:3], *ov.stride()[:3],
         HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, ACT=act,
-        BLOCK_R=block_r, BLOCK_C=block_c)
+        BLOCK_R=block_r, BLOCK_C=block_c, so_c=ov.stride(3))
 
 
 def scale_shift(x, out, *, scale=None, shift=None, act=ACT_NONE):
@@ -316,7 +320,8 @@ def scale_shift(x, out, *, scale=None, shift=None, act=ACT_NONE):
 
 
 def copy_channels(x, out):
-    """out[...] = x, where out is typically a channel slice of a concat buffer (same N, H, W, C)."""
+    """out[...] = x, where out is typically a channel slice of a concat buffer (same N, H, W, C), or
+    every g-th channel of one (a concat input's slot in the channel shuffle after it)."""
     if tuple(x.shape) != tuple(out.shape):
         raise ValueError(f"copy_channels: x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
     _ew_affine(x, out, None, None, ACT_NONE)

@@ -144,7 +144,7 @@ register(OpSpec(
     window=lambda a, ins: _conv.window(a, ins[:1]),
     describe=_describe(_conv),
     torch=_fused_conv_torch,
-    family="conv", fusion="out_fusable", strided_out=True,
+    family="conv", fusion="out_fusable", strided_out=True, channel_step_out=True,
     inplace_ports=(1,),  # the epilogue reads its residual tile before the same program stores it
 ))
 
@@ -192,5 +192,5 @@ register(OpSpec(
     other_ops=lambda a, ins, out: _bn.other_ops(a, ins, out) + numel(out),
     describe=lambda a: f"+{a['act']}",
     torch=lambda a, ins: modules().Fused(a["act"], activation=apply_activation, bn=_bn.torch(a, ins)),
-    family="bn", fusion="elementwise", inplace_ports=(0,), strided_out=True,
+    family="bn", fusion="elementwise", inplace_ports=(0,), strided_out=True, channel_step_out=True,
 ))

@@ -63,7 +63,7 @@ register(OpSpec(
     describe=_conv_describe,
     torch=lambda a, ins: modules().Conv2d(ins[0][0], a["out"], a["kernel"], a["stride"], a["pad"], a["dilation"],
                                             a["groups"], a["bias"]),
-    fusion="out_fusable", strided_out=True,
+    fusion="out_fusable", strided_out=True, channel_step_out=True,
 ))
 
 

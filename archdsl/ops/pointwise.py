@@ -99,7 +99,7 @@ register(OpSpec(
     other_ops=lambda a, ins, out: 2 * numel(out),
     torch=lambda a, ins: (nn().BatchNorm2d if len(ins[0]) == 3 else nn().BatchNorm1d)(
         ins[0][0], a["eps"], a["momentum"], a["affine"]),
-    fusion="elementwise", inplace_ports=(0,), strided_out=True,
+    fusion="elementwise", inplace_ports=(0,), strided_out=True, channel_step_out=True,
 ))
 
 

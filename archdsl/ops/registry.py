@@ -4,8 +4,8 @@ An `OpSpec` holds the op's argument schema, shape rule, cost rules (params, buff
 other operations), how its output counts as activation memory, and its receptive-field window.
 Later stages read their facts from the same spec: the torch reference (`torch`), the passes
 (`family`, `fusion`, `act_code` / `act_forms`, `inference_noop`) and the code generator's buffer planner
-(`inplace_ports`, `strided_out`).  Stages look ops up here instead of writing `if op == "conv"`
-chains, and op groups (the conv ops, the activations, ...) are derived from these fields by the
+(`inplace_ports`, `strided_out`, `channel_step_out`).  Stages look ops up here instead of
+writing `if op == "conv"` chains, and op groups (the conv ops, the activations, ...) are derived from these fields by the
 functions at the end of this module, so a new op joins a group by declaring its facts.
 
 Shapes are per sample, the batch being symbolic: `(C, H, W)` for feature maps, `(F,)` for flat
@@ -210,6 +210,7 @@ class OpSpec:
     inference_noop: bool = False  # an identity at inference (removed by strip_inference_noops)
     inplace_ports: tuple[int, ...] | str = ()  # inputs its kernel may overwrite; ANY_PORT: any operand
     strided_out: bool = False  # its kernel writes through a strided view (a channel slice of a concat)
+    channel_step_out: bool = False  # ... and through any channel stride (its slot in a shuffled concat)
 
     def __post_init__(self):
         if self.fusion not in FUSION_KINDS:
