@@ -86,23 +86,32 @@ def contains(g, outer, inner) -> bool:
     return any(a == inner or contains(g, a, inner) for a in g.args(outer))
 
 
+def concat_order(plan, c: str, k: int) -> int:
+    """Where channel k (in concat order) of concat `c` is in `c`'s tensor: k, or its place after
+    the channel shuffle the buffer is stored in (group k // (C/g), index k % (C/g) -> index*g + group)."""
+    groups = plan.shuffled.get(c, 1)
+    size = plan.graph.shape(c)[0] // groups
+    return (k % size) * groups + k // size
+
+
 def check_invariants(plan) -> None:
     g = plan.graph
     life = node_lifetimes(plan)
-    # every tensor's memory: (base, first channel, channels); bases own [offset, offset + size)
+    # every tensor's memory: (base, its channels of the base in order); bases own [offset, offset + size)
     mem = {}
     for n in life:
         b = plan.base[n]
         assert plan.kind[b] == "buffer" and plan.base[b] == b, n
         shape, base_shape = planning.nhwc(g.shape(n)), planning.nhwc(g.shape(b))
         assert shape[:-1] == base_shape[:-1], n
-        lo = plan.channel[n]
-        assert 0 <= lo and lo + shape[-1] <= base_shape[-1], n
+        chans = tuple(range(plan.channel[n], plan.channel[n] + plan.step[n] * shape[-1], plan.step[n]))
+        assert 0 <= chans[0] and chans[-1] < base_shape[-1], n
         if plan.kind[n] in ("buffer", "inplace"):
-            assert lo == 0 and shape == base_shape, n
-        mem[n] = (b, lo, lo + shape[-1])
+            assert chans == tuple(range(base_shape[-1])), n
+        mem[n] = (b, chans)
         if plan.kind[n] == "slice":
             assert OPS[g.op(n)].strided_out and n not in g.inputs and n not in g.outputs, n
+            assert plan.step[n] == 1 or OPS[g.op(n)].channel_step_out or g.op(n) == "concat", n
     for b in plan.bases:
         assert plan.offset[b] % planning.ALIGN == 0 and plan.size[b] >= numel(planning.nhwc(g.shape(b)))
         assert plan.offset[b] + plan.size[b] <= plan.arena
@@ -112,7 +121,8 @@ def check_invariants(plan) -> None:
             continue
         offset = 0
         for port, a in enumerate(g.args(c)):
-            in_place = a in mem and mem[a] == (mem[c][0], mem[c][1] + offset, mem[c][1] + offset + g.shape(a)[0])
+            slot = tuple(mem[c][1][concat_order(plan, c, k)] for k in range(offset, offset + g.shape(a)[0]))
+            in_place = a in mem and mem[a] == (mem[c][0], slot)
             assert in_place != (port in plan.copies[c]), (c, a)
             offset += g.shape(a)[0]
     # no two tensors alive at once share memory, except by design
@@ -122,12 +132,12 @@ def check_invariants(plan) -> None:
             (wa, ra), (wb, rb) = life[a], life[b]
             if ra < wb or rb < wa:
                 continue  # never alive together
-            (ba, la, ha), (bb, lb, hb) = mem[a], mem[b]
+            (ba, ca), (bb, cb) = mem[a], mem[b]
             if ba != bb:
                 assert plan.offset[ba] + plan.size[ba] <= plan.offset[bb] or \
                     plan.offset[bb] + plan.size[bb] <= plan.offset[ba], (a, b)
                 continue
-            if ha <= lb or hb <= la:
+            if not set(ca) & set(cb):
                 continue  # disjoint channels of one buffer
             if contains(g, a, b) or contains(g, b, a):
                 continue  # a concat and what it holds: the same values by design

@@ -292,14 +292,15 @@ def _join(kernel: str) -> Callable[[Program, str], Step]:
 
 
 def _concat(p: Program, n: str) -> Step:
-    """Inputs placed by the plan already wrote their slices; copy only the others."""
-    lines, offset = [], 0
+    """Inputs placed by the plan already wrote their slices; copy only the others (into every
+    g-th channel when the buffer holds the order of the channel shuffle after it)."""
+    lines = []
     copies = p.plan.copies[n]
-    for port, a in enumerate(p.graph.args(n)):
+    for port, (a, (first, step)) in enumerate(zip(p.graph.args(n), p.plan.port_slots(n))):
         c = p.graph.shape(a)[0]
         if port in copies:
-            lines.append(f"copy_channels({p.t(a)}, {p.t(n)}[..., {offset}:{offset + c}])")
-        offset += c
+            stop = first + step * (c - 1) + 1
+            lines.append(f"copy_channels({p.t(a)}, {p.t(n)}[..., {first}:{stop}{f':{step}' if step > 1 else ''}])")
     if not lines:
         return Step(p.comment(n) + "  (in place: every input wrote its own channel slice)", [], None)
     note = "" if len(lines) == len(copies) == len(p.graph.args(n)) else "  (the other inputs wrote their slices)"
@@ -339,8 +340,15 @@ def _chunk(p: Program, n: str) -> Step:
 
 
 def _channel_shuffle(p: Program, n: str) -> Step:
+    """A relabeling when the plan stored the concat before it in shuffled order (its inputs wrote
+    their channels there); otherwise a gathering copy, the plan's reason in the comment."""
+    if p.plan.kind[n] == "view":
+        return Step(p.comment(n) + "  (a view: the concat's inputs wrote their shuffled channels)",
+                    [f"{p.t(n)} = {p.arg(n, 0)}"], None)
     groups = p.graph.nodes[n]["attrs"]["groups"]
-    return Step(p.comment(n) + "  (index arithmetic: one gathering copy)",
+    why = p.plan.shuffle_copied.get(n)
+    note = f"; not a view: {_safe(why.replace('`', ''))}" if why else ""
+    return Step(p.comment(n) + f"  (index arithmetic: one gathering copy{note})",
                 [f"channel_shuffle({p.arg(n, 0)}, {p.t(n)}, groups={groups})"], "channel_shuffle")
 
 
@@ -718,7 +726,9 @@ def _buffers_table(p: Program) -> list[str]:
         f"# per tensor would take {plan.naive():,} values per sample.  BUFFERS says where each tensor t[name] is:",
         '#   ("arena", offset, shape)       an NHWC buffer at `offset` values (times the batch size) into the arena',
         '#   ("slice", base, start, stop)   channels [start, stop) of t[base]: this tensor is written in place',
-        "#                                  into its concat's buffer (so the concat copies nothing)",
+        "#                                  into its concat's buffer (so the concat copies nothing);",
+        "#                                  (\"slice\", base, start, stop, step): every step-th channel (its",
+        "#                                  places in the order of the channel shuffle after the concat)",
         '#   ("same", base)                 t[base] itself: this step writes over its input, dead after it',
         "#   None                           a view made in __call__ (flatten), or never in memory (on chip)",
         "# A buffer's comment says from which step to which its memory is in use.",
@@ -732,9 +742,10 @@ def _buffers_table(p: Program) -> list[str]:
             first, last = plan.lifetime[node]
             note = f"live {step(first)} .. {step(last)}"
         elif kind == "slice":
-            start = plan.channel[node]
-            value = repr(("slice", base, start, start + shape[-1]))
-            note = "in its concat"
+            start, stride = plan.channel[node], plan.step[node]
+            stop = start + stride * (shape[-1] - 1) + 1
+            value = repr(("slice", base, start, stop) + ((stride,) if stride > 1 else ()))
+            note = "in its concat" + (", shuffled" if stride > 1 else "")
         elif kind == "inplace":
             value = repr(("same", base))
             note = f"written over {_safe(plan.over[node])}"
@@ -806,8 +817,7 @@ def _network_class(p: Program) -> list[str]:
         "                if b is None:",
         "                    t[name] = None",
         '                elif b[0] == "slice":',
-        "                    _, base, start, stop = b",
-        "                    t[name] = t[base][..., start:stop]",
+        "                    t[name] = t[b[1]][..., slice(*b[2:])]",
         '                elif b[0] == "same":',
         "                    t[name] = t[b[1]]",
         "            self._buffers[n] = t",

@@ -12,6 +12,18 @@ Three decisions, all made from the optimized graph before any code is emitted:
    slice would not be a view), was already placed into another concat (a tensor joined twice),
    or is made by an op not known to write through a strided view (`OpSpec.strided_out`).
 
+   Channel shuffles after a concat.  ShuffleNet's `concat -> channel_shuffle(g)` is a
+   relabeling when the concat's buffer holds the shuffled order: channel j of group i (the
+   concat's channels i*C/g .. (i+1)*C/g - 1) lives at channel j*g + i, so a concat input lying
+   in one group is written through a channel stride of g (NHWC: every g-th channel from its
+   first), the shuffle is a view of the concat's buffer, and the `chunk` after it is the plain
+   channel slice it always was.  This needs the concat's only reader to be the shuffle, every
+   input within one group, and the inputs' kernels to write through a channel stride
+   (`OpSpec.channel_step_out`, and a launch of their own: not a chain's or a sibling group's);
+   an input whose kernel cannot is written to its own buffer and copied into its shuffled
+   channels, and the shuffle stays a copy kernel when that would take more launches than the
+   shuffle's own (`Plan.shuffle_copied` says why, for the report and `--explain`).
+
 2. In-place steps.  An elementwise step (batch norm, activation, add, mean) writes over an
    input, and a fused convolution (or a chain kernel) over its residual, when that input's
    buffer has no reader after this step: the kernels read each element (the epilogue its residual tile) before
@@ -89,8 +101,8 @@ def permute_layout(g: Graph, n: str, layout: dict[str, str]) -> str | None:
     when no layout makes it one (a copy would be needed)."""
     src = g.args(n)[0]
     order = g.nodes[n]["attrs"]["order"]
-    if len(order) != 3:
-        return None
+    if len(order) != 3 or layout.get(src, "nhwc") not in _MEMORY_ORDER:
+        return None  # (an input the emitter reports as unsupported: this permute is too)
     src_memory = _MEMORY_ORDER[layout.get(src, "nhwc")]
     for candidate in ("nhwc", "plain"):
         if tuple(order[m] for m in _MEMORY_ORDER[candidate]) == src_memory:
@@ -135,14 +147,17 @@ class Plan:
     """Where each node's result lives.  `kind[n]`:
 
     "buffer"   a base buffer: `offset[n]` values per sample into the arena, `size[n]` long
-    "slice"    channels [channel[n], channel[n] + C) of base `base[n]` (a concat's input)
+    "slice"    channels channel[n], channel[n] + step[n], ... (C of them) of base `base[n]` (a
+               concat's input; step 1 but in a shuffled concat, see `shuffled`)
     "inplace"  the very tensor of base `base[n]`: written over a dead input
-    "view"     a flatten view of its input, a permute that relabels it, or a chunk's channel slice of
-               it (made in the step); memory of `base[n]`
+    "view"     a flatten view of its input, a permute that relabels it, a chunk's channel slice of
+               it (made in the step), or a channel shuffle of a concat stored shuffled; memory of `base[n]`
     "onchip"   never in memory: the first conv of a chain kernel (its tile stays on chip)
 
     `over[n]` names the input an "inplace" node overwrites; `copies[c]` the ports of concat `c`
-    that are copied (every other input is a slice of its buffer already).
+    that are copied (every other input is a slice of its buffer already); `shuffled[c]` the groups
+    of the channel shuffle concat `c`'s buffer is stored in (its inputs' slots: `port_slots`);
+    `shuffle_copied[s]` why the channel shuffle `s` stays a copy kernel.
     """
 
     graph: Graph
@@ -152,7 +167,10 @@ class Plan:
     kind: dict[str, str] = field(default_factory=dict)
     base: dict[str, str] = field(default_factory=dict)
     channel: dict[str, int] = field(default_factory=dict)
+    step: dict[str, int] = field(default_factory=dict)  # node -> its channel stride in its base (1 but in shuffles)
     copies: dict[str, list[int]] = field(default_factory=dict)  # concat -> ports it copies
+    shuffled: dict[str, int] = field(default_factory=dict)  # concat stored in its shuffle's order -> groups
+    shuffle_copied: dict[str, str] = field(default_factory=dict)  # channel shuffle kept a copy -> why
     over: dict[str, str] = field(default_factory=dict)  # in-place node -> the input it overwrites
     lifetime: dict[str, tuple[int, int]] = field(default_factory=dict)  # base -> (first write, last read)
     offset: dict[str, int] = field(default_factory=dict)  # base -> values per sample
@@ -204,6 +222,11 @@ class Plan:
         """The tensors the step of `n` reads from memory (`Schedule.reads`)."""
         return self.schedule.reads(n)
 
+    def port_slots(self, c: str) -> list[tuple[int, int]]:
+        """(first channel, channel stride) of each input of concat `c` within `c`'s own tensor:
+        (offset, 1) in concat order, or its channels' places in the shuffled order."""
+        return _port_slots(self.graph, c, self.shuffled.get(c, 1))
+
 
 def make_plan(g: Graph | Schedule, inplace: bool = True) -> Plan:
     """The plan for an (optimized) graph's launch schedule; see the module docstring."""
@@ -214,7 +237,7 @@ def make_plan(g: Graph | Schedule, inplace: bool = True) -> Plan:
         time[n] = time[schedule.launcher(n)]
     p = Plan(g, schedule, order, time, layout=layouts(g))
     for n in order:
-        p.kind[n], p.base[n], p.channel[n] = "buffer", n, 0
+        p.kind[n], p.base[n], p.channel[n], p.step[n] = "buffer", n, 0, 1
         if g.op(n) == "flatten" and flatten_is_view(g, n):
             p.kind[n] = "view"
         elif g.op(n) == "permute" and p.layout[n] != "unsupported":
@@ -223,11 +246,11 @@ def make_plan(g: Graph | Schedule, inplace: bool = True) -> Plan:
             p.kind[n] = "view"  # a channel slice of its input: every kernel reads through row strides
         elif schedule.on_chip(n):
             p.kind[n] = "onchip"
+    _place_concats(p)  # may make channel shuffles views
     for n in order:  # views of views: follow to the first real tensor
         if p.kind[n] == "view":
             p.base[n] = p.base[g.args(n)[0]]
     p.last_read = _last_reads(p)
-    _place_concats(p)
     if inplace:
         _place_inplace(p)
     p._members = None  # bases are final: index them on first use
@@ -254,20 +277,86 @@ def _sliceable(p: Plan, a: str) -> bool:
             and not any(g.op(u) == "flatten" for u in g.successors(a)))
 
 
+def _steppable(p: Plan, a: str) -> bool:
+    """Whether `a`'s step can write through a channel stride: its op's kernel can, in a launch of
+    its own (a chain kernel's or a sibling GEMM's outputs are written with stride 1), or it is a
+    concat (whose inputs are placed, or copied, through the stride in turn)."""
+    g = p.graph
+    if g.op(a) == "concat":
+        return True
+    launch = p.schedule.launch_of(a)
+    return (OPS[g.op(a)].channel_step_out and launch is not None and launch.nodes == (a,)
+            and launch.kernel in (None, "conv2d"))
+
+
+def _port_slots(g: Graph, c: str, groups: int) -> list[tuple[int, int]]:
+    """See `Plan.port_slots`; an input straddling two shuffle groups has no single stride: None."""
+    size, slots, offset = g.shape(c)[0] // groups, [], 0
+    for a in g.args(c):
+        if groups == 1:
+            slots.append((offset, 1))
+        else:
+            group, within = divmod(offset, size)
+            slots.append((within * groups + group, groups) if within + g.shape(a)[0] <= size else None)
+        offset += g.shape(a)[0]
+    return slots
+
+
+def _shuffle_after(p: Plan, c: str) -> str | None:
+    """The channel shuffle concat `c`'s buffer can hold (its only reader), or None with the reason
+    recorded when there is one but the buffer cannot hold its order."""
+    g = p.graph
+    users = list(g.successors(c))
+    shuffles = [u for u in users if g.op(u) == "channel_shuffle"]
+    if not shuffles:
+        return None
+    s = shuffles[0]
+    groups = g.nodes[s]["attrs"]["groups"]
+    slots = _port_slots(g, c, groups)
+    why = None
+    if p.kind[s] != "buffer":
+        why = f"it writes straight into its slice of the concat `{p.base[s]}`"
+    elif len(users) > 1:
+        why = f"the concat `{c}` is read unshuffled too"
+    elif c in g.outputs:
+        why = f"the concat `{c}` is a graph output"
+    elif p.layout.get(s) != "nhwc":
+        why = "not a channels-last feature map"
+    elif None in slots:
+        why = f"an input of `{c}` straddles two of its {groups} groups (no single channel stride)"
+    else:
+        plain = sum(not _sliceable(p, a) for a in g.args(c))
+        stepped = sum(not (_sliceable(p, a) and _steppable(p, a)) for a in g.args(c))
+        if stepped > plain + 1:
+            why = (f"{stepped} inputs of `{c}` would be copied into their shuffled channels "
+                   f"(their kernels write channels with stride 1) instead of {plain} and one shuffle")
+    if why is not None:
+        p.shuffle_copied[s] = why
+        return None
+    return s
+
+
 def _place_concats(p: Plan) -> None:
     g = p.graph
     for c in reversed(p.order):
         if g.op(c) != "concat":
             continue
-        root, start = p.base[c], p.channel[c]
-        copies, offset = [], 0
-        for port, a in enumerate(g.args(c)):
-            if _sliceable(p, a):
-                p.kind[a], p.base[a], p.channel[a] = "slice", root, start + offset
+        shuffle = _shuffle_after(p, c)
+        if shuffle is not None:  # the buffer holds the shuffled order: the shuffle relabels it
+            p.kind[shuffle] = "view"
+            p.shuffled[c] = g.nodes[shuffle]["attrs"]["groups"]
+        root, start, step = p.base[c], p.channel[c], p.step[c]
+        copies = []
+        for port, (a, (first, stride)) in enumerate(zip(g.args(c), p.port_slots(c))):
+            if _sliceable(p, a) and (step * stride == 1 or _steppable(p, a)):
+                p.kind[a], p.base[a] = "slice", root
+                p.channel[a], p.step[a] = start + step * first, step * stride
             else:
                 copies.append(port)
-            offset += g.shape(a)[0]
         p.copies[c] = copies
+    for s in p.order:
+        if g.op(s) == "channel_shuffle" and p.kind[s] != "view" and s not in p.shuffle_copied:
+            p.shuffle_copied[s] = f"its input `{g.args(s)[0]}` is not a concat (nothing else writes its channels)"
 
 
 def _place_inplace(p: Plan) -> None:
@@ -388,6 +477,9 @@ def summary(original: Graph, plan: Plan, dtype: str = "float32", launches: int |
         "concat_inputs": inputs,
         "concat_copies": copies,
         "copies_eliminated": inputs - copies,
+        "shuffles": sum(1 for n in plan.order if plan.graph.op(n) == "channel_shuffle"),
+        "shuffle_views": len(plan.shuffled),
+        "shuffle_copies": dict(plan.shuffle_copied),
         "bytes_moved_before": bytes_moved_unoptimized(original, dtype),
         "bytes_moved_after": bytes_moved(plan, dtype),
     }
@@ -401,6 +493,17 @@ def explain(compiled) -> list[str]:
     """The lines for `archdsl compile --explain`, from a `runtime.Compiled`."""
     program = compiled.program
     return summary_lines(summary(compiled.graph, program.plan, program.dtype, program.launches))
+
+
+def _shuffle_lines(data: dict) -> list[str]:
+    """The channel shuffles: how many are views of their concat's buffer, and why the others copy."""
+    if not data.get("shuffles"):
+        return []
+    copied = data["shuffle_copies"]
+    lines = [f"channel shuffles: {data['shuffle_views']} of {data['shuffles']} are views (their concat's inputs "
+             f"write the shuffled channels), {len(copied)} copied"]
+    return lines + [f"  {s} copies: {why}" for s, why in list(copied.items())[:8]] + (
+        [f"  ... and {len(copied) - 8} more"] if len(copied) > 8 else [])
 
 
 def _mb(b: int) -> str:
@@ -421,6 +524,7 @@ def summary_lines(data: dict) -> list[str]:
         f"{data['in_place_steps']} steps write over a dead input",
         f"concat elimination: {data['copies_eliminated']} of {data['concat_inputs']} concat inputs written in "
         f"place, {data['concat_copies']} copied",
+        *_shuffle_lines(data),
         f"activation bytes moved per image: {_mb(data['bytes_moved_before'])} unoptimized -> "
         f"{_mb(data['bytes_moved_after'])} generated ({moved:.1%})",
     ]
