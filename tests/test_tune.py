@@ -321,13 +321,15 @@ def test_network_tuning_reads_the_cache_and_tunes_misses_once_per_signature(cach
     calls = []
     table = tune.network_tuning(graph, 2, torch.float32, cache, INFO, autotune_missing=True, device=DEV, timer=timer,
                                 progress=lambda done, total, node: calls.append((done, total, node)))
-    assert sorted(table) == sorted(l.node for l in launches)
-    firsts = list({l.signature(): l.node for l in reversed(launches)}.values())[::-1]  # first launch per signature
-    assert calls == [(i, 4, node) for i, node in enumerate(sorted(firsts, key=[l.node for l in launches].index))] \
-        + [(4, 4, "")]
+    every = tune.tuning_launches(graph, 2)  # the 4 convs, then the fc (a linear launch, tuned too)
+    assert [tune.launch_kernel(l) for l in every] == ["conv2d"] * 4 + ["linear"]
+    assert sorted(table) == sorted(l.node for l in every)
+    firsts = list({l.signature(): l.node for l in reversed(every)}.values())[::-1]  # first launch per signature
+    assert calls == [(i, 5, node) for i, node in enumerate(sorted(firsts, key=[l.node for l in every].index))] \
+        + [(5, 5, "")]
     assert all("path" not in table[l.node] and {"block_m", "block_n"} <= set(table[l.node]) for l in launches)
-    # 4 distinct signatures (3 -> 8, 8 -> 8, 8 -> 8 with the residual, the 1x1): 4 tunings, 4 keys
-    assert len({l.signature() for l in launches}) == 4 == len(TuneCache(cache.path))
+    # 5 distinct signatures (3 -> 8, 8 -> 8, 8 -> 8 with the residual, the 1x1, the fc): 5 tunings, 5 keys
+    assert len({l.signature() for l in every}) == 5 == len(TuneCache(cache.path))
     calls.clear()
     again = tune.network_tuning(graph, 2, "float32", TuneCache(cache.path), INFO, device=DEV, autotune_missing=True,
                                 progress=lambda *a: calls.append(a))

@@ -194,7 +194,8 @@ def _conv(p: Program, n: str) -> Step:
 
 
 def _tuned(n: str) -> str:
-    """A conv2d launch's block sizes from the tuning table (empty: the kernel's defaults)."""
+    """A conv2d, conv2d_chain or linear launch's block sizes (and splits) from the tuning table
+    (empty: the kernel's defaults); see `archdsl.runtime.tune.network_tuning`."""
     return f"**tuned[{n!r}]"
 
 
@@ -227,6 +228,7 @@ def _chain_launch(p: Program, first: str, n: str, has_bias: bool) -> Step:
     if a1["act"] != "none":
         args.append(f"act1={act_constant(a1['act'])}")
     args += _epilogue_args(p, n, has_bias, suffix="2")
+    args.append(_tuned(n))  # blocks and splits, tuned under the 1x1 conv's name
     comment = f"{p.comment(first)}\n{p.comment(n)}  (one kernel: the intermediate stays on chip)"
     return Step(comment, [f"conv2d_chain({', '.join(args)})"], "conv2d_chain")
 
@@ -245,6 +247,7 @@ def _fc(p: Program, n: str) -> Step:
         args.append(f"bias={wkey(n, 'b')}")
     if a.get("act", "none") != "none":
         args.append(f"act={act_constant(a['act'])}")
+    args.append(_tuned(n))
     return Step(p.comment(n), [f"linear({', '.join(args)})"], "linear")
 
 
@@ -787,8 +790,9 @@ def _network_class(p: Program) -> list[str]:
         "class Network:",
         '    """The compiled network: call it with NCHW input(s) on its device.',
         "",
-        "    `tuning`: None, or a function of the batch size returning {node: conv2d keyword arguments}",
-        '    (block sizes found by archdsl\'s autotuner); a conv without an entry uses the defaults."""',
+        "    `tuning`: None, or a function of the batch size returning {node: kernel keyword arguments}",
+        '    (block sizes found by archdsl\'s autotuner, for conv2d, conv2d_chain and linear launches); a launch',
+        '    without an entry uses the kernel\'s defaults."""',
         "",
         "    def __init__(self, state, device, tuning=None):",
         "        self.device = torch.device(device)",

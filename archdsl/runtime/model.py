@@ -167,8 +167,10 @@ def compile(path: str | Path | Graph | None = None, *, source: str | None = None
     `device`: "cuda" (default when available) or "cpu" (Triton's interpreter: slow, for tests).
     `params` override network parameters; weights start as PyTorch initializes the reference
     model; load others with `archdsl.load_weights(model, source)`.
-    On a GPU, conv launches use the block sizes in the autotuning cache (`archdsl.runtime.tune`) for
-    their shapes; `tune=True` also tunes (once, then cached on disk) every shape not yet there.
+    On a GPU, conv, chain and linear launches use the block sizes in the autotuning cache
+    (`archdsl.runtime.tune`) for their shapes, else those of the table shipped for this GPU
+    (archdsl/runtime/tuned/); `tune=True` also tunes (once, then cached on disk) every shape
+    with neither (or with a shipped entry measured on other versions).
     `cuda_graph` (default: on for CUDA) replays the forward as a CUDA graph per input shape.
     """
     graph, origin = _network(path, source, network, params, input_shape)
@@ -204,8 +206,8 @@ def _network(path, source, network, params, input_shape) -> tuple[Graph, str]:
 
 
 def cached_tuning(schedule, dtype: str, device: torch.device, tune_missing: bool):
-    """batch -> {node: conv2d kwargs} for a launch schedule, from the autotuning cache (tuning
-    misses if asked)."""
+    """batch -> {node: kernel kwargs} for a launch schedule, from the autotuning cache, else the
+    shipped tables (tuning misses if asked)."""
     from .tune import network_tuning
 
     return lambda batch: network_tuning(schedule, batch, dtype, autotune_missing=tune_missing, device=device)

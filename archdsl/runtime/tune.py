@@ -29,6 +29,17 @@ its entry in, under an advisory lock (``fcntl.flock`` on ``tune.json.lock`` wher
 concurrent tuners do not drop each other's results.  When the directory is not writable the
 result stays in memory and a warning says so.
 
+What is tuned, and where a configuration comes from
+---------------------------------------------------
+Every conv2d launch (block sizes, warps, stages, split-K), every conv2d_chain launch (the same
+and its split_n / split_mid) and every linear (fc) launch of a network, each under its kernel's
+name in the key ("conv2d", "conv2d_chain", "linear") and its signature (`conv_signature`,
+`ChainLaunch.signature`, `LinearLaunch.signature`).  A launch's configuration is looked up in
+the user's cache first (their own measurement wins), then in the tables shipped with archdsl
+(`ShippedTables`: archdsl/runtime/tuned/*.json, one per GPU, measured by the GPU check's
+``--only tune`` run and merged by ``benchmarks/gpu/collect.py --tuned``), else the kernel's
+defaults run (`find_config`; ``archdsl compile --explain`` prints which, per launch).
+
 Timers
 ------
 A timer is any callable ``timer(fn) -> milliseconds`` that runs the zero-argument ``fn`` as
@@ -41,8 +52,12 @@ interpreter).
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import math
+import os
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -390,49 +405,577 @@ def lookup_conv2d(cache: TuneCache, info: DeviceInfo, x_shape, out_shape, dtype,
     return cache.get(TuneKey.make(info, "conv2d", sig, dtype)) or {}
 
 
+# ---- tuned tables shipped with the package ------------------------------------------------------
+
+SHIPPED_MATCH_ENV = "ARCHDSL_SHIPPED_TUNING"
+MATCHES = ("device", "exact", "off")
+
+
+@dataclass(frozen=True)
+class Found:
+    """One launch's configuration and where it came from: "cache" (the user's own measurement),
+    "shipped" (a table shipped with archdsl) or "default" ({}: the kernel's own choice).  `note`
+    names the versions a shipped entry was measured with when they are not this machine's."""
+
+    config: dict
+    source: str
+    note: str = ""
+
+    @property
+    def exact(self) -> bool:
+        """Measured for exactly this key (the user's cache, or a shipped entry of these versions)."""
+        return self.source == "cache" or (self.source == "shipped" and not self.note)
+
+    def describe(self) -> str:
+        return self.source + (f" ({self.note})" if self.note else "")
+
+
+def table_file_name(device: str, capability: str) -> str:
+    """The shipped table's file for a device: ``table_file_name("NVIDIA H200", "9.0")`` is
+    'nvidia-h200-sm90.json'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-") or "device"
+    return f"{slug}-sm{re.sub(r'[^0-9a-z]', '', capability.lower())}.json"
+
+
+def shipped_dir():
+    """archdsl/runtime/tuned/ as package data (`importlib.resources`: a wheel's copy, or the checkout's)."""
+    from importlib import resources
+
+    return resources.files("archdsl.runtime").joinpath("tuned")
+
+
+def _version_tuple(text: str) -> tuple[str, ...]:
+    return tuple(re.split(r"[.+]", text)[:2])
+
+
+class ShippedTables:
+    """The read-only tuning tables shipped inside the package: ``archdsl/runtime/tuned/*.json``,
+    one file per device (`table_file_name`), written by ``python -m benchmarks.gpu.collect OUT
+    --tuned`` from a GPU check's measurements.  Each file has the user cache's format and keys
+    (`TuneCache`, `TuneKey`: device, capability, torch, Triton, kernel, shape, dtype), plus the
+    device's name and capability at the top.  Consulted after the user's cache (`find_config`).
+
+    `match` (default ``$ARCHDSL_SHIPPED_TUNING``, else "device"):
+
+    exact   an entry of this exact key only;
+    device  the exact entry if there is one, else the same device, capability, kernel, shape
+            and dtype measured with other torch / Triton versions: the nearest (the same Triton,
+            then the same Triton major.minor, then the same torch, then the latest recorded),
+            returned with a note naming the versions it was measured with;
+    off     no shipped table.
+
+    Why "device" by default: a configuration is block sizes, warps, stages and splits -- keyword
+    arguments every version of the kernel takes, chosen for the device's SMs and shared memory --
+    and a user rarely runs the exact torch build (2.13.0+cu128 vs +cu130) a table was measured
+    with, so exact matching would almost never help.  Such an entry is not counted as tuned:
+    `network_tuning(autotune_missing=True)` (``compile --tune``) measures the launch again, and
+    the user's measurement then wins.  "exact" or "off" turn the fallback off.
+    """
+
+    def __init__(self, directory: Any = None, match: str | None = None):
+        self.directory = directory if directory is not None else shipped_dir()
+        self.match = match or os.environ.get(SHIPPED_MATCH_ENV) or "device"
+        if self.match not in MATCHES:
+            raise ValueError(f"shipped tuning match {self.match!r}: choose one of {', '.join(MATCHES)} "
+                             f"(${SHIPPED_MATCH_ENV})")
+        self._entries: dict[str, dict] | None = None
+        self._by_shape: dict[tuple, list[dict]] = {}
+
+    def _files(self) -> list:
+        directory = Path(self.directory) if isinstance(self.directory, (str, os.PathLike)) else self.directory
+        try:
+            return sorted((f for f in directory.iterdir() if f.name.endswith(".json")), key=lambda f: f.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def entries(self) -> dict[str, dict]:
+        """Every shipped entry by key text (the files read once; an unreadable one is skipped with a warning)."""
+        if self._entries is None:
+            self._entries = {}
+            if self.match != "off":
+                for f in self._files():
+                    self._entries.update(read_table(f))
+            for record in self._entries.values():
+                k = record["key"]
+                self._by_shape.setdefault(
+                    (k["device"], k["capability"], k["kernel"], k["shape"], k["dtype"]), []).append(record)
+        return self._entries
+
+    def devices(self) -> list[tuple[str, str, int]]:
+        """(device, capability, entries) of every device with a shipped entry."""
+        counts: dict[tuple[str, str], int] = {}
+        for record in self.entries().values():
+            k = record["key"]
+            counts[(k["device"], k["capability"])] = counts.get((k["device"], k["capability"]), 0) + 1
+        return [(d, c, n) for (d, c), n in sorted(counts.items())]
+
+    def lookup(self, key: TuneKey) -> Found | None:
+        """The shipped configuration for `key` (see the class docstring for the rule), or None."""
+        entries = self.entries()
+        record = entries.get(key.text())
+        if record is not None:
+            return Found(dict(record["config"]), "shipped")
+        if self.match != "device":
+            return None
+        others = self._by_shape.get((key.device, key.capability, key.kernel, key.shape, key.dtype), [])
+        if not others:
+            return None
+
+        def nearness(r: dict) -> tuple:
+            k = r["key"]
+            return (k["triton"] == key.triton, _version_tuple(k["triton"]) == _version_tuple(key.triton),
+                    k["torch"] == key.torch, str(r.get("recorded", "")))
+
+        best = max(others, key=nearness)
+        return Found(dict(best["config"]), "shipped",
+                     f"measured with torch {best['key']['torch']}, Triton {best['key']['triton']}")
+
+
+def read_table(path: Any) -> dict[str, dict]:
+    """The entries of a tuning table file (`TuneCache`'s format); {} with a `TuneCacheWarning`
+    when it cannot be read.  Each entry's text key must be its own "key" record's."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        warnings.warn(f"ignoring the tuning table {path}: {exc}", TuneCacheWarning, stacklevel=3)
+        return {}
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
+        warnings.warn(f"ignoring the tuning table {path}: not an archdsl tuning table of format {FORMAT}",
+                      TuneCacheWarning, stacklevel=3)
+        return {}
+    out = {}
+    for text, record in data["entries"].items():
+        try:
+            ok = isinstance(record.get("config"), dict) and TuneKey(**record["key"]).text() == text
+        except (AttributeError, TypeError, KeyError):
+            ok = False
+        if ok:
+            out[text] = record
+    return out
+
+
+def find_config(key: TuneKey, cache: TuneCache | None, shipped: ShippedTables | None) -> Found:
+    """The configuration for one launch: the user's cache first (their own measurement wins),
+    then the shipped tables, else {} (the kernel's defaults)."""
+    config = cache.get(key) if cache is not None else None
+    if config is not None:
+        return Found(config, "cache")
+    found = shipped.lookup(key) if shipped is not None else None
+    return found or Found({}, "default")
+
+
+# ---- chains and linear layers -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainLaunch:
+    """One conv2d_chain launch (a conv, then the 1x1 conv `node` with the intermediate on chip) at
+    one batch size, NHWC shapes; `mid` the first conv's output channels."""
+
+    node: str
+    first: str
+    x_shape: tuple[int, int, int, int]
+    mid: int
+    out_shape: tuple[int, int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    residual: bool
+    act1: int
+    act2: int
+
+    def geometry(self) -> dict:
+        return dict(kernel=self.kernel, stride=self.stride, pad=self.pad, dilation=self.dilation)
+
+    def signature(self) -> str:
+        """'n32 h56 w56 c64 -> mid64 -> p56 q56 k256 | r3x3 s1x1 pad1,1,1,1 d1x1 | res1 act1,1'"""
+        n, h, w, c = self.x_shape
+        _, p, q, k = self.out_shape
+        return (f"n{n} h{h} w{w} c{c} -> mid{self.mid} -> p{p} q{q} k{k} | r{self.kernel[0]}x{self.kernel[1]} "
+                f"s{self.stride[0]}x{self.stride[1]} pad{','.join(map(str, self.pad))} "
+                f"d{self.dilation[0]}x{self.dilation[1]} | res{int(self.residual)} act{self.act1},{self.act2}")
+
+
+@dataclass(frozen=True)
+class LinearLaunch:
+    """One `linear` (fc) launch: (batch, features) @ (features, outputs)."""
+
+    node: str
+    batch: int
+    features: int
+    outputs: int
+    act: int
+
+    def signature(self) -> str:
+        """'n32 f2048 -> o1000 | act0'"""
+        return f"n{self.batch} f{self.features} -> o{self.outputs} | act{self.act}"
+
+
+def launch_kernel(launch: Any) -> str:
+    """The kernel name of a tuning key: "conv2d", "conv2d_chain" or "linear"."""
+    return {ChainLaunch: "conv2d_chain", LinearLaunch: "linear"}.get(type(launch), "conv2d")
+
+
+def _schedule(schedule):
+    from ..codegen.schedule import Schedule, make_schedule
+
+    return schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
+
+
+def chain_launches(schedule, batch: int) -> list[ChainLaunch]:
+    """The conv2d_chain launches of a launch schedule (or an optimized graph) at `batch`."""
+    from ..ops.registry import act_codes
+
+    schedule = _schedule(schedule)
+    graph = schedule.graph
+    out = []
+    for launch in schedule.gemm_launches("conv2d_chain"):
+        first = launch.on_chip[0]
+        cin, h, w = graph.shape(graph.args(first)[0])
+        k, p, q = graph.shape(launch.node)
+        geometry = launch.geom()
+        out.append(ChainLaunch(launch.node, first, (batch, h, w, cin), graph.shape(first)[0], (batch, p, q, k),
+                               tuple(geometry["kernel"]), tuple(geometry["stride"]), tuple(geometry["pad"]),
+                               tuple(geometry["dilation"]), launch.epilogue.residual,
+                               act_codes()[graph.nodes[first]["attrs"].get("act", "none")],
+                               act_codes()[launch.epilogue.act]))
+    return out
+
+
+def linear_launches(schedule, batch: int) -> list[LinearLaunch]:
+    """The `linear` (fc) launches of a launch schedule (or an optimized graph) at `batch`."""
+    from ..ops.registry import act_codes
+
+    schedule = _schedule(schedule)
+    graph = schedule.graph
+    return [LinearLaunch(launch.node, batch, math.prod(graph.shape(launch.inputs[0])),
+                         math.prod(graph.shape(launch.node)), act_codes()[launch.epilogue.act])
+            for launch in schedule.gemm_launches("linear")]
+
+
+def tuning_launches(schedule, batch: int) -> list:
+    """Every tunable launch (conv2d, conv2d_chain, linear) of a schedule at `batch`, in execution order."""
+    schedule = _schedule(schedule)
+    order = {launch.node: i for i, launch in enumerate(schedule.launches)}
+    launches = [*conv_launches(schedule, batch), *chain_launches(schedule, batch), *linear_launches(schedule, batch)]
+    return sorted(launches, key=lambda launch: order[launch.node])
+
+
+@functools.cache
+def chain_module():
+    """kernels/conv2d.py and conv2d_chain.py in one module, as a generated program pastes them
+    (the chain template calls conv2d's helpers by name); written to a file under the programs
+    cache first, because Triton reads kernels' source from files."""
+    import importlib.util
+    import sys
+
+    from ..codegen.emit import templates
+    from .cache import programs_dir
+
+    source = "from __future__ import annotations\n\n" + "\n\n".join(
+        text for name, text in templates() if name in ("conv2d.py", "conv2d_chain.py"))
+    name = "archdsl_tune_chain_" + hashlib.sha256(source.encode()).hexdigest()[:16]
+    path = programs_dir() / f"{name}.py"
+    if not path.exists() or path.read_text(encoding="utf-8") != source:
+        write_atomically(path, source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _random(shape, g, device, dtype, uniform: bool = False):
+    """Random values of `shape` from the CPU generator `g`, on `device`; on "meta" (recording the
+    kernels a tuning compiles, benchmarks/gpu/check.py) an empty tensor, nothing generated."""
+    import torch
+
+    if torch.device(device).type == "meta":
+        return torch.empty(shape, device="meta", dtype=dtype)
+    values = torch.rand(shape, generator=g) if uniform else torch.randn(shape, generator=g)
+    return values.to(device=device, dtype=dtype)
+
+
+# Devices whose candidates are a GPU's: "meta" stands for the GPU whose kernels a recording
+# run collects without one (benchmarks/gpu/check.py compiles them in parallel before tuning).
+GPU_LIKE = ("cuda", "meta")
+
+
+def _elem_bytes(dtype: Any) -> int:
+    import torch
+
+    return getattr(torch, dtype_name(dtype)).itemsize
+
+
+def chain_candidates(launch: ChainLaunch, dtype: Any, device: Any = "cuda", keep: int | None = 4,
+                     ceilings: Any = None) -> list[dict]:
+    """The configurations autotuning tries for one chain launch (every key set: block_m, block_n,
+    block_k, num_warps, num_stages, split_n, split_mid).
+
+    On a GPU: blocks around the template's defaults -- never a larger on-chip (BLOCK_M x C_mid
+    slice) intermediate than the default's, which is what keeps a chain free of register spills --
+    times every split `chain_variants` allows, ranked by `predict_chain`; the `keep` fastest,
+    plus the default variant itself (so tuning never ends slower than the defaults as measured).
+    On the CPU (the interpreter): the smallest blocks, unsplit and split in two each way."""
+    import torch
+
+    from .perfmodel import (Ceilings, ChainVariant, Tile, chain_default_variant, chain_problem, chain_variants,
+                            predict_chain)
+
+    device = torch.device(device)
+    K = chain_module()
+    walk = K._chain_walk(launch.x_shape[3], launch.kernel, launch.stride, launch.pad)
+    problem = chain_problem(launch.node, launch.x_shape, launch.mid, launch.out_shape, launch.kernel,
+                            launch.residual, _elem_bytes(dtype))
+
+    def config(v: ChainVariant) -> dict:
+        t = v.tile
+        return {"block_m": t.bm, "block_n": t.bn, "block_k": t.bk, "num_warps": t.warps, "num_stages": t.stages,
+                "split_n": v.split_n, "split_mid": v.split_mid}
+
+    if device.type not in GPU_LIKE:
+        base = ChainVariant(Tile(16, 16, 16, 4, 2), walk)
+        splits = [v for v in chain_variants(problem, base) if v.split_n <= 2 and v.split_mid <= 2]
+        return [config(v) for v in sorted(splits, key=lambda v: (v.split_n * v.split_mid, v.split_mid))]
+    ceilings = ceilings or Ceilings.for_device(device)
+    default = chain_default_variant(problem, dtype, ceilings, K, walk)
+    mid = max(16, 1 << max(0, launch.mid - 1).bit_length())
+    d = default.tile
+    bks = sorted({d.bk} | ({32} if walk == "flat" or launch.x_shape[3] % 32 == 0 else set())
+                 | ({64} if walk != "flat" and launch.x_shape[3] % 64 == 0 else set()))
+    scored = []
+    for bm in (32, 64, 128):
+        for bn in (32, 64, 128):
+            for bk in bks:
+                warps = 4 if bm * mid < 64 * 64 else 8
+                base = ChainVariant(Tile(bm, bn, bk, warps, d.stages), walk)
+                for v in chain_variants(problem, base):
+                    if bm * (mid // v.split_mid) > d.bm * mid:  # a larger on-chip tile than the default's
+                        continue
+                    scored.append((predict_chain(problem, v, ceilings).us, len(scored), config(v)))
+    scored.sort(key=lambda s: s[:2])
+    kept = _diverse([c for _, _, c in scored], keep or len(scored),
+                    (("block_m",), ("block_m", "block_n"), ("block_m", "block_n", "split_n", "split_mid")))
+    return kept + ([config(default)] if config(default) not in kept else [])
+
+
+def _diverse(ranked: list[dict], keep: int, rounds: Sequence[Sequence[str]]) -> list[dict]:
+    """`keep` of the `ranked` configs (fastest first): the fastest of each distinct value of
+    rounds[0]'s keys, then of rounds[1]'s, ..., then the rest in order.  A memory-bound launch's
+    predictions tie across block shapes; this keeps such ties from filling the list with one
+    block_m, so the timing decides between shapes the model cannot tell apart."""
+    kept: list[dict] = []
+    for keys in (*rounds, None):
+        seen = {tuple(c[k] for k in keys) for c in kept} if keys else set()
+        for c in ranked:
+            if len(kept) >= keep:
+                return kept
+            shape = tuple(c[k] for k in keys) if keys else None
+            if c in kept or (keys and shape in seen):
+                continue
+            kept.append(c)
+            seen.add(shape)
+    return kept
+
+
+def linear_candidates(launch: LinearLaunch, dtype: Any, device: Any = "cuda", keep: int | None = 4,
+                      ceilings: Any = None) -> list[dict]:
+    """The configurations autotuning tries for one linear launch: the GEMM candidates of conv2d
+    (`conv_candidates("gemm")`, without the path: ``linear`` has one), on a GPU the `keep` the
+    performance model ranks fastest for (batch x features) @ (features x outputs)."""
+    import torch
+
+    from .perfmodel import Ceilings, Problem, prune
+
+    device = torch.device(device)
+    candidates = [{k: v for k, v in c.items() if k != "path"} for c in conv_candidates("gemm", dtype, device.type)]
+    if not keep or device.type not in GPU_LIKE:
+        return candidates
+    elem = _elem_bytes(dtype)
+    n, f, o = launch.batch, launch.features, launch.outputs
+    problem = Problem(launch.node, m=n, n=o, k=f, a_bytes=n * f * elem, b_bytes=f * o * elem, out_bytes=n * o * elem,
+                      elem_bytes=elem)
+    return prune(problem, candidates, ceilings or Ceilings.for_device(device), keep=keep)
+
+
+def tune_chain(launch: ChainLaunch, dtype: Any, device: Any, cache: TuneCache | None, info: DeviceInfo,
+               timer=None, seed: int = 0, candidates: Iterable[Mapping[str, Any]] | None = None) -> TuneResult:
+    """Autotune ``conv2d_chain`` for one launch on random tensors of its shapes on `device`;
+    recorded under (device, versions, "conv2d_chain", its signature, dtype)."""
+    import torch
+
+    mod = chain_module()
+    g = torch.Generator().manual_seed(seed)
+    (kh, kw), cin, k = launch.kernel, launch.x_shape[3], launch.out_shape[3]
+    x = _random(launch.x_shape, g, device, dtype)
+    w1 = torch.randn(launch.mid, cin, kh, kw, generator=g) / math.sqrt(kh * kw * cin)
+    w2 = torch.randn(k, launch.mid, 1, 1, generator=g) / math.sqrt(launch.mid)
+    w1p, w2p = (mod.pack_conv_weight(w, 1, dtype).to(device) for w in (w1, w2))
+    out = torch.empty(launch.out_shape, device=device, dtype=dtype)
+    bias1, bias2 = torch.randn(launch.mid, generator=g).to(device), torch.randn(k, generator=g).to(device)
+    res = _random(launch.out_shape, g, device, dtype) if launch.residual else None
+    if candidates is None:
+        candidates = chain_candidates(launch, dtype, device)
+    return autotune(mod.conv2d_chain, candidates, (x, w1p, w2p, out), timer,
+                    kwargs=dict(bias1=bias1, act1=launch.act1, bias2=bias2, residual=res, act2=launch.act2,
+                                **launch.geometry()),
+                    key=TuneKey.make(info, "conv2d_chain", launch.signature(), dtype), cache=cache)
+
+
+def tune_linear(launch: LinearLaunch, dtype: Any, device: Any, cache: TuneCache | None, info: DeviceInfo,
+                timer=None, seed: int = 0, candidates: Iterable[Mapping[str, Any]] | None = None) -> TuneResult:
+    """Autotune ``linear`` for one launch on random tensors of its shapes on `device`; recorded
+    under (device, versions, "linear", its signature, dtype)."""
+    import torch
+
+    mod = kernel_module("conv2d")
+    g = torch.Generator().manual_seed(seed)
+    x = _random((launch.batch, launch.features), g, device, dtype)
+    w = torch.randn(launch.outputs, launch.features, generator=g) / math.sqrt(launch.features)
+    wp = mod.pack_linear_weight(w, dtype).to(device)
+    out = torch.empty(launch.batch, launch.outputs, device=device, dtype=dtype)
+    bias = torch.randn(launch.outputs, generator=g).to(device)
+    if candidates is None:
+        candidates = linear_candidates(launch, dtype, device)
+    return autotune(mod.linear, candidates, (x, wp, out), timer, kwargs=dict(bias=bias, act=launch.act),
+                    key=TuneKey.make(info, "linear", launch.signature(), dtype), cache=cache)
+
+
 # ---- a whole network ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchTuning:
+    """One tunable launch of a network at a batch size, and the configuration it gets."""
+
+    launch: Any  # ConvLaunch, ChainLaunch or LinearLaunch
+    kernel: str
+    signature: str
+    found: Found
+
+    @property
+    def node(self) -> str:
+        return self.launch.node
+
+    def kwargs(self) -> dict:
+        """What the generated program passes the kernel: the config without conv2d's `path`
+        (``conv2d`` picks it from the tensors it gets, so it always fits them)."""
+        return {k: v for k, v in self.found.config.items() if k != "path"}
+
+
+def launch_tunings(schedule, batch: int, dtype: Any, cache: TuneCache | None, info: DeviceInfo,
+                   shipped: ShippedTables | None) -> list[LaunchTuning]:
+    """Every tunable launch of a schedule at `batch` with its configuration and its source
+    (`find_config`: the user's cache, then the shipped tables, else the defaults).  No GPU needed."""
+    out = []
+    for launch in tuning_launches(schedule, batch):
+        kernel, sig = launch_kernel(launch), launch.signature()
+        out.append(LaunchTuning(launch, kernel, sig, find_config(TuneKey.make(info, kernel, sig, dtype), cache,
+                                                                  shipped)))
+    return out
+
 
 def network_tuning(schedule, batch: int, dtype: Any, cache: TuneCache | None = None, info: DeviceInfo | None = None, *,
                    autotune_missing: bool = False, device: Any = None, timer=None, seed: int = 0,
-                   keep: int | None = 4, progress: Callable[[int, int, str], None] | None = None) -> dict[str, dict]:
-    """{node: conv2d keyword arguments} for the conv2d launches of a launch schedule (or an
-    optimized graph, scheduled first) at `batch`:
-    the cached configurations (a node without one is left out: the kernel's defaults).  The
-    `path` is part of the key but not of the arguments: ``conv2d`` picks it from the tensors it
-    gets (whole buffers or channel slices of a concat's), so a launch never gets a path that
-    does not fit them; the block sizes are the tuned ones.
+                   keep: int | None = 4, progress: Callable[[int, int, str], None] | None = None,
+                   shipped: ShippedTables | None = None, ceilings: Any = None) -> dict[str, dict]:
+    """{node: kernel keyword arguments} for the tunable launches (conv2d, conv2d_chain, linear) of
+    a launch schedule (or an optimized graph, scheduled first) at `batch`: each from the user's
+    cache, else the shipped tables (`shipped`; default: the package's, `ShippedTables`), else left
+    out (the kernel's defaults).  A conv2d's `path` is part of its key but not of its arguments:
+    ``conv2d`` picks it from the tensors it gets (whole buffers or channel slices of a concat's),
+    so a launch never gets a path that does not fit them.
 
-    With `autotune_missing`, every signature not in the cache is first tuned on random tensors of
-    its shapes on `device` (one tuning per distinct signature) and recorded.  This is what a
-    runtime calls once per batch size; the generated program takes the result as its tuning table.
-    On a GPU only the `keep` candidates the performance model ranks fastest are tried
-    (`launch_candidates`; None: all of them).  `progress(done, total, node)` is called before
-    each signature is tuned and once at the end (total: the signatures to tune).
+    With `autotune_missing`, every signature without an exact entry (neither in the cache nor
+    shipped for these versions) is first tuned on random tensors of its shapes on `device` (one
+    tuning per distinct signature) and recorded in the cache.  This is what a runtime calls once
+    per batch size; the generated program takes the result as its tuning table.  On a GPU only
+    the `keep` candidates the performance model ranks fastest (with `ceilings`, default the
+    device's) are tried (`launch_candidates`, `chain_candidates`, `linear_candidates`; None: all).
+    `progress(done, total, node)` is called before each signature is tuned and once at the end
+    (total: the signatures to tune).
     """
     import torch
 
     cache = cache if cache is not None else TuneCache()
+    shipped = shipped if shipped is not None else ShippedTables()
     device = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     info = info or DeviceInfo.current(device)
     dt = getattr(torch, dtype_name(dtype))
-    table, tuned = {}, {}
-    launches = [(launch, launch.signature()) for launch in conv_launches(schedule, batch)]
-    configs = {sig: cache.get(TuneKey.make(info, "conv2d", sig, dt)) for _, sig in launches}
-    total = sum(1 for config in configs.values() if config is None) if autotune_missing else 0
-    for launch, sig in launches:
-        config = configs[sig]
-        if config is None and autotune_missing:
-            if sig not in tuned:
-                if progress is not None:
-                    progress(len(tuned), total, launch.node)
-                tuned[sig] = _tune_launch(launch, dt, device, cache, info, timer, seed, keep)
-            config = tuned[sig]
-        if config:
-            table[launch.node] = {k: v for k, v in config.items() if k != "path"}
-    if progress is not None and total:
-        progress(total, total, "")
+    rows = launch_tunings(schedule, batch, dt, cache, info, shipped)
+    todo: dict[tuple[str, str], LaunchTuning] = {}  # the first launch of each signature to tune, in order
+    for r in rows if autotune_missing else ():
+        if not r.found.exact:
+            todo.setdefault((r.kernel, r.signature), r)
+    tuned = {}
+    for i, (sig, row) in enumerate(todo.items()):
+        if progress is not None:
+            progress(i, len(todo), row.node)
+        tuned[sig] = _tune_one(row.launch, dt, device, cache, info, timer, seed, keep, ceilings)
+    if progress is not None and todo:
+        progress(len(todo), len(todo), "")
+    table = {}
+    for r in rows:
+        config = tuned.get((r.kernel, r.signature), r.found.config)
+        kwargs = {k: v for k, v in config.items() if k != "path"}
+        if kwargs:
+            table[r.node] = kwargs
     return table
+
+
+def _tune_one(launch, dtype, device, cache, info, timer, seed, keep, ceilings) -> dict:
+    kernel = launch_kernel(launch)
+    if kernel == "conv2d_chain":
+        return tune_chain(launch, dtype, device, cache, info, timer, seed,
+                          chain_candidates(launch, dtype, device, keep, ceilings)).config
+    if kernel == "linear":
+        return tune_linear(launch, dtype, device, cache, info, timer, seed,
+                           linear_candidates(launch, dtype, device, keep, ceilings)).config
+    return _tune_launch(launch, dtype, device, cache, info, timer, seed, keep, ceilings)
+
+
+def explain_tuning(rows: list[LaunchTuning]) -> list[str]:
+    """Where each launch's configuration comes from, one line per launch, a count first (what
+    ``archdsl compile --explain`` prints)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.found.source] = counts.get(r.found.source, 0) + 1
+    head = ", ".join(f"{counts[s]} from {label}" for s, label in
+                     (("cache", "your tuning cache"), ("shipped", "archdsl's shipped table"),
+                      ("default", "the kernels' defaults")) if counts.get(s))
+    lines = [f"tuning: {len(rows)} tunable launches: {head or 'none'}"]
+    for r in rows:
+        config = " ".join(f"{k}={v}" for k, v in sorted(r.kwargs().items())) or "-"
+        lines.append(f"  {r.node:<28} {r.kernel:<13} {r.found.describe():<10} {config}")
+    return lines
+
+
+def tuning_report(schedule, dtype: Any, batches: Sequence[int], cache: TuneCache | None = None,
+                  shipped: ShippedTables | None = None, infos: Sequence[DeviceInfo] | None = None) -> list[str]:
+    """``archdsl compile --explain``'s tuning lines: for each device of `infos` (default: this
+    machine's GPU; without one, each GPU with a shipped table, taken with this machine's torch and
+    Triton versions) and batch size, where each tunable launch's configuration comes from."""
+    import torch
+
+    cache = cache if cache is not None else TuneCache()
+    shipped = shipped if shipped is not None else ShippedTables()
+    if infos is None:
+        if torch.cuda.is_available():
+            infos = [DeviceInfo.current("cuda")]
+        else:
+            here = DeviceInfo.current("cpu")
+            infos = [DeviceInfo(name, capability, here.torch, here.triton) for name, capability, _ in shipped.devices()]
+    if not infos:
+        return ["tuning: no GPU here and no shipped table for any GPU: every launch would use the kernels' defaults"]
+    lines = []
+    for info in infos:
+        for batch in batches:
+            rows = launch_tunings(schedule, batch, dtype, cache, info, shipped)
+            body = explain_tuning(rows)
+            lines += [f"{body[0]} (on {info.name}, sm {info.capability}, batch {batch})", *body[1:]]
+    return lines
 
 
 def launch_candidates(launch: ConvLaunch, dtype: Any, device: Any = "cuda", keep: int | None = 4,
@@ -448,7 +991,7 @@ def launch_candidates(launch: ConvLaunch, dtype: Any, device: Any = "cuda", keep
 
     device = torch.device(device)
     candidates = conv_candidates(launch.path, dtype, device.type)
-    if not keep or device.type != "cuda":
+    if not keep or device.type not in GPU_LIKE:
         return candidates
     ceilings = ceilings or Ceilings.for_device(device)
     problem = conv_problem(launch.node, launch.x_shape, launch.out_shape, launch.kernel, launch.groups,
@@ -473,25 +1016,28 @@ def split_k_variants(launch: ConvLaunch, candidates: Iterable[Mapping[str, Any]]
     return out
 
 
-def _tune_launch(launch: ConvLaunch, dtype, device, cache, info, timer, seed, keep=4) -> dict:
+def _tune_launch(launch: ConvLaunch, dtype, device, cache, info, timer, seed, keep=4, ceilings=None) -> dict:
     import torch
 
     mod = kernel_module("conv2d")
     g = torch.Generator().manual_seed(seed)
     kh, kw = launch.kernel
     cin, cout = launch.x_shape[3], launch.out_shape[3]
-    x = torch.randn(launch.x_shape, generator=g).to(device=device, dtype=dtype)
+    x = _random(launch.x_shape, g, device, dtype)
     w = torch.randn(cout, cin // launch.groups, kh, kw, generator=g) / math.sqrt(kh * kw * cin / launch.groups)
     wp = mod.pack_conv_weight(w, launch.groups, dtype).to(device)
     out = torch.empty(launch.out_shape, device=device, dtype=dtype)
     bias = torch.randn(cout, generator=g).to(device)
-    res = torch.randn(launch.out_shape, generator=g).to(device=device, dtype=dtype) if launch.residual else None
-    gate = torch.rand(launch.x_shape[0], 1, 1, cin, generator=g).to(device=device, dtype=dtype) if launch.gate else None
+    res = _random(launch.out_shape, g, device, dtype) if launch.residual else None
+    gate = _random((launch.x_shape[0], 1, 1, cin), g, device, dtype, uniform=True) if launch.gate else None
     return tune_conv2d(x, wp, out, bias=bias, residual=res, act=launch.act, timer=timer, cache=cache, info=info,
-                       candidates=launch_candidates(launch, dtype, device, keep), in_gate=gate,
+                       candidates=launch_candidates(launch, dtype, device, keep, ceilings), in_gate=gate,
                        **launch.geometry()).config
 
 
-__all__ = ["ConvLaunch", "DeviceInfo", "TuneCache", "TuneCacheWarning", "TuneError", "TuneKey", "TuneResult", "Trial", "autotune",
-           "conv_candidates", "conv_launches", "conv_signature", "default_cache_path", "kernel_module", "launch_candidates",
-           "lookup_conv2d", "network_tuning", "split_k_variants", "tune_conv2d"]
+__all__ = ["ChainLaunch", "ConvLaunch", "DeviceInfo", "Found", "LaunchTuning", "LinearLaunch", "ShippedTables",
+           "TuneCache", "TuneCacheWarning", "TuneError", "TuneKey", "TuneResult", "Trial", "autotune", "chain_candidates",
+           "chain_launches", "conv_candidates", "conv_launches", "conv_signature", "default_cache_path", "explain_tuning",
+           "find_config", "kernel_module", "launch_candidates", "launch_tunings", "linear_candidates", "linear_launches",
+           "lookup_conv2d", "network_tuning", "read_table", "shipped_dir", "split_k_variants", "table_file_name",
+           "tune_chain", "tune_conv2d", "tune_linear", "tuning_launches"]
