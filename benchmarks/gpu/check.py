@@ -4,6 +4,7 @@
     python -m benchmarks.gpu.check --profile smoke --out OUT         # tiny, on the CPU (Triton's interpreter)
     python -m benchmarks.gpu.check --only torch-compile --out OUT    # torch.compile max-autotune: its own run
     python -m benchmarks.gpu.check --only pytest-gpu --out OUT       # the GPU test tier after a warm compile
+    python -m benchmarks.gpu.check --only tune --out OUT             # tune into OUT/tune.json, then tuned vs default
 
 Stages, in order of value (each started only while its budget is left; see profiles.FULL_BUDGETS):
   stack        versions, device, clocks, Triton's cache fingerprint
@@ -19,6 +20,10 @@ Stages, in order of value (each started only while its budget is left; see profi
   layers       every distinct ResNet-50 conv launch against the cuDNN convs it replaces: µs, TFLOP/s, %
                of the roofline floor
   e2e_fp16     fp16 end to end, if time is left
+
+`--only tune` (a run of its own): stack; tune (ResNet-50 bf16's conv, chain and linear launches at
+batch 1/32/256, candidates compiled 16-way first, into OUT/tune.json); tuned_e2e (graphed, tuned
+against the defaults, both programs' kernels compiled 16-way first).  `python -m benchmarks.gpu.collect OUT --tuned` ships the entries.
 
 fp32: archdsl's kernels compute fp32 in IEEE FMA; PyTorch's fp32 baselines are taken with TF32 off
 (both flags), and every fp32 row says so (`fp32_math`).
@@ -411,6 +416,195 @@ def time_launch(launch, graph, folded, timer, peaks, dtype, seed) -> dict:
     return row
 
 
+# ---- tuning: the entries shipped in archdsl/runtime/tuned/ ----------------------------------------
+
+# What `--only tune` tunes, per profile: (network, dtype, batch sizes).  ResNet-50 bf16 at the
+# end-to-end batch sizes: the launches the e2e and layers stages time.
+TUNE_FILE = "tune.json"  # in OUT: the entries measured in this run (collect.py --tuned ships them)
+
+
+def tune_plan(profile: Profile):
+    return [(profile.r50, "bfloat16", profile.e2e_batches)]
+
+
+class OutOfTime(Exception):
+    """Raised from the tuner's progress callback: the stage's time is up (what was measured stays)."""
+
+
+def _tuning_on_meta(net, dtype, batch, info, ceilings) -> None:
+    """Tune one network at one batch size on meta tensors with a timer that runs nothing: every
+    candidate of every launch without an exact entry is launched once (which the jit hook records)."""
+    import tempfile
+
+    from archdsl.runtime import build
+    from archdsl.runtime.tune import TuneCache, network_tuning
+
+    with tempfile.TemporaryDirectory() as tmp:
+        schedule = build(net.load(), dtype).program.schedule
+        network_tuning(schedule, batch, dtype, TuneCache(os.path.join(tmp, TUNE_FILE)), info,
+                       autotune_missing=True, device="meta", timer=lambda fn: 1.0, ceilings=ceilings)
+
+
+def _program_on_meta(net, dtype, batch, table) -> None:
+    """One forward of the program the tuned_e2e stage builds, on meta tensors, with `table` as its
+    tuning table ({}: the kernels' defaults)."""
+    import torch
+
+    from archdsl.backends.torch_backend import to_torch
+    from archdsl.runtime import import_program
+
+    graph = net.load()
+    module = import_program(build(graph, dtype).program.source)
+    from . import warm
+
+    module._conv_sm_count = lambda device: warm.TARGET_SMS
+    meta = torch.device("meta")
+    state = {k: v.detach() for k, v in to_torch(graph).eval().state_dict().items()}
+    network = module.Network(state, meta, tuning=lambda n: table)
+    network(*[torch.empty(batch, *graph.shape(i), device=meta) for i in graph.inputs])
+
+
+def record_task(task) -> dict:
+    """In a warm.py pool child (fake sm_90 driver): the kernel specializations one task launches,
+    recorded by Triton's jit hook (nothing compiles or runs).  ("tune", net, dtype, batch, info,
+    ceilings): every candidate its tuning times; ("program", net, dtype, batch, table): a forward."""
+    from triton import knobs
+
+    from archdsl.runtime.tune import chain_module, kernel_module
+
+    from . import warm
+
+    what, net, dtype, batch, *rest = task
+    for module in (kernel_module("conv2d"), chain_module()):  # split choices see the GPU's SM count
+        module._conv_sm_count = lambda device: warm.TARGET_SMS
+    found: dict = {}
+    knobs.runtime.jit_cache_hook = warm._hook_recording_into(found)
+    try:
+        if what == "tune":
+            _tuning_on_meta(net, dtype, batch, *rest)
+        else:
+            _program_on_meta(net, dtype, batch, *rest)
+        error = None
+    except Exception as exc:  # noqa: BLE001 - reported; what was recorded still compiles
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    finally:
+        knobs.runtime.jit_cache_hook = None
+    return {"program": f"{what} {net.name} {dtype}", "batch": batch, "records": list(found.values()), "error": error}
+
+
+def warm_tasks(ctx: Context, stage: str, tasks: list) -> None:
+    """Record `tasks` (`record_task`) in parallel, then compile what they launch 16-way: serially,
+    each specialization would compile at its first launch (2-3 s apiece, hundreds of them)."""
+    from . import warm
+
+    opts = ctx.options
+    with warm._pool(min(opts.jobs, len(tasks))) as pool:
+        reports = pool.map_async(record_task, tasks, chunksize=1).get(timeout=max(10.0, ctx.left() / 3))
+    records: dict = {}
+    for r in reports:
+        for rec in r.pop("records"):
+            records.setdefault(rec.key(), rec)
+        ctx.emit(stage=stage, kind="record", **r)
+    summary = warm.compile_records(list(records.values()), opts.jobs, timeout_s=max(10.0, ctx.left() / 2))
+    ctx.emit(stage=stage, kind="compile", ok=not summary.get("failed") and not summary.get("timed_out"), **summary)
+
+
+def stage_tune(ctx: Context) -> None:
+    """Tune ResNet-50's conv, chain and linear launches (candidates pruned by the performance
+    model, compiled in parallel first) into OUT/tune.json, until 20 s before the deadline; one
+    "tune" row per batch size.  `python -m benchmarks.gpu.collect OUT --tuned` turns the file
+    into the table shipped for this GPU."""
+    torch = _torch()
+    from archdsl.runtime.tune import DeviceInfo, ShippedTables, TuneCache, launch_tunings, network_tuning
+
+    opts, p = ctx.options, ctx.options.profile
+    device = opts.device
+    info = DeviceInfo.current(device)
+    ceilings = None
+    if device.type == "cuda":
+        from archdsl.runtime.perfmodel import Ceilings
+
+        ceilings = Ceilings.for_device(device)
+    if p.compile_kernels:
+        warm_tasks(ctx, "tune", [("tune", net, dtype, b, info, ceilings) for net, dtype, batches in tune_plan(p)
+                                 for b in batches])
+    cache, shipped = TuneCache(os.path.join(opts.out, TUNE_FILE)), ShippedTables()
+    timer = make_timer(p, device)
+    margin = 20 + (EXTRA_BUDGETS["tuned_e2e"] if "tuned_e2e" in opts.stage_names else 0)
+
+    def progress(done, total, node):
+        if node and ctx.left() < margin:
+            raise OutOfTime(f"{done} of {total} signatures tuned")
+
+    for net, dtype, batches in tune_plan(p):
+        schedule = build(net.load(), dtype).program.schedule
+        for batch in batches:
+            t0, why = time.perf_counter(), None
+            try:
+                with torch.inference_mode():
+                    network_tuning(schedule, batch, dtype, cache, info, autotune_missing=True, device=device,
+                                   timer=timer, ceilings=ceilings, shipped=shipped, progress=progress)
+            except OutOfTime as exc:
+                why = f"out of time: {exc}"
+            rows = launch_tunings(schedule, batch, dtype, TuneCache(cache.path), info, shipped)
+            sources = {s: sum(1 for r in rows if r.found.source == s) for s in ("cache", "shipped", "default")}
+            ctx.emit(stage="tune", kind="tune", net=net.name, dtype=dtype, batch=batch, launches=len(rows),
+                     signatures=len({(r.kernel, r.signature) for r in rows}), **sources,
+                     seconds=round(time.perf_counter() - t0, 1), why=why, ok=why is None)
+            _free(device)
+
+
+def stage_tuned_e2e(ctx: Context) -> None:
+    """ResNet-50 graphed with this run's tuning table against the kernels' defaults: both timed,
+    the outputs compared (tuning must not change the function beyond rounding)."""
+    torch = _torch()
+    from archdsl.runtime.tune import DeviceInfo, TuneCache, network_tuning
+
+    opts, p = ctx.options, ctx.options.profile
+    info = DeviceInfo.current(opts.device)
+    cache = TuneCache(os.path.join(opts.out, TUNE_FILE))
+    timer = make_timer(p, opts.device)
+    if p.compile_kernels:  # both programs' kernels, the tuned ones with this run's table
+        tasks = []
+        for net, dtype, batches in tune_plan(p):
+            schedule = build(net.load(), dtype).program.schedule
+            for b in batches:
+                table = network_tuning(schedule, b, dtype, cache, info, device=opts.device)
+                tasks += [("program", net, dtype, b, {}), ("program", net, dtype, b, table)]
+        warm_tasks(ctx, "tuned_e2e", tasks)
+    for net, dtype, batches in tune_plan(p):
+        graph = net.load()
+        state = reference_state(graph, 0)
+        gen = torch.Generator().manual_seed(5)
+        xs = {b: torch.randn(b, *graph.shape(graph.inputs[0]), generator=gen).to(opts.device, getattr(torch, dtype))
+              for b in batches}
+        outs = {}
+        for tuned in (False, True):
+            model = compiled_model(graph, dtype, opts.device, graphed=True)
+            if tuned:
+                schedule = model.compiled.program.schedule
+                model.tuning = lambda b, s=schedule: network_tuning(s, b, dtype, cache, info, device=opts.device)
+            model.load_state_dict(state)
+            for b, x in xs.items():
+                if ctx.left() < 5:
+                    ctx.emit(stage="tuned_e2e", kind="timing", net=net.name, batch=b, tuned=tuned, status="skipped",
+                             why="out of time")
+                    continue
+                with torch.inference_mode():
+                    outs[(tuned, b)] = _first(model(x)).clone()
+                    t = timer(lambda: model(x))
+                row = dict(stage="tuned_e2e", kind="timing", net=net.name, provider="archdsl_graph", dtype=dtype,
+                           batch=b, tuned=tuned, ms=t.median_ms, q10_ms=t.q10_ms, q90_ms=t.q90_ms, iters=t.iters,
+                           img_s=b / (t.median_ms * 1e-3))
+                if tuned and (False, b) in outs:
+                    row["err_vs_default"] = rel_error(outs[(True, b)], outs[(False, b)])
+                    row["tol"] = tolerance(dtype, None)
+                    row["ok"] = row["err_vs_default"] <= row["tol"]
+                ctx.emit(**row)
+            del model
+            _free(opts.device)
+
+
 # ---- the GPU test tier ------------------------------------------------------------------------
 
 
@@ -461,13 +655,21 @@ STAGES = {
     "e2e_fp16": (stage_e2e_fp16, "fp16 end to end"),
     "torch_compile": (stage_torch_compile, 'torch.compile(mode="max-autotune") (its own run)'),
     "pytest_gpu": (stage_pytest_gpu, "pytest -m gpu after a parallel warm compile (its own run)"),
+    "tune": (stage_tune, "tune ResNet-50's conv, chain and linear launches into OUT/tune.json (its own run)"),
+    "tuned_e2e": (stage_tuned_e2e, "ResNet-50 graphed, this run's tuning table against the defaults"),
 }
 MAIN_RUN = ("stack", "warm", "peaks", "correctness", "zoo", "e2e", "chain_ab", "layers", "modern", "e2e_fp16")
-ONLY = {"torch-compile": ("stack", "warm", "torch_compile"), "pytest-gpu": ("stack", "pytest_gpu")}
+ONLY = {"torch-compile": ("stack", "warm", "torch_compile"), "pytest-gpu": ("stack", "pytest_gpu"),
+        "tune": ("stack", "tune", "tuned_e2e")}
+# Budgets of the stages profiles.FULL_BUDGETS does not hold (seconds that must be left to start):
+# tune stops itself 20 s before the deadline (before tuned_e2e's budget, when that follows);
+# tuned_e2e records and compiles two programs' kernels, then times two graphed ResNet-50s at 3 batches.
+EXTRA_BUDGETS = {"tune": 120, "tuned_e2e": 90}
 
 
 def stages_for(names, profile: Profile) -> list[Stage]:
-    return [Stage(n, profile.budgets.get(n, 0), STAGES[n][0], STAGES[n][1]) for n in names]
+    budgets = {**EXTRA_BUDGETS, **profile.budgets} if profile.device == "cuda" else profile.budgets
+    return [Stage(n, budgets.get(n, 0), STAGES[n][0], STAGES[n][1]) for n in names]
 
 
 def parse_args(argv=None):
@@ -476,7 +678,7 @@ def parse_args(argv=None):
     ap.add_argument("--profile", default="full", choices=sorted(PROFILES))
     ap.add_argument("--budget", type=float, default=450.0, help="seconds from now after which no stage starts")
     ap.add_argument("--stages", help="comma-separated stage names (default: the main run)")
-    ap.add_argument("--only", choices=sorted(ONLY), help="a run of its own: torch-compile or pytest-gpu")
+    ap.add_argument("--only", choices=sorted(ONLY), help="a run of its own: torch-compile, pytest-gpu or tune")
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="warm-compile processes")
     a = ap.parse_args(argv)
     a.profile = PROFILES[a.profile]

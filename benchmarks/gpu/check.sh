@@ -3,6 +3,7 @@
 #   bash benchmarks/gpu/check.sh                       # the main run: <= 8 minutes
 #   bash benchmarks/gpu/check.sh --only torch-compile  # torch.compile(max-autotune): its own run
 #   bash benchmarks/gpu/check.sh --only pytest-gpu     # the GPU test tier: its own run, <= 4 minutes
+#   bash benchmarks/gpu/check.sh --only tune           # tune ResNet-50 into $OUT/tune.json: its own run
 #   BUDGET_S=200 bash benchmarks/gpu/check.sh --stages stack,warm,correctness   # a short rerun
 # No stage starts later than BUDGET_S seconds (default 450) after this script starts; Python is
 # killed 60 s after that.  Everything lands in $OUT (default /tmp/out) as it is produced:

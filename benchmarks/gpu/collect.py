@@ -3,12 +3,18 @@
     python -m benchmarks.gpu.collect OUT                       # -> benchmarks/results/<date>-<gpu>/
     python -m benchmarks.gpu.collect OUT --dest DIR            # -> DIR/<date>-<gpu>/
     python -m benchmarks.gpu.collect OUT --summary             # the short table only
+    python -m benchmarks.gpu.collect OUT --tuned               # OUT/tune.json -> archdsl/runtime/tuned/<gpu>.json
 
 OUT holds results.jsonl (one JSON row per check or timing, as check.py emitted it).  The results
 folder gets results.json (device, driver, torch, Triton, CUDA and cuDNN versions, one row per
 check or timing with its numbers and whether it passed), results.md (tables) and results.png (the
 end-to-end throughput and the per-launch speed against cuDNN; drawn with matplotlib where it is
 installed -- the GPU machine has it -- or copied from OUT when the run drew it there).
+
+With --tuned, the tuning entries a run measured (OUT/tune.json, written by `check.py --only tune`,
+in the user tuning cache's format) are merged into the table shipped for their device,
+archdsl/runtime/tuned/<device>-sm<capability>.json (`archdsl.runtime.tune.ShippedTables`): a new
+measurement replaces the entry of the same key, every other entry is kept.
 """
 
 from __future__ import annotations
@@ -107,7 +113,8 @@ def sections(rows: list[dict]) -> list[tuple[str, list[str], list[list]]]:
                     [[r["net"], r["dtype"], r["batch"], r["err"], r["torch_err"], r["tol"],
                       r["poisoned_rerun_identical"], r["graph_equals_plain"], r["graph_second_input_equals_plain"],
                       _verdict(r)] for r in checks]))
-    e2e = [r for r in rows if r.get("kind") == "timing" and r.get("provider") and r.get("stage") != "chain_ab"]
+    e2e = [r for r in rows if r.get("kind") == "timing" and r.get("provider")
+           and r.get("stage") not in ("chain_ab", "tuned_e2e")]
     if e2e:
         out.append(("End to end (median)", ["stage", "provider", "dtype", "batch", "ms", "images/s", "err", "status"],
                     [[r["stage"], r["provider"], r["dtype"], r["batch"], r.get("ms"), r.get("img_s"), r.get("err"),
@@ -116,6 +123,17 @@ def sections(rows: list[dict]) -> list[tuple[str, list[str], list[list]]]:
     if chain:
         out.append(("Chain fusion A/B (graphed)", ["chain", "batch", "ms", "images/s", "verdict"],
                     [[r["chain"], r["batch"], r.get("ms"), r.get("img_s"), _verdict(r)] for r in chain]))
+    tuning = [r for r in rows if r.get("kind") == "tune"]
+    if tuning:
+        out.append(("Tuning (launches by where their configuration comes from)",
+                    ["net", "dtype", "batch", "launches", "signatures", "tuned here", "shipped", "default", "seconds",
+                     "note"],
+                    [[r["net"], r["dtype"], r["batch"], r["launches"], r["signatures"], r["cache"], r["shipped"],
+                      r["default"], r["seconds"], r.get("why") or ""] for r in tuning]))
+    tuned = [r for r in rows if r.get("stage") == "tuned_e2e" and r.get("kind") == "timing"]
+    if tuned:
+        out.append(("Tuned against the defaults (graphed)", ["net", "tuned", "batch", "ms", "images/s", "verdict"],
+                    [[r["net"], r["tuned"], r["batch"], r.get("ms"), r.get("img_s"), _verdict(r)] for r in tuned]))
     layers = [r for r in rows if r.get("stage") == "layers" and r.get("kind") == "timing"]
     if layers:
         out.append(("Per launch, bf16 (archdsl vs the cuDNN convs it replaces)",
@@ -159,7 +177,7 @@ def summary_table(rows: list[dict]) -> str:
         if r.get("kind") == "ceiling":
             lines.append(f"ceiling {r['what']}: {_num(r['value'])} {r['unit']}")
         elif r.get("kind") == "timing" and r.get("img_s") and r.get("stage") != "layers":
-            chain = f" chain={r['chain']}" if "chain" in r else ""
+            chain = "".join(f" {k}={r[k]}" for k in ("chain", "tuned") if k in r)
             lines.append(f"{r['stage']:<10} {r['provider']:<15} {r['dtype']:<9} b{r['batch']:<4}{chain} "
                          f"{_num(r.get('ms'))} ms {_num(r['img_s'])} img/s")
     layers = [r for r in rows if r.get("stage") == "layers" and r.get("speedup_vs_cudnn")]
@@ -229,12 +247,53 @@ def collect(out: str, dest: str) -> str:
     return folder
 
 
+def ship_tuned(tune_json: str, dest: str) -> list[str]:
+    """Merge the entries of a run's tune.json into the shipped table of each device they were
+    measured on (`dest`: archdsl/runtime/tuned/); the files written.  Entries measured under the
+    interpreter (capability "cpu") are never shipped: their times say nothing about a GPU."""
+    from pathlib import Path
+
+    from archdsl.fileio import write_atomically
+    from archdsl.runtime.tune import FORMAT, read_table, table_file_name
+
+    measured = read_table(Path(tune_json))
+    by_device: dict[tuple[str, str], dict] = {}
+    for text, record in measured.items():
+        key = record["key"]
+        if key["capability"] == "cpu":
+            continue
+        by_device.setdefault((key["device"], key["capability"]), {})[text] = record
+    written = []
+    for (device, capability), entries in sorted(by_device.items()):
+        path = Path(dest) / table_file_name(device, capability)
+        merged = {**(read_table(path) if path.exists() else {}), **entries}
+        table = {"format": FORMAT, "device": device, "capability": capability, "entries": merged}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps(table, indent=1, sort_keys=True) + "\n")
+        written.append(str(path))
+    return written
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", help="the folder a check wrote (holds results.jsonl)")
     ap.add_argument("--dest", default=os.path.join(os.path.dirname(__file__), "..", "results"))
     ap.add_argument("--summary", action="store_true", help="print the short table only")
+    ap.add_argument("--tuned", action="store_true", help="merge OUT/tune.json into the shipped tuning tables only")
+    ap.add_argument("--tuned-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "archdsl", "runtime",
+                                                        "tuned"), help="where the shipped tables are (--tuned)")
     a = ap.parse_args(argv)
+    if a.tuned:
+        tune_json = os.path.join(a.out, "tune.json")
+        if not os.path.exists(tune_json):
+            print(f"collect: {tune_json} does not exist (a `check.py --only tune` run writes it)", file=sys.stderr)
+            return 2
+        written = ship_tuned(tune_json, os.path.normpath(a.tuned_dir))
+        if not written:
+            print(f"collect: {tune_json} holds no GPU measurement to ship", file=sys.stderr)
+            return 2
+        print("\n".join(written))
+        return 0
     path = os.path.join(a.out, "results.jsonl")
     if not os.path.exists(path):
         print(f"collect: {path} does not exist", file=sys.stderr)
