@@ -188,6 +188,9 @@ def cmd_compile(args) -> int:
         for report in compiled.optimized.reports:
             _say(report.text())
         _say("\n".join(explain(compiled)))
+        from ..runtime.tune import tuning_report  # where each launch's block sizes come from
+
+        _say("\n".join(tuning_report(compiled.program.schedule, args.dtype, batches or (1,))))
     program = compiled.program
     _say(f"wrote {out}/ (model.py, weights.safetensors, report.md): {program.launches} kernel launches per "
          f"forward, {len(graph)} -> {len(compiled.optimized.graph)} nodes; generated in {seconds * 1000:.0f} ms")
@@ -439,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "PyTorch's initialization")
     p.add_argument("--disable", action="append", default=[], metavar="PASS", help="skip an optimization pass")
     p.add_argument("--passes", metavar="P1,P2", help="run only these passes (in pipeline order)")
-    p.add_argument("--explain", action="store_true", help="print what each pass fused, and why it declined")
+    p.add_argument("--explain", action="store_true", help="print what each pass fused, and why it declined, and "
+                   "where each launch's block sizes come from (your tuning cache, archdsl's shipped table or the "
+                   "kernels' defaults) at batch 1 (or the --tune batches)")
     p.add_argument("--dump-after", metavar="PASS", help="print the graph as PASS left it")
     p.add_argument("--tune", metavar="BATCHES", help="also autotune every conv launch for these batch sizes "
                    "(e.g. 1,32,256) on this machine's GPU, into the cache the compiled model reads; needs CUDA")
