@@ -388,3 +388,23 @@ def test_a_built_wheel_carries_the_shipped_tables(tmp_path):
     (wheel,) = list(WheelBuilder(str(tree)).build(directory=str(tmp_path / "dist"), versions=["standard"]))
     names = zipfile.ZipFile(wheel).namelist()
     assert {"archdsl/runtime/tuned/README.md", "archdsl/runtime/tuned/nvidia-h200-sm90.json"} <= set(names)
+
+
+@pytest.mark.slow
+def test_the_smoke_tune_run_tunes_every_launch_and_times_tuned_against_defaults(tmp_path, capsys):
+    """`check.py --only tune` end to end on the CPU (the smoke profile's mini ResNet, interpreted)."""
+    from benchmarks.gpu import check, collect
+
+    out = tmp_path / "out"
+    assert check.main(["--profile", "smoke", "--only", "tune", "--out", str(out)]) == 0
+    rows = collect.load_rows(str(out / "results.jsonl"))
+    assert {r["stage"]: r["status"] for r in rows if r["kind"] == "stage"} == {
+        "stack": "done", "tune": "done", "tuned_e2e": "done"}
+    (tuned,) = [r for r in rows if r["kind"] == "tune"]
+    assert tuned["cache"] == tuned["launches"] > 0 and tuned["default"] == 0 and tuned["ok"]
+    kernels = {e["key"]["kernel"] for e in json.loads((out / "tune.json").read_text())["entries"].values()}
+    assert kernels == {"conv2d", "conv2d_chain", "linear"}  # the mini ResNet has all three
+    timed = {r["tuned"]: r for r in rows if r["stage"] == "tuned_e2e" and r["kind"] == "timing"}
+    assert set(timed) == {False, True} and timed[True]["ok"] and timed[True]["err_vs_default"] <= timed[True]["tol"]
+    capsys.readouterr()
+    assert collect.main([str(out), "--tuned", "--tuned-dir", str(tmp_path / "tuned")]) == 2  # interpreter times
