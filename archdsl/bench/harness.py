@@ -183,8 +183,9 @@ def run_bench(graph, config: BenchConfig, *, device: Any = "cuda", timer=None, p
         "providers": {p.name: p.label for p in providers.E2E_PROVIDERS + providers.LAYER_PROVIDERS
                       if p.name in config.e2e_providers + config.layer_providers},
         "graph_capture": "input copies excluded: the static inputs are filled once",
-        "tuning_end_to_end": "the autotuning cache's block sizes per conv launch" +
-                             (" (missing shapes tuned in this run)" if config.tune else " where it has them"),
+        "tuning_end_to_end": "per conv, chain and linear launch: the autotuning cache's configuration, else "
+                             "archdsl's shipped table for this GPU, else the kernels' defaults" +
+                             (" (shapes with no entry for these versions tuned in this run)" if config.tune else ""),
     }
     run = BenchRun(graph.name, source, dict(graph.graph["params"]), list(graph.shape(graph.inputs[0])),
                    environment(device), protocol, None, the_plan.convs, macs_per_sample=the_plan.macs_per_sample)
