@@ -408,3 +408,30 @@ def test_the_smoke_tune_run_tunes_every_launch_and_times_tuned_against_defaults(
     assert set(timed) == {False, True} and timed[True]["ok"] and timed[True]["err_vs_default"] <= timed[True]["tol"]
     capsys.readouterr()
     assert collect.main([str(out), "--tuned", "--tuned-dir", str(tmp_path / "tuned")]) == 2  # interpreter times
+
+
+@pytest.mark.slow
+def test_recording_a_tuning_on_meta_collects_every_candidate_the_gpu_will_time():
+    """The tune stage compiles before it times: in a child with the fake sm_90 driver, tuning on
+    meta tensors launches (records, never compiles or runs) exactly the candidates a GPU tunes."""
+    from benchmarks.gpu import check, warm
+    from benchmarks.gpu.profiles import SMOKE
+
+    with warm._pool(1) as pool:
+        (report,) = pool.map(check.record_task, [("tune", SMOKE.r50, "bfloat16", 2, H200, CEILINGS)])
+    assert report["error"] is None
+
+    def constants(rec) -> dict:
+        spec = json.loads(rec.spec)
+        names = list(spec["signature"])
+        return {names[i[0]]: v for i, v in zip(spec["constant_keys"], spec["constant_vals"])}
+
+    recorded = {(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["SPLIT_MID"])
+                for c in map(constants, (r for r in report["records"] if r.fn == "_chain_kernel"))}
+    from archdsl.runtime import build
+
+    schedule = build(SMOKE.r50.load(), "bfloat16").program.schedule
+    wanted = {(c["block_m"], c["block_n"], c["block_k"], c["split_mid"])
+              for launch in tune.chain_launches(schedule, 2)
+              for c in tune.chain_candidates(launch, "bfloat16", "cuda", 4, CEILINGS)}
+    assert wanted and wanted <= recorded
