@@ -202,7 +202,7 @@ def cmd_compile(args) -> int:
         with Count(f"tune batch {batch}") as progress:
             table = network_tuning(compiled.program.schedule, batch, args.dtype, cache, autotune_missing=True,
                                    device="cuda", progress=progress)
-        print(f"tuned batch {batch}: {len(table)} conv launches have cached block sizes ({cache.path})")
+        print(f"tuned batch {batch}: {len(table)} launches (conv, chain, linear) have tuned block sizes ({cache.path})")
     return 0
 
 
