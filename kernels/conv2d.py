@@ -121,6 +121,39 @@ while loading as usual) each write one (tile, slice) partial product in fp32 int
 the same bits every run) and applies the whole epilogue above to the fp32 sum, through the
 same ``_conv_epilogue_store``.  ``conv_split_k`` is the automatic choice of S.
 
+Layer norm folded into the GEMM
+-------------------------------
+A layer norm over the channels of each pixel followed by a 1 x 1 conv (ConvNeXt's block: norm,
+then its first per-position linear) is one GEMM over the *raw* x (``in_ln``, gemm path only):
+
+    LN(x)[m, k] = (x[m, k] - mean[m]) * rstd[m] * gamma[k] + beta[k], so
+    sum_k W[o, k] LN(x)[m, k] = rstd[m] * (sum_k W'[o, k] x[m, k] - mean[m] * c[o]) + d[o]
+
+with W' = W * gamma (per input channel, packed and rounded to x's dtype at load),
+c[o] = sum_k W'[o, k] over the *rounded* W' (so the mean's share of the accumulator cancels
+exactly), and d[o] = sum_k W[o, k] beta[k] added to the bias (``fold_layer_norm``).  While the
+K loop streams x's blocks into ``tl.dot`` it also sums each row's x and x^2 in fp32 from the very
+blocks it loaded (no second pass over x); after the loop mean = s1 / K, var = max(s2 / K -
+mean^2, 0), rstd = 1 / sqrt(var + eps), and ``_conv_ln_correct`` turns the fp32 accumulator into
+rstd * (acc - mean * c) before the epilogue (bias, activation, residual) as usual.  Every program
+needs all K channels of its rows, so such a launch is never split (``conv_default_split_k``).
+Each N-tile's program recomputes its rows' statistics from the blocks it loads anyway.
+
+Numerics.  (1) E[x^2] - mean^2 cancels when |mean| >> std: its fp32 rounding error is about
+K * 2^-24 * (mean^2 + var) in the worst case (sqrt(K) typically), so var's relative error grows
+like (mean / std)^2 -- 1e-4-ish at |mean| = 30 std with K = 768, and var is lost (clamped to 0,
+rstd = 1 / sqrt(eps)) beyond |mean| ~ 2^12 std; acc - mean * c likewise loses about
+log2(|mean| / std) bits of the result.  The standalone kernel (kernels/norm.py) subtracts the
+mean first and has neither problem; ConvNeXt's depthwise outputs have |mean| of a few std at
+most.  fp32 results stay within 1e-4 of float64 on such inputs.  (2) The unfused program
+rounds LN(x) to the activation dtype and multiplies it by W rounded; the fused one multiplies
+x (already in that dtype, exact) by W * gamma rounded once.  In bf16 each product of either form
+is within about 2^-8 (relative) of the exact product, the fused form one rounding fewer: their
+outputs differ by at most about 2^-7 * sum_k |W[o, k] LN(x)[m, k]| per element (plus the final
+rounding of each), about 2^-8 of the output's norm in practice since the roundings' signs vary
+(fp16: 2^-10).  With one rounding fewer the fused form is usually the closer to float64 (2.2e-3
+vs 3.8e-3 relative on tests/test_kernel_layernorm_gemm.py's bf16 layer, which checks these bounds).
+
 Numerics: inputs fp32, fp16 or bf16; products accumulate in fp32.  fp32 inputs use
 IEEE fp32 products by default (``allow_tf32=False``) so that results stay within 1e-4 of
 a float64 reference; fp16 / bf16 use the tensor cores.  Under ``TRITON_INTERPRET=1``
@@ -378,11 +411,15 @@ def _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_
                         HAS_GATE: tl.constexpr, HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr,
                         HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                         INTERPRETED: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, N_ITERS: tl.constexpr):
-    """The fp32 sum over reduction blocks it_lo .. it_hi - 1 (BLOCK_K columns of A / rows of B
-    each, the tail masked at K) of prologue(A block) @ B block, for rows rows_m and columns offs_n.
-    With HAS_GATE the block is first scaled by the gate (``_conv_gate``; gate_rows: each row's
-    sample offset in it), then goes through the batch-norm prologue (HAS_PRE).
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, N_ITERS: tl.constexpr,
+                        HAS_LN: tl.constexpr):
+    """(acc, s1, s2): acc the fp32 sum over reduction blocks it_lo .. it_hi - 1 (BLOCK_K columns of
+    A / rows of B each, the tail masked at K) of prologue(A block) @ B block, for rows rows_m and
+    columns offs_n.  With HAS_GATE the block is first scaled by the gate (``_conv_gate``; gate_rows:
+    each row's sample offset in it), then goes through the batch-norm prologue (HAS_PRE).
+    With HAS_LN, s1 and s2 are each row's fp32 sum of A and of A^2 over the same blocks, taken
+    from the blocks as loaded (the layer norm folded into the GEMM: ``_conv_ln_correct``);
+    otherwise they stay 0 (and compile away).
 
     (0, cdiv(K, BLOCK_K)) is the whole product (``_conv_gemm_kernel``); a sub-range one split-K
     slice (``_conv_gemm_splitk_kernel``).  Blocks are added in increasing order.  The loop runs
@@ -396,11 +433,17 @@ def _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_
 
     # masked loads of the K tail, [prologue,] dot into the fp32 accumulator
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    s1 = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    s2 = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for i in range(0, N_ITERS):
         k0 = k_lo + i * BLOCK_K
         mask_k = ((k0 + offs_k) < K) & ((k0 + offs_k) < it_hi * BLOCK_K)
         a_mask = mask_m[:, None] & mask_k[None, :]
         a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+        if HAS_LN:  # the layer norm's row statistics, from the raw block (masked elements load 0)
+            af = a.to(tl.float32)
+            s1 += tl.sum(af, axis=1)
+            s2 += tl.sum(af * af, axis=1)
         if HAS_GATE:
             a = _conv_gate(a, a_mask, gate_rows, k0 + offs_k, gate_ptr, stride_gc, INTERPRETED)
         if HAS_PRE:
@@ -410,7 +453,22 @@ def _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_
         acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K * stride_bk
-    return acc
+    return acc, s1, s2
+
+
+@triton.jit
+def _conv_ln_correct(acc, s1, s2, ln_c_ptr, offs_n, mask_n, ln_eps, K: tl.constexpr):
+    """rstd[m] * (acc - mean[m] * c[n]): the GEMM of the raw rows turned into the GEMM of their
+    layer norm (affine folded into the weights; see "Layer norm folded into the GEMM" above).
+
+    s1, s2: (BLOCK_M,) fp32 sums of each row's K values and of their squares (the whole row:
+    never a split-K slice); c: (N,) column sums of the packed weight as the kernel reads it.
+    """
+    mean = s1 / K
+    var = tl.maximum(s2 / K - mean * mean, 0.0)  # E[x^2] - mean^2 can round below 0
+    rstd = 1.0 / tl.sqrt_rn(var + ln_eps)  # sqrt_rn: correctly rounded (tl.sqrt is approximate)
+    c = tl.load(ln_c_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    return (acc - mean[:, None] * c[None, :]) * rstd[:, None]
 
 
 @triton.jit
@@ -431,6 +489,8 @@ def _conv_gemm_kernel(
     # the gate (squeeze-and-excitation), last: off by default
     gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
     stride_oc=1,  # out's channel stride: 1, or a channel shuffle's groups (codegen/plan.py)
+    # the layer norm of A's rows folded in (``_conv_ln_correct``), last: off by default
+    ln_c_ptr=None, ln_eps=0.0, HAS_LN: tl.constexpr = False,
 ):
     """out = epilogue(prologue(A) @ B): act(... * scale + bias + residual) and its variants.
 
@@ -442,6 +502,9 @@ def _conv_gemm_kernel(
     HAS_PRE:  A's elements go through ``_conv_prologue`` (in_scale, in_shift: (K,) vectors)
     HAS_GATE: first A[m, c] * gate[m // gate_hw, c] (``_conv_gate``): the gate's rows (batch stride
               stride_gn, channel stride stride_gc) are samples of gate_hw rows of A each
+    HAS_LN:   B holds W' = W * gamma (per row k) and the accumulator becomes
+              rstd[m] * (acc - mean[m] * ln_c[n]) before the epilogue: (LN(A) @ W) minus the bias
+              the host folds in (ln_c: (N,) column sums of B; ln_eps: the layer norm's eps)
     NUM_OUT > 1 destinations (no residual): out takes columns [0, N1) with ACT, out1 (row
     stride stride_o1m) columns [N1, N2) with ACT1, out2 [N2, N3) with ACT2, out3 [N3, N)
     with ACT3; each is an (M, width) matrix.  With NUM_OUT == 1, N1 == N.
@@ -461,11 +524,13 @@ def _conv_gemm_kernel(
         gate_rows = rows_m
 
     # -- main loop over the whole reduction -------------------------------------------
-    acc = _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, 0, (K + BLOCK_K - 1) // BLOCK_K, K,
-                              stride_am, stride_bk, in_scale_ptr, in_shift_ptr, gate_ptr, gate_rows, stride_gc,
-                              HAS_GATE, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
-                              IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K,
-                              (K + BLOCK_K - 1) // BLOCK_K)
+    acc, s1, s2 = _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, 0, (K + BLOCK_K - 1) // BLOCK_K,
+                                      K, stride_am, stride_bk, in_scale_ptr, in_shift_ptr, gate_ptr, gate_rows,
+                                      stride_gc, HAS_GATE, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
+                                      IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K,
+                                      (K + BLOCK_K - 1) // BLOCK_K, HAS_LN)
+    if HAS_LN:  # the layer norm, exactly, on the fp32 accumulator (the stats cover all K columns)
+        acc = _conv_ln_correct(acc, s1, s2, ln_c_ptr, offs_n, mask_n, ln_eps, K)
 
     # -- epilogue on the fp32 accumulator, one cast, store into each destination -------
     _conv_epilogue_store(acc, rows_m * stride_om, rows_m * stride_rm, offs_n, mask_m, offs_n < N1,
@@ -733,10 +798,11 @@ def _conv_gemm_splitk_kernel(
         gate_rows = rows_m
     it_lo = sl * SLICE_ITERS
     it_hi = tl.minimum(it_lo + SLICE_ITERS, (K + BLOCK_K - 1) // BLOCK_K)
-    acc = _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_hi, K,
-                              stride_am, stride_bk, in_scale_ptr, in_shift_ptr, gate_ptr, gate_rows, stride_gc,
-                              HAS_GATE, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
-                              IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K, SLICE_ITERS)
+    acc, _, _ = _conv_gemm_mainloop(a_ptr, b_ptr, rows_m, mask_m, offs_n, mask_n, it_lo, it_hi, K,
+                                    stride_am, stride_bk, in_scale_ptr, in_shift_ptr, gate_ptr, gate_rows, stride_gc,
+                                    HAS_GATE, HAS_PRE, HAS_IN_SCALE, HAS_IN_SHIFT,
+                                    IN_ACT, INPUT_PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K, SLICE_ITERS,
+                                    False)  # a slice's statistics would be partial: no layer norm here
     _conv_store_partial(acc, ws_ptr, sl, rows_m, offs_n, mask_m, mask_n, M, N)
 
 
@@ -1019,11 +1085,12 @@ def conv_split_k(tiles: int, iters: int, sms: int) -> int:
 
 
 def conv_default_split_k(path: str, m: int, n: int, k: int, blocks, sms: int, groups: int = 1,
-                         cg: int | None = None) -> int:
+                         cg: int | None = None, ln: bool = False) -> int:
     """The split-K slices ``conv2d`` picks (split_k=None) on a GPU with `sms` SMs, for a launch of
     `path` with ``conv_default_blocks``' arguments m, n, k, cg and the block sizes `blocks`
-    (BLOCK_M, BLOCK_N, BLOCK_K, ...).  Shared with the performance model."""
-    if path not in ("gemm", "implicit_tap", "implicit_flat"):
+    (BLOCK_M, BLOCK_N, BLOCK_K, ...).  Shared with the performance model.  ln: the launch folds a
+    layer norm in (``in_ln``), whose row statistics need the whole reduction in one program: 1."""
+    if ln or path not in ("gemm", "implicit_tap", "implicit_flat"):
         return 1
     bm, bn, bk = blocks[:3]
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn) * groups
@@ -1154,6 +1221,35 @@ def _conv_check_gate(x, in_gate):
         raise ValueError(f"in_gate: dtype {in_gate.dtype} on {in_gate.device}, expected a float tensor on {x.device}")
 
 
+def _conv_check_ln(x, k, in_ln, eps, in_scale, in_shift, in_act, in_gate, path):
+    """conv2d's layer norm: None when off, else (in_ln, eps) for the gemm launch."""
+    if in_ln is None:
+        return None
+    _conv_check_vec(in_ln, k, "in_ln", x.device)
+    if in_scale is not None or in_shift is not None or in_act != ACT_NONE or in_gate is not None:
+        raise ValueError("in_ln: a layer norm of the input cannot follow a prologue or a gate (its statistics "
+                         "are those of x as loaded)")
+    if path not in (None, "gemm"):
+        raise ValueError(f"in_ln: a layer norm folds into the gemm path only, not {path!r}")
+    if not float(eps) > 0.0:
+        raise ValueError(f"in_ln_eps must be positive, got {eps!r}")
+    return in_ln, float(eps)
+
+
+def fold_layer_norm(w, b, gamma, beta, dtype):
+    """A 1x1 conv's (out, in) weight `w` (any trailing 1x1 dims) and bias `b` with the layer norm of
+    its input (affine gamma, beta over the in channels) folded in, for ``conv2d(in_ln=...)``.
+
+    Returns (w_packed, bias, in_ln): W' = W * gamma[c] packed in `dtype`, bias + W @ beta (fp32),
+    and in_ln[k] = the sum over c of W'[k, c] as packed (rounded), summed in float64, so that the
+    kernel's mean * in_ln cancels exactly what the rounded weights add up.
+    """
+    w2 = w.detach().reshape(w.shape[0], w.shape[1]).double()
+    scaled = pack_conv_weight((w2 * gamma.double().reshape(1, -1))[:, :, None, None].to(dtype), 1, dtype)
+    bias = b.double() + w2 @ beta.double()
+    return scaled, bias.float(), scaled.double().sum(dim=0).float().contiguous()
+
+
 def _conv_check_prologue(x, in_scale, in_shift, in_act):
     c = x.shape[-1]
     _conv_check_vec(in_scale, c, "in_scale", x.device)
@@ -1258,12 +1354,14 @@ def _conv_launch_reduce(ws, out, out_strides, pq, residual, res_strides, scale, 
 
 
 def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf32,
-                 block_m, block_n, block_k, swizzle_m, num_warps, num_stages, fusion=None, split_k=1):
+                 block_m, block_n, block_k, swizzle_m, num_warps, num_stages, fusion=None, split_k=1, ln=None):
     """out = act(a @ w_packed ...) by ``_conv_gemm_kernel``.
 
     out: the (M, N) output matrix, or a list of 1..4 (M, N_i) matrices that take the columns
     in order, with act a list of one code per matrix.  fusion: ``_conv_fusion_args(...)``
     (default: no prologue, plain epilogue).  split_k: as ``conv2d``'s (one destination only).
+    ln: None or (in_ln, eps), ``conv2d``'s folded layer norm: never split (the row statistics
+    need every column of A in one program).
     """
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
     acts = list(act) if isinstance(act, (list, tuple)) else [act]
@@ -1277,7 +1375,7 @@ def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf3
     dummy = outs[0]
     fusion = fusion or _conv_fusion_args(None, None, ACT_NONE, False, 1.0, dummy)
     slices, slice_iters = _conv_split_plan(split_k, "gemm", m, n, kdim, (bm, bn, bk), a.device) \
-        if len(outs) == 1 else (1, 0)
+        if len(outs) == 1 and ln is None else (1, 0)
     if slices > 1:
         prologue, tail = _conv_split_fusion(fusion)
         ws = _conv_splitk_workspace(slices, m, n, a.device)
@@ -1309,6 +1407,8 @@ def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf3
         N1=ends[0], N2=ends[1], N3=ends[2],
         NUM_OUT=len(outs), ACT1=more_acts[0], ACT2=more_acts[1], ACT3=more_acts[2], **fusion,
         stride_oc=outs[0].stride(1), num_warps=warps, num_stages=stages,
+        # passed only when on: every launch without a layer norm keeps its specialization
+        **({} if ln is None else dict(ln_c_ptr=ln[0], ln_eps=float(ln[1]), HAS_LN=True)),
     )
 
 
@@ -1317,7 +1417,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
            path=None, block_m=None, block_n=None, block_k=None, swizzle_m=8,
            num_warps=None, num_stages=None, allow_tf32=False,
            in_scale=None, in_shift=None, in_act=ACT_NONE, residual_after_act=False, out_scale=1.0,
-           split_k=None, in_gate=None) -> None:
+           split_k=None, in_gate=None, in_ln=None, in_ln_eps=1e-5) -> None:
     """out = act((conv(x, w) * scale[k] + bias[k]) + residual), written into `out`.
 
     x:        (N, H, W, C) NHWC, any strides with stride(3) == 1 (may be a channel slice)
@@ -1338,6 +1438,13 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
       excitation's per-sample, per-channel scale).  The conv reads x * in_gate[n, c] instead of x,
       computed in fp32 and rounded to x.dtype (what a separate mul would have stored), before
       the prologue above: F.conv2d(in_act(bn(x * gate)), w, ...).  Every path; the halo stays 0.
+    * layer norm: in_ln, None or a contiguous (K,) float vector: the conv reads the layer norm of
+      x over its C channels at each pixel (eps in_ln_eps) instead of x, its affine folded at load
+      into w_packed (W * gamma[c], rounded to x.dtype) and bias (+ W @ beta); in_ln[k] is the sum
+      over c of w_packed[c, k] as packed (``fold_layer_norm``).  The gemm path only (a 1x1,
+      stride-1, unpadded, ungrouped conv), no prologue and no gate; never split (split_k is
+      ignored: the row statistics need all C channels in one program).  See "Layer norm folded
+      into the GEMM" in the module docstring for the numerics.
     * residual_after_act=True: y = act(conv * scale + bias) + residual instead of
       act(conv * scale + bias + residual) (no effect without a residual).
     * out_scale: y * out_scale, last.  With the line above and 0.5: (act(conv) + r) / 2.
@@ -1376,6 +1483,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
         _conv_check_several(x, w_packed, outs, acts, residual, scale, bias, gemm_geometry, path)
     _conv_check_prologue(x, in_scale, in_shift, in_act)
     _conv_check_gate(x, in_gate)
+    ln = _conv_check_ln(x, k, in_ln, in_ln_eps, in_scale, in_shift, in_act, in_gate, path)
     if x.shape[3] > 1 and x.stride(3) != 1:
         raise ValueError(f"x: channels (dim 3) must have stride 1, got strides {x.stride()}")
     if min(kh, kw, sh, sw, dh, dw) < 1:
@@ -1402,11 +1510,14 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     if len(outs) > 1:  # checked above: the gemm path, no residual
         _conv_launch_gemm(_conv_rows(x), w_packed, [_conv_rows(o) for o in outs], None, scale, bias, acts,
                      allow_tf32=allow_tf32, block_m=block_m, block_n=block_n, block_k=block_k,
-                     swizzle_m=swizzle_m, num_warps=num_warps, num_stages=num_stages, fusion=fusion)
+                     swizzle_m=swizzle_m, num_warps=num_warps, num_stages=num_stages, fusion=fusion, ln=ln)
         return
 
     path = path or conv_path(x, out, kernel=(kh, kw), stride=(sh, sw), pad=(pt, pb, pl, pr),
                              dilation=(dh, dw), groups=groups, residual=residual)
+    if ln is not None and path != "gemm":
+        raise ValueError(f"in_ln: a layer norm folds into the gemm path only (a 1x1, stride-1, unpadded, "
+                         f"ungrouped conv over evenly strided rows), not {path!r}")
     cpu = x.device.type == "cpu"
     dummy = out
     has = dict(HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=act)
@@ -1421,7 +1532,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
             raise ValueError("path='gemm' needs a 1x1, stride-1, unpadded, ungrouped conv over evenly strided rows")
         _conv_launch_gemm(a, w_packed, o, r2, scale, bias, act, allow_tf32=allow_tf32,
                      block_m=block_m, block_n=block_n, block_k=block_k, swizzle_m=swizzle_m,
-                     num_warps=num_warps, num_stages=num_stages, fusion=fusion, split_k=split_k)
+                     num_warps=num_warps, num_stages=num_stages, fusion=fusion, split_k=split_k, ln=ln)
         return
 
     if path == "depthwise":

@@ -46,7 +46,7 @@ def compile_for(fn, ptr_types, consts, warps, stages, arch=90):
                signature; those with one, e.g. conv2d.py's HAS_GATE = False, take it when absent)
     ptr_types: Triton element type of each pointer argument (``*_ptr``) by name, "x" the default
                for those not named: {"x": "bf16", "bias_ptr": "fp32"}
-    Of the other arguments, out_scale is an fp32 and the rest are i32.  Pointers, strides and
+    Of the other arguments, out_scale and ln_eps are fp32 and the rest are i32.  Pointers, strides and
     the reduction / channel counts N, KG, K_TOTAL and C get the divisibility-by-16 hint that
     Triton's launcher gives aligned values, as a real launch of large layers would.
     Raises (the compiler's error) when the kernel does not build.
@@ -64,7 +64,7 @@ def compile_for(fn, ptr_types, consts, warps, stages, arch=90):
         elif name.endswith("_ptr"):
             sig[name] = "*" + ptr_types.get(name, ptr_types["x"])
             attrs[(i,)] = [["tt.divisibility", 16]]
-        elif name == "out_scale":
+        elif name in ("out_scale", "ln_eps"):
             sig[name] = "fp32"
         else:
             sig[name] = "i32"

@@ -130,8 +130,10 @@ def _pairs(a: dict, *keys: str) -> str:
 
 
 def _has_bias(a: dict) -> bool:
-    """Whether a conv's prepared weights include a bias: its own, or its folded batch norm's shift."""
-    return a["bias"] or a.get("sources", {}).get("bn") is not None
+    """Whether a conv's prepared weights include a bias: its own, its folded batch norm's shift, or
+    its folded layer norm's W·β."""
+    src = a.get("sources", {})
+    return a["bias"] or src.get("bn") is not None or src.get("in_ln") is not None
 
 
 def _prepare_conv(p: Program, n: str) -> bool:
@@ -140,8 +142,9 @@ def _prepare_conv(p: Program, n: str) -> bool:
     src = a.get("sources", {"conv": n})
     conv, bn = src.get("conv", src.get("linear", n)), src.get("bn")
     has_bias = _has_bias(a)
-    if "linear" in src or "layer_scale" in src:  # a linear's 2-d weight, or a layer scale to fold in too
+    if "linear" in src or "layer_scale" in src or "in_ln" in src:  # a 2-d weight, or a γ to fold in too
         row = ("conv_scaled", n, conv, bn, a.get("bn_eps"), a["groups"], has_bias, src.get("layer_scale"))
+        row += (src["in_ln"],) if "in_ln" in src else ()  # the layer norm the GEMM applies (passes/norm.py)
     else:
         row = ("conv", n, conv, bn, a.get("bn_eps"), a["groups"], has_bias)
     p.weights.append((row, p.comment(n)))
@@ -160,6 +163,8 @@ def _prologue_args(p: Program, n: str) -> list[str]:
     gate = p.schedule.gate_of(n)
     if gate is not None:  # squeeze-and-excitation's scale, applied while loading (passes/gate.py)
         args.append(f"in_gate={p.t(gate)}")
+    if a.get("in_ln_eps") is not None:  # the layer norm of the input, folded in (passes/norm.py)
+        args += [f"in_ln={wkey(n, 'ln_c')}", f"in_ln_eps={a['in_ln_eps']!r}"]
     return args
 
 
@@ -617,16 +622,22 @@ _PREPARE_HELPERS = {
         '        w[node + ".b"] = b.float()',
     ],
     "conv_scaled": [
-        "def prepare_conv_scaled(w, state, node, conv, bn, eps, groups, bias, scale):",
+        "def prepare_conv_scaled(w, state, node, conv, bn, eps, groups, bias, scale, ln=None):",
         '    """A conv, or a per-position linear\'s (out, in) weight as a 1x1 conv\'s, its batch norm (if any)',
         '    and then its layer scale gamma (if any: the bare parameter `scale`) folded in, in float64:',
-        '    W\' = gamma * W and b\' = gamma * b per output channel."""',
+        '    W\' = gamma * W and b\' = gamma * b per output channel.  Then the layer norm `ln` of its input',
+        '    (if any) per input channel: W * ln.weight, b + W @ ln.bias, and the column sums the GEMM',
+        '    subtracts the mean with (fold_layer_norm)."""',
         "    wt, b = fold_bn(state, conv, bn, eps)",
         "    if wt.dim() == 2:",
         "        wt = wt[:, :, None, None]",
         "    if scale is not None:",
         "        gamma = state[scale].reshape(-1).double()",
         "        wt, b = wt * gamma.reshape(-1, 1, 1, 1), b * gamma",
+        "    if ln is not None:",
+        '        w[node + ".w"], w[node + ".b"], w[node + ".ln_c"] = fold_layer_norm(',
+        '            wt, b, state[ln + ".weight"], state[ln + ".bias"], DTYPE)',
+        "        return",
         '    w[node + ".w"] = pack_conv_weight(wt.to(DTYPE), groups, DTYPE)',
         "    if bias:",
         '        w[node + ".b"] = b.float()',

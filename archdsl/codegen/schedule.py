@@ -62,6 +62,7 @@ class Launch:
     epilogue: Epilogue | None = None
     on_chip: tuple[str, ...] = ()  # computed, never written: a chain's first conv
     gate: str | None = None  # the input (the last) a gated conv multiplies its input by while loading it
+    ln: bool = False  # layer-normalizes its input over the channels while loading it (passes/norm.py)
 
     @property
     def node(self) -> str:
@@ -130,7 +131,7 @@ def _conv_geometry(a: dict) -> tuple[tuple[str, Any], ...]:
 
 
 def _has_bias(a: dict) -> bool:
-    return bool(a.get("bias")) or a.get("bn_eps") is not None
+    return bool(a.get("bias")) or a.get("bn_eps") is not None or a.get("in_ln_eps") is not None
 
 
 def _conv_launch(g: Graph, n: str, siblings: tuple[str, ...], first: str | None) -> Launch:
@@ -146,7 +147,7 @@ def _conv_launch(g: Graph, n: str, siblings: tuple[str, ...], first: str | None)
         return Launch("conv2d_chain", (n, first), inputs, (n,), _conv_geometry(g.nodes[first]["attrs"]), epilogue,
                       on_chip=(first,))
     return Launch("conv2d", (n, *siblings), tuple(args), (n, *siblings), _conv_geometry(a), epilogue,
-                  gate=gates[0] if gates else None)
+                  gate=gates[0] if gates else None, ln=a.get("in_ln_eps") is not None)
 
 
 def _launch(g: Graph, n: str, siblings: tuple[str, ...], first: str | None, gemms: dict[str, frozenset]) -> Launch:

@@ -8,9 +8,10 @@ the node it grew from (the conv or fc) and records in `sources` which original n
 it uses (role -> node name), so weights are still loaded by their reference names and folded
 at load time.
 
-    fused_conv  [· gate ->] [bn -> act ->] conv -> [bn] -> [· γ] -> [+ residual] -> [act]
+    fused_conv  [· gate ->] [bn -> act ->] [ln ->] conv -> [bn] -> [· γ] -> [+ residual] -> [act]
                                                         inputs: x [, residual] [, gate]
-                (the gate, `in_gate`: squeeze-and-excitation's C×1×1 scale, `archdsl.passes.gate`)
+                (the gate, `in_gate`: squeeze-and-excitation's C×1×1 scale, `archdsl.passes.gate`;
+                ln, `in_ln_eps`: a layer norm over the channels folded into a 1x1 GEMM, `archdsl.passes.norm`)
                 or, for a mean join: conv -> [bn] -> [act] -> mean(., residual)
                 (the conv may be a per-position `linear` kept channels-first: role "linear",
                 see `archdsl.passes.layout`; γ is a folded layer scale: `archdsl.passes.scale`)
@@ -53,6 +54,8 @@ _CONV_ONLY = (
     Param("pre_act", ACT, "none", "activation applied to the input after pre_bn"),
     Param("in_gate", BOOL, False, "the input is first multiplied by a per-sample, per-channel gate "
                                   "(squeeze-and-excitation's C×1×1 scale): the last input"),
+    Param("in_ln_eps", EPS, None, "eps of a layer norm over the input's channels (role in_ln) applied first, "
+                                  "its affine folded into the weights and bias at load; or none"),
     Param("join", Kind("add or mean", _join), "add",
           "add: act(conv + residual); mean: (act(conv) + residual) / 2"),
     Param("layer_scale", BOOL, False, "a per-channel γ (role layer_scale) multiplies the result before the "
@@ -83,7 +86,10 @@ def _epilogue_ops(a, ins, out):
     per_element = (2 if a["bn_eps"] is not None else 0) + len(residuals) + (a["act"] != "none")
     per_element += 1 if a.get("join") == "mean" and len(residuals) == 1 else 0
     per_element += 1 if a.get("layer_scale") else 0
+    ln = a.get("in_ln_eps") is not None  # x and x² summed per input element; rstd · (acc − mean · c) per output
+    per_element += 2 if ln else 0
     prologue = (2 if a.get("pre_bn_eps") is not None else 0) + (a.get("pre_act", "none") != "none") + len(gates)
+    prologue += 2 if ln else 0
     return per_element * numel(out) + prologue * numel(ins[0])
 
 
@@ -92,6 +98,7 @@ def _describe(base):
         prologue = ["gate"] if a.get("in_gate") else []
         prologue += ["bn"] if a.get("pre_bn_eps") is not None else []
         prologue += [a["pre_act"]] if a.get("pre_act", "none") != "none" else []
+        prologue += ["ln"] if a.get("in_ln_eps") is not None else []
         parts = ["+".join(prologue) + "+"] if prologue else []  # applied to the input: "bn+relu+"
         parts += [base.describe(a)] if base.describe(a) else []
         parts += ["+bn"] if a.get("bn_eps") is not None else []
@@ -106,7 +113,8 @@ def _describe(base):
 def _fused_conv_params(a, ins, out):
     pre = 2 * ins[0][0] if a.get("pre_bn_eps") is not None else 0
     scale = out[0] if a.get("layer_scale") else 0
-    return _conv.param_count(a, ins[:1], out) + (2 * out[0] if a["bn_eps"] is not None else 0) + pre + scale
+    ln = 2 * ins[0][0] if a.get("in_ln_eps") is not None else 0  # its γ and β
+    return _conv.param_count(a, ins[:1], out) + (2 * out[0] if a["bn_eps"] is not None else 0) + pre + scale + ln
 
 
 def _fused_conv_buffers(a, ins, out):
@@ -118,6 +126,8 @@ def _fused_conv_torch(a, ins):
     roles = {}
     if a.get("pre_bn_eps") is not None:
         roles["pre_bn"] = nn().BatchNorm2d(ins[0][0], a["pre_bn_eps"])
+    if a.get("in_ln_eps") is not None:  # before the conv: Fused applies its roles in this order
+        roles["in_ln"] = OPS["layer_norm"].torch(dict(eps=a["in_ln_eps"], axis=0, affine=True), ins[:1])
     if "linear" in a.get("sources", {}):  # a per-position linear: its own (out, in) weight
         roles["linear"] = modules().PointwiseLinear(ins[0][0], a["out"], a["bias"])
     else:

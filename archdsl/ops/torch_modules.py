@@ -88,10 +88,12 @@ class Fused(nn.Module):
     """Reference semantics of a fused node: its original modules, by role, state-dict keys
     `<node>.<role>.<param>` (`archdsl.passes.fused_state_dict` maps reference keys to them).
 
-    fused_conv / fused_fc / fused_bn:  x -> [pre_act(pre_bn(x))] -> conv or linear or fc or bn -> [bn]
+    fused_conv / fused_fc / fused_bn:  x -> [pre_act(pre_bn(x))] -> [in_ln] -> conv or linear or fc or bn -> [bn]
     -> [· layer_scale γ] then, join "add":  act(y + residual)    join "mean":  (act(y) + residual) / 2
     (γ, `scale_shape` given, is a bare parameter: key `<node>.layer_scale`, as the reference holds it.)
     With `gate`, the last input is a per-channel gate x is multiplied by first (fused_conv's in_gate).
+    An `in_ln` role (fused_conv's in_ln_eps) is the layer norm over the channels, applied (as the
+    roles are: in order) right before the conv.
     """
 
     def __init__(self, act: str, pre_act: str = "none", join: str = "add", *, activation,

@@ -20,6 +20,7 @@ from .groups import LaunchGroups, launch_groups
 from .horizontal import fuse_sibling_convs
 from .inference import strip_inference_noops
 from .layout import to_channels_first
+from .norm import fuse_layer_norm_into_conv
 from .prologue import fuse_bn_into_conv_input
 from .report import PassReport
 from .residual import fuse_residual_add
@@ -39,6 +40,7 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("fuse_bn_into_conv_input", fuse_bn_into_conv_input),
     ("fuse_sibling_convs", fuse_sibling_convs),
     ("fuse_conv_chain", fuse_conv_chain),
+    ("fuse_layer_norm_into_conv", fuse_layer_norm_into_conv),  # after the chains: they keep more on chip
     ("fuse_gate_into_conv_input", fuse_gate_into_conv_input),  # last: no sibling or chain launch takes a gate
 ]
 
