@@ -13,6 +13,8 @@ the compiled small ConvNeXt against the float64 reference.
 Without CUDA the kernels run in Triton's interpreter (conftest.py): small shapes.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -322,3 +324,54 @@ def test_compiled_small_convnext_matches_float64(disable):
     _randomize(model, seed=7)
     torch.manual_seed(1)
     assert _error(model, torch.randn(1, *spec["input_shape"])) <= 1e-4
+
+
+# ---- the tuner's key and trial runs, the performance model ----------------------------------------------
+
+
+def test_the_tuner_keys_an_ln_launch_and_never_splits_it(tmp_path):
+    from archdsl.runtime import tune
+    from archdsl.runtime.launches import ConvLaunch, conv_launches, conv_signature
+
+    graph = optimize(archdsl.loads(net(BLOCK)), disable=NO_CHAIN).graph
+    (normed,) = [launch for launch in conv_launches(graph, 2) if launch.ln]
+    assert normed.signature().endswith("res0 act8 ln1 | gemm")
+    plain = conv_signature((2, 5, 6, 8), (2, 5, 6, 32), kernel=1, act=8, path="gemm")
+    assert plain == normed.signature().replace(" ln1", "")  # signatures without a layer norm are unchanged
+    # ConvNeXt-T's last stage at batch 1: 49 pixels x 3072 channels fill few SMs, a plain launch splits
+    wide = ConvLaunch("c", (1, 7, 7, 768), (1, 7, 7, 3072), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, False, 8, "gemm")
+    config = [{"block_m": 64, "block_n": 128, "block_k": 64}]
+    assert any(c.get("split_k", 1) > 1 for c in tune.split_k_variants(wide, config, 132))
+    assert tune.split_k_variants(replace(wide, ln=True), config, 132) == config
+
+    seen = []
+
+    def conv2d(*args, **kwargs):
+        seen.append((kwargs.get("in_ln"), kwargs.get("in_ln_eps")))
+        return K.conv2d(*args, **kwargs)
+
+    x, wt, bias, gamma, beta = make(c=16, k=8, seed=6)
+    wp, b, c = K.fold_layer_norm(wt, bias, gamma, beta, torch.float32)
+    cache = tune.TuneCache(tmp_path / "tune.json")
+    info = tune.DeviceInfo("Fake GPU", "9.0", "2.13.0", "3.9.0")
+    result = tune.tune_conv2d(nhwc(x, torch.float32), wp, torch.empty(2, 3, 5, 8), kernel=1, bias=b, in_ln=c,
+                              in_ln_eps=EPS, conv2d=conv2d, timer=lambda fn: (fn(), 1.0)[1], cache=cache, info=info,
+                              candidates=[{"block_m": 16, "block_n": 16, "block_k": 16}])
+    assert seen and all(s[0] is c and s[1] == EPS for s in seen)
+    key_sig = conv_signature((2, 3, 5, 16), (2, 3, 5, 8), kernel=1, path="gemm", ln=True)
+    assert tune.TuneCache(cache.path).get(tune.TuneKey.make(info, "conv2d", key_sig, torch.float32)) == result.config
+
+
+def test_the_perf_model_counts_the_bytes_the_fusion_saves():
+    """Predicted (not measured): the fused block moves 2·N·C·H·W elements less (the norm's write and
+    read back; the GEMM reads x either way) in one launch less."""
+    from archdsl.runtime.perfmodel import Ceilings, predict_schedule
+
+    g = archdsl.loads(net(BLOCK))
+    fused = make_schedule(optimize(g, disable=NO_CHAIN).graph)
+    plain = make_schedule(optimize(g, disable=NO_CHAIN + (PASS,)).graph)
+    batch, elem = 4, 2
+    ceilings = Ceilings.h200_datasheet()
+    p_fused, p_plain = (predict_schedule(s, batch, "bfloat16", ceilings) for s in (fused, plain))
+    assert len(p_plain) - len(p_fused) == 1
+    assert sum(p.dram_bytes for p in p_plain) - sum(p.dram_bytes for p in p_fused) == 2 * batch * 8 * 5 * 6 * elem

@@ -38,21 +38,23 @@ def _pads(pad) -> tuple[int, int, int, int]:
 
 
 def conv_signature(x_shape: Sequence[int], out_shape: Sequence[int], *, kernel, stride=1, pad=0, dilation=1,
-                   groups: int = 1, residual: bool = False, act: int = 0, path: str = "", gate: bool = False) -> str:
+                   groups: int = 1, residual: bool = False, act: int = 0, path: str = "", gate: bool = False,
+                   ln: bool = False) -> str:
     """The shape signature of one conv2d launch (NHWC shapes, batch included: it sets the grid).
 
     >>> conv_signature((32, 56, 56, 64), (32, 56, 56, 256), kernel=1, path="gemm")
     'n32 h56 w56 c64 -> p56 q56 k256 | r1x1 s1x1 pad0,0,0,0 d1x1 g1 | res0 act0 | gemm'
 
     gate: the conv scales its input by a squeeze-and-excitation gate (another kernel
-    specialization: " gate1" after act; signatures without one are unchanged).
+    specialization: " gate1" after act; signatures without one are unchanged).  ln: it applies a
+    layer norm of its input over the channels (conv2d's in_ln: " ln1" after act, likewise).
     """
     n, h, w, c = (int(e) for e in x_shape)
     _, p, q, k = (int(e) for e in out_shape)
     (kh, kw), (sh, sw), (dh, dw) = _pair(kernel), _pair(stride), _pair(dilation)
     pads = ",".join(str(e) for e in _pads(pad))
     return (f"n{n} h{h} w{w} c{c} -> p{p} q{q} k{k} | r{kh}x{kw} s{sh}x{sw} pad{pads} d{dh}x{dw} g{groups} | "
-            f"res{int(bool(residual))} act{int(act)}{' gate1' if gate else ''} | {path}")
+            f"res{int(bool(residual))} act{int(act)}{' gate1' if gate else ''}{' ln1' if ln else ''} | {path}")
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,14 @@ class ConvLaunch:
     act: int
     path: str
     gate: bool = False  # scales its input by a squeeze-and-excitation gate while loading it
+    ln: bool = False  # layer-normalizes its input over the channels (conv2d's in_ln; never split)
 
     def geometry(self) -> dict:
         return dict(kernel=self.kernel, stride=self.stride, pad=self.pad, dilation=self.dilation, groups=self.groups)
 
     def signature(self) -> str:
         return conv_signature(self.x_shape, self.out_shape, residual=self.residual, act=self.act, path=self.path,
-                              gate=self.gate, **self.geometry())
+                              gate=self.gate, ln=self.ln, **self.geometry())
 
 
 def conv_launches(schedule, batch: int) -> list[ConvLaunch]:
@@ -104,5 +107,6 @@ def conv_launches(schedule, batch: int) -> list[ConvLaunch]:
         residual = launch.epilogue.residual
         path = conv_path(*meta, residual=meta[1] if residual else None, **geometry)
         out.append(ConvLaunch(launch.node, x_shape, out_shape, **geometry, residual=residual,
-                              act=act_codes()[launch.epilogue.act], path=path, gate=launch.gate is not None))
+                              act=act_codes()[launch.epilogue.act], path=path, gate=launch.gate is not None,
+                              ln=launch.ln))
     return out

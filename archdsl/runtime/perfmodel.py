@@ -477,7 +477,8 @@ def predict_conv(c: Any, dtype: Any, ceilings: Ceilings, config: Mapping[str, An
                                                       taps * cg, tdtype, False, cg=cg)
     tile = Tile.from_config(config, Tile(bm, bn, bk, warps, stages))
     if "split_k" not in config:  # the launcher's automatic choice
-        split = K.conv_default_split_k(c.path, m, kg, taps * cg, (tile.bm, tile.bn, tile.bk), ceilings.sms, g, cg)
+        split = K.conv_default_split_k(c.path, m, kg, taps * cg, (tile.bm, tile.bn, tile.bk), ceilings.sms, g, cg,
+                                       ln=getattr(c, "ln", False))  # a folded layer norm is never split
         tile = replace(tile, split_k=split)
     problem = conv_problem(c.node, c.x_shape, c.out_shape, c.kernel, g, c.residual, tdtype.itemsize, depthwise,
                            gate=getattr(c, "gate", False))

@@ -370,13 +370,14 @@ def conv_candidates(path: str, dtype: Any, device_type: str = "cuda", *, smem_by
 def tune_conv2d(x, w_packed, out, *, kernel, stride=1, pad=0, dilation=1, groups: int = 1, scale=None,
                 bias=None, residual=None, act: int = 0, timer=None, cache: TuneCache | None = None,
                 candidates: Iterable[Mapping[str, Any]] | None = None, conv2d: Callable | None = None,
-                info: DeviceInfo | None = None, in_gate=None) -> TuneResult:
+                info: DeviceInfo | None = None, in_gate=None, in_ln=None, in_ln_eps: float = 1e-6) -> TuneResult:
     """Autotune ``conv2d`` for these exact arguments (NHWC tensors on their device).
 
     The path is the one ``conv2d`` would take by default (`conv_path`); the block sizes, warps
     and stages are searched.  Recorded in `cache` under (device, versions, "conv2d",
     `conv_signature(...)`, dtype); `out` is overwritten.  in_gate: a squeeze-and-excitation gate
-    the conv scales its input by (conv2d's argument; its own kernel specialization and key).
+    the conv scales its input by (conv2d's argument; its own kernel specialization and key).  in_ln,
+    in_ln_eps: a layer norm of the input folded in (conv2d's arguments; its own specialization and key).
     """
     mod = kernel_module("conv2d")
     conv2d = conv2d or mod.conv2d
@@ -384,8 +385,10 @@ def tune_conv2d(x, w_packed, out, *, kernel, stride=1, pad=0, dilation=1, groups
     path = mod.conv_path(x, out, residual=residual, **geometry)
     info = info or DeviceInfo.current(x.device)
     key = TuneKey.make(info, "conv2d", conv_signature(x.shape, out.shape, residual=residual is not None, act=act,
-                                                      path=path, gate=in_gate is not None, **geometry), x.dtype)
+                                                      path=path, gate=in_gate is not None, ln=in_ln is not None,
+                                                      **geometry), x.dtype)
     gated = {} if in_gate is None else {"in_gate": in_gate}
+    gated.update({} if in_ln is None else {"in_ln": in_ln, "in_ln_eps": in_ln_eps})
     if candidates is None:
         candidates = conv_candidates(path, x.dtype, x.device.type)
     return autotune(conv2d, candidates, (x, w_packed, out), timer,
@@ -395,13 +398,13 @@ def tune_conv2d(x, w_packed, out, *, kernel, stride=1, pad=0, dilation=1, groups
 
 def lookup_conv2d(cache: TuneCache, info: DeviceInfo, x_shape, out_shape, dtype, *, kernel, stride=1, pad=0,
                   dilation=1, groups: int = 1, residual: bool = False, act: int = 0, path: str,
-                  gate: bool = False) -> dict:
+                  gate: bool = False, ln: bool = False) -> dict:
     """The tuned keyword arguments for one conv2d launch, or {} (the kernel's defaults) on a miss.
 
     What a runtime calls when it prepares a network for a batch size (no tensors needed).
     """
     sig = conv_signature(x_shape, out_shape, kernel=kernel, stride=stride, pad=pad, dilation=dilation,
-                         groups=groups, residual=residual, act=act, path=path, gate=gate)
+                         groups=groups, residual=residual, act=act, path=path, gate=gate, ln=ln)
     return cache.get(TuneKey.make(info, "conv2d", sig, dtype)) or {}
 
 
@@ -1011,7 +1014,7 @@ def split_k_variants(launch: ConvLaunch, candidates: Iterable[Mapping[str, Any]]
     out = []
     for config in candidates:
         blocks = (config.get("block_m"), config.get("block_n"), config.get("block_k"))
-        split = split_rule(launch.path, m, kg, k, blocks, sms, launch.groups, cg) if all(blocks) else 1
+        split = split_rule(launch.path, m, kg, k, blocks, sms, launch.groups, cg, ln=launch.ln) if all(blocks) else 1
         out += [{**config, "split_k": 1}, {**config, "split_k": split}] if split > 1 else [dict(config)]
     return out
 
@@ -1030,8 +1033,9 @@ def _tune_launch(launch: ConvLaunch, dtype, device, cache, info, timer, seed, ke
     bias = torch.randn(cout, generator=g).to(device)
     res = _random(launch.out_shape, g, device, dtype) if launch.residual else None
     gate = _random((launch.x_shape[0], 1, 1, cin), g, device, dtype, uniform=True) if launch.gate else None
+    ln = w.reshape(cout, cin).sum(dim=1).float().to(device) if launch.ln else None  # a folded layer norm's c
     return tune_conv2d(x, wp, out, bias=bias, residual=res, act=launch.act, timer=timer, cache=cache, info=info,
-                       candidates=launch_candidates(launch, dtype, device, keep, ceilings), in_gate=gate,
+                       candidates=launch_candidates(launch, dtype, device, keep, ceilings), in_gate=gate, in_ln=ln,
                        **launch.geometry()).config
 
 

@@ -192,6 +192,8 @@ def conv_node(graph, name: str) -> ConvNode:
     cout, p, q = graph.shape(name)
     if a.get("pre_act", "none") != "none" or a.get("pre_bn_eps") is not None:
         raise NotModelled(f"{name}: an input prologue (BN + act while loading)")
+    if a.get("in_ln_eps") is not None:  # the GEMM runs on the raw input: F.conv2d would need the norm first
+        raise NotModelled(f"{name}: a layer norm folded into the GEMM (in_ln)")
     if a.get("join", "add") != "add" or a.get("residual_after_act") or a.get("out_scale", 1.0) != 1.0:
         raise NotModelled(f"{name}: a join other than a residual add before the activation")
     act = a.get("act", "none")
