@@ -232,3 +232,26 @@ def test_bench_rows_get_the_models_prediction_beside_their_measurement():
     assert any(r.predicted_ms for r in fused) and all(r.predicted_ms is None or r.predicted_ms > 0 for r in fused)
     text = report.render_text(run)
     assert report.PREDICTED_LABEL in text and "model µs" in text
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2", "googlenet", "densenet121", "resnet50"])
+def test_predict_schedule_costs_the_launches_the_program_makes(name):
+    """Views (flatten, chunk, a shuffle stored shuffled) and concats whose inputs wrote their own
+    slices launch nothing in the generated program, so the model gives them no time either; a
+    concat that copies pays one launch per copied input."""
+    from archdsl.codegen.emit import generate
+    from archdsl.passes import optimize
+
+    program = generate(optimize(archdsl.load(EXAMPLES / f"{name}.arch")).graph, "bfloat16")
+    preds = {p.name: p for p in pm.predict_schedule(program.schedule, 1, "bfloat16", H200)}
+    assert len(preds) == sum(1 for s in program.steps if s.kernel)
+    plan = program.plan
+    assert not [n for n in preds if plan.kind.get(n) == "view"]
+    for concat in (n for n in program.graph if program.graph.op(n) == "concat"):
+        copies = len(plan.copies.get(concat, []))
+        assert (concat in preds) == (copies > 0)
+        if copies:
+            moved = 2 * sum(math.prod(program.graph.shape(program.graph.args(concat)[port]))
+                            for port in plan.copies[concat]) * 2  # read + write, bf16
+            assert preds[concat].dram_bytes == moved
+            assert preds[concat].us >= copies * H200.launch_us

@@ -496,12 +496,16 @@ def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
     `conv_default_split_k` picks it for `ceilings.sms` SMs); chains (`predict_chain`) likewise
     `tuning[node]` of their 1x1 conv (block_m .. num_stages, split_n, split_mid), else
     `_chain_defaults` and the split `chain_default_split` picks for `ceilings.sms` SMs; every
-    other launch is costed by its bytes."""
+    other launch is costed by its bytes, as the memory plan (`codegen.plan`) has it: a view
+    (flatten, permute, chunk, a shuffle stored shuffled) and a concat whose inputs were written
+    into its slices launch nothing; a concat copies only the inputs it could not place."""
+    from ..codegen.plan import make_plan
     from ..codegen.schedule import Schedule, make_schedule
     from .launches import conv_launches
 
     schedule = schedule if isinstance(schedule, Schedule) else make_schedule(schedule)
     graph, tuning = schedule.graph, tuning or {}
+    plan = make_plan(schedule)
     K = _kernel_defaults()
     tdtype = _torch_dtype(dtype)
     elem = tdtype.itemsize
@@ -529,8 +533,14 @@ def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
                                        config.get("split_mid") or variant.split_mid)
             preds.append(predict_chain(problem, variant, ceilings))
         else:
-            read = sum(batch * math.prod(graph.shape(t)) for t in launch.inputs) * elem
-            write = sum(batch * math.prod(graph.shape(t)) for t in launch.outputs) * elem
+            inputs, outputs = launch.inputs, launch.outputs
+            if plan.kind.get(launch.node) == "view":
+                continue
+            if graph.op(launch.node) == "concat":  # only the copied inputs move; the rest are slices
+                inputs = [graph.args(launch.node)[port] for port in plan.copies.get(launch.node, [])]
+                outputs = inputs
+            read = sum(batch * math.prod(graph.shape(t)) for t in inputs) * elem
+            write = sum(batch * math.prod(graph.shape(t)) for t in outputs) * elem
             if launch.kernel == "linear":
                 f = math.prod(graph.shape(launch.inputs[0]))
                 o = math.prod(graph.shape(launch.node))
@@ -539,5 +549,8 @@ def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
                 preds.append(predict(problem, Tile(*K.conv_default_blocks("gemm", batch, o, f, tdtype, False)),
                                      ceilings))
             elif read or write:
-                preds.append(predict_memory(memory_problem(launch.node, read, write), ceilings))
+                pred = predict_memory(memory_problem(launch.node, read, write), ceilings)
+                if len(inputs) > 1 and graph.op(launch.node) == "concat":  # one copy launch per input
+                    pred = replace(pred, us=pred.us + (len(inputs) - 1) * ceilings.launch_us)
+                preds.append(pred)
     return preds
