@@ -93,8 +93,9 @@ def test_the_mean_really_cancels():
     x, wt, bias, gamma, beta = make(seed=2, shift=5.0)
     ref = reference(x, wt, bias, gamma, beta)
     wp, b, c = K.fold_layer_norm(wt, bias, gamma, beta, torch.float32)
-    out = torch.empty(2, 3, 5, 24)
-    K.conv2d(nhwc(x, torch.float32), wp, out, kernel=1, bias=b, in_ln=torch.zeros_like(c), in_ln_eps=EPS)
+    out = torch.empty(2, 3, 5, 24, device=DEV)
+    K.conv2d(nhwc(x, torch.float32), wp.to(DEV), out, kernel=1, bias=b.to(DEV), in_ln=torch.zeros_like(c).to(DEV),
+             in_ln_eps=EPS)
     assert rel_err(out, ref) > 0.1
 
 
@@ -138,11 +139,11 @@ def test_without_in_ln_nothing_changes():
     """in_ln=None is the plain conv, bit for bit (the flag compiles the old kernel)."""
     x, wt, bias, _, _ = make(seed=5)
     xs = nhwc(x, torch.float32)
-    wp = K.pack_conv_weight(wt[:, :, None, None], 1, torch.float32)
-    out = torch.empty(2, 3, 5, 24)
-    K.conv2d(xs, wp, out, kernel=1, bias=bias)
-    ref = xs.double().reshape(-1, 40) @ wt.double().t() + bias.double()
-    assert (out.reshape(-1, 24).double() - ref).abs().max().item() <= 1e-5
+    wp = K.pack_conv_weight(wt[:, :, None, None], 1, torch.float32).to(DEV)
+    out = torch.empty(2, 3, 5, 24, device=DEV)
+    K.conv2d(xs, wp, out, kernel=1, bias=bias.to(DEV))
+    ref = xs.double().cpu().reshape(-1, 40) @ wt.double().t() + bias.double()
+    assert (out.reshape(-1, 24).double().cpu() - ref).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -156,14 +157,14 @@ def test_without_in_ln_nothing_changes():
 def test_bad_arguments_are_clear_errors(bad, match):
     x, wt, bias, gamma, beta = make(c=40, k=24)
     xs = nhwc(x, torch.float32)
-    wp, b, c = K.fold_layer_norm(wt, bias, gamma, beta, torch.float32)
-    bad = dict(bad)
+    wp, b, c = (t.to(DEV) for t in K.fold_layer_norm(wt, bias, gamma, beta, torch.float32))
+    bad = {k: v.to(DEV) if isinstance(v, torch.Tensor) else v for k, v in bad.items()}
     kernel = bad.pop("kernel")
     if kernel != 1:
-        wp = torch.zeros(9 * 40, 24)
+        wp = torch.zeros(9 * 40, 24, device=DEV)
     args = {**dict(kernel=kernel, bias=b, in_ln=c, in_ln_eps=EPS), **bad}
     with pytest.raises(ValueError, match=match):
-        K.conv2d(xs, wp, torch.empty(2, 3, 5, 24), **args)
+        K.conv2d(xs, wp, torch.empty(2, 3, 5, 24, device=DEV), **args)
 
 
 _COMPILE_VARIANTS = '''
@@ -351,10 +352,10 @@ def test_the_tuner_keys_an_ln_launch_and_never_splits_it(tmp_path):
         return K.conv2d(*args, **kwargs)
 
     x, wt, bias, gamma, beta = make(c=16, k=8, seed=6)
-    wp, b, c = K.fold_layer_norm(wt, bias, gamma, beta, torch.float32)
+    wp, b, c = (t.to(DEV) for t in K.fold_layer_norm(wt, bias, gamma, beta, torch.float32))
     cache = tune.TuneCache(tmp_path / "tune.json")
     info = tune.DeviceInfo("Fake GPU", "9.0", "2.13.0", "3.9.0")
-    result = tune.tune_conv2d(nhwc(x, torch.float32), wp, torch.empty(2, 3, 5, 8), kernel=1, bias=b, in_ln=c,
+    result = tune.tune_conv2d(nhwc(x, torch.float32), wp, torch.empty(2, 3, 5, 8, device=DEV), kernel=1, bias=b, in_ln=c,
                               in_ln_eps=EPS, conv2d=conv2d, timer=lambda fn: (fn(), 1.0)[1], cache=cache, info=info,
                               candidates=[{"block_m": 16, "block_n": 16, "block_k": 16}])
     assert seen and all(s[0] is c and s[1] == EPS for s in seen)
