@@ -20,7 +20,7 @@ from ..ir.graph import Graph
 from ..ops.registry import family
 from .groups import launch_groups
 from .report import PassReport
-from .rewrite import as_fused_conv, clone
+from .rewrite import clone, read_through
 
 
 def _operands(g: Graph, mul: str) -> tuple[str, str] | None:
@@ -71,13 +71,8 @@ def fuse_gate_into_conv_input(graph: Graph) -> tuple[Graph, PassReport]:
             continue
         x, gate = _operands(g, mul)
         (_, conv), = g.out_edges(mul)
-        a = as_fused_conv(g, conv)
-        a["in_gate"] = True
-        d = g.nodes[conv]
-        d["meta"] = {**d["meta"], "fused": [mul] + d["meta"].get("fused", [conv])}
+        read_through(g, mul, conv, x)["in_gate"] = True
         last = len(g.args(conv))  # the gate goes after x and the residual: fused_conv's last input
-        g.remove_edge(mul, conv, key=0)
-        g.add_edge(x, conv, key=0, port=0)
         g.add_edge(gate, conv, key=last, port=last)
         g.remove_node(mul)
         report.changed.append(f"{mul} -> the input of {conv} (gate `{gate}`)")

@@ -24,7 +24,7 @@ from ..ir.graph import Graph
 from ..ops.registry import family
 from .groups import launch_groups
 from .report import PassReport
-from .rewrite import as_fused_conv, clone
+from .rewrite import clone, read_through
 
 _GEMM_GEOMETRY = {"kernel": (1, 1), "stride": (1, 1), "pad": (0, 0, 0, 0), "dilation": (1, 1), "groups": 1}
 
@@ -79,13 +79,9 @@ def fuse_layer_norm_into_conv(graph: Graph) -> tuple[Graph, PassReport]:
             continue
         x = g.args(ln)[0]
         (_, conv), = g.out_edges(ln)
-        a = as_fused_conv(g, conv)
+        a = read_through(g, ln, conv, x)
         a["in_ln_eps"] = g.nodes[ln]["attrs"]["eps"]
         a["sources"] = {**a["sources"], "in_ln": ln}  # γ and β, folded into the weights at load
-        d = g.nodes[conv]
-        d["meta"] = {**d["meta"], "fused": [ln] + d["meta"].get("fused", [conv])}
-        g.remove_edge(ln, conv, key=0)
-        g.add_edge(x, conv, key=0, port=0)
         g.remove_node(ln)
         report.changed.append(f"{ln} -> the input of {conv}")
     return g, report

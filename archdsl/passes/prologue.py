@@ -19,7 +19,7 @@ from __future__ import annotations
 from ..ir.graph import Graph
 from ..ops.registry import family
 from .report import PassReport
-from .rewrite import as_fused_conv, clone
+from .rewrite import clone, read_through
 
 
 def _why_not(g: Graph, bn: str) -> str | None:
@@ -55,13 +55,9 @@ def fuse_bn_into_conv_input(graph: Graph) -> tuple[Graph, PassReport]:
         original = d["attrs"].get("sources", {}).get("bn", bn)
         users = sorted({u for _, u in g.out_edges(bn)})
         for user in users:
-            a = as_fused_conv(g, user)
+            a = read_through(g, bn, user, x)
             a["pre_bn_eps"], a["pre_act"] = d["attrs"]["eps"], d["attrs"].get("act", "none")
             a["sources"] = {"pre_bn": original, **a["sources"]}
-            u = g.nodes[user]
-            u["meta"] = {**u["meta"], "fused": d["meta"].get("fused", [bn]) + u["meta"].get("fused", [user])}
-            g.remove_edge(bn, user, key=0)
-            g.add_edge(x, user, key=0, port=0)
         g.remove_node(bn)
         report.changed.append(f"{bn} -> the input of {', '.join(users)}")
     return g, report

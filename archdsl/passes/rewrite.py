@@ -42,3 +42,16 @@ def as_fused_conv(g: Graph, conv: str) -> dict:
         d["attrs"] = {**d["attrs"], **CONV_DEFAULTS, "sources": {"conv": conv}}
         d["meta"] = {**d["meta"], "fused": [conv]}
     return d["attrs"]
+
+
+def read_through(g: Graph, node: str, conv: str, x: str) -> dict:
+    """Make `conv`, which reads `node` as its main input (port 0), read `node`'s input `x` instead,
+    applying `node` itself while it loads (a prologue); `node`, and whatever it had absorbed, is
+    recorded as fused into `conv`.  Returns conv's attrs (as a `fused_conv`'s) for the caller to
+    say what the prologue is; the caller removes `node` once nothing reads it."""
+    a = as_fused_conv(g, conv)
+    d = g.nodes[conv]
+    d["meta"] = {**d["meta"], "fused": g.nodes[node]["meta"].get("fused", [node]) + d["meta"].get("fused", [conv])}
+    g.remove_edge(node, conv, key=0)
+    g.add_edge(x, conv, key=0, port=0)
+    return a
