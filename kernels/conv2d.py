@@ -1258,25 +1258,31 @@ def _conv_check_prologue(x, in_scale, in_shift, in_act):
         raise ValueError(f"in_act must be one of the ACT_* codes {_CONV_ACTS}, got {in_act!r}")
 
 
-def _conv_fusion_args(in_scale, in_shift, in_act, residual_after_act, out_scale, dummy, in_gate=None, gate_hw=1):
-    """Kernel arguments of the prologue and of the epilogue's tail, common to the three paths.
+def _conv_fusion_consts(in_scale, in_shift, in_act, residual_after_act, out_scale, in_gate=None, gate_hw=1):
+    """Kernel arguments of the prologue and of the epilogue's tail, common to the three paths: the
+    switches and scalars (a launch plan keeps them; ``_conv_fusion_ptrs`` gives the tensors).
 
     Every switch is a constexpr: the defaults (no prologue, no gate, residual before act,
-    out_scale 1) compile to today's arithmetic.  `dummy` stands in for absent vectors (never
-    read).  in_gate: None or the (N, ..., C) gate (``_conv_check_gate``); gate_hw: the rows of
-    the GEMM path's A per sample (H * W of x).
+    out_scale 1) compile to today's arithmetic.  in_gate: None or the (N, ..., C) gate
+    (``_conv_check_gate``); gate_hw: the rows of the GEMM path's A per sample (H * W of x).
     """
     return dict(
-        gate_ptr=dummy if in_gate is None else in_gate, gate_hw=int(gate_hw),
+        gate_hw=int(gate_hw),
         stride_gn=0 if in_gate is None else in_gate.stride(0), stride_gc=0 if in_gate is None else in_gate.stride(-1),
         HAS_GATE=in_gate is not None,
-        in_scale_ptr=dummy if in_scale is None else in_scale,
-        in_shift_ptr=dummy if in_shift is None else in_shift,
         out_scale=float(out_scale),
         HAS_PRE=in_scale is not None or in_shift is not None or in_act != ACT_NONE,
         HAS_IN_SCALE=in_scale is not None, HAS_IN_SHIFT=in_shift is not None, IN_ACT=in_act,
         RES_AFTER_ACT=bool(residual_after_act), HAS_OUT_SCALE=float(out_scale) != 1.0,
     )
+
+
+def _conv_fusion_ptrs(in_scale, in_shift, in_gate, dummy):
+    """The prologue's tensors (``_conv_fusion_consts``' other half), `dummy` for absent ones (never read)."""
+    return dict(gate_ptr=dummy if in_gate is None else in_gate,
+                in_scale_ptr=dummy if in_scale is None else in_scale,
+                in_shift_ptr=dummy if in_shift is None else in_shift)
+
 
 def _conv_pair(v, name):
     if isinstance(v, int):
@@ -1320,11 +1326,11 @@ def _conv_rows(t):
         return None
 
 
-_CONV_EPILOGUE_TAIL = ("out_scale", "RES_AFTER_ACT", "HAS_OUT_SCALE")  # _conv_fusion_args' epilogue keys
+_CONV_EPILOGUE_TAIL = ("out_scale", "RES_AFTER_ACT", "HAS_OUT_SCALE")  # _conv_fusion_consts' epilogue keys
 
 
-def _conv_split_fusion(fusion):
-    """``_conv_fusion_args``' dict as (the prologue's arguments, the epilogue tail's): split-K
+def _conv_split_consts(fusion):
+    """``_conv_fusion_consts``' dict as (the prologue's arguments, the epilogue tail's): split-K
     applies the first while loading, the second in the reduce kernel."""
     return ({k: v for k, v in fusion.items() if k not in _CONV_EPILOGUE_TAIL},
             {k: fusion[k] for k in _CONV_EPILOGUE_TAIL})
@@ -1337,34 +1343,101 @@ def _conv_splitk_workspace(slices, m, n, device):
     return torch.empty((slices, m, n), dtype=torch.float32, device=device)
 
 
-def _conv_launch_reduce(ws, out, out_strides, pq, residual, res_strides, scale, bias, act, epilogue_tail):
-    """out = epilogue(sum of ws's slices) by ``_conv_splitk_reduce_kernel``; out / residual
-    addressed by (n, p, q) strides over pq = (P, Q) (a matrix: (1, 1) and (row stride, 0, 0))."""
-    slices, m, n = ws.shape
-    bm, bn = (32, 32) if ws.device.type == "cpu" else (32, 64)
+# --------------------------------------------------------------------------------------
+# Launch plans: every decision made once per distinct call
+# --------------------------------------------------------------------------------------
+#
+# Everything ``conv2d`` and ``linear`` check and decide before a launch -- the argument checks,
+# the path, block sizes, split-K, the grid, the scalar and constexpr arguments -- depends only on
+# the shapes, strides, dtypes and devices of their tensors and on their other arguments.  The
+# first call with a given set of those makes a plan (``_ConvPlan``) and keeps it in _CONV_PLANS
+# under exactly that set (``_conv_sig`` of each tensor, each other argument with its type); a
+# later call that matches -- a generated program's launch at the same batch size, every forward --
+# only passes its tensors to the plan's ``run``.  A call that fails a check raises before any
+# plan is kept, so misuse raises the same error every time.  The tensors are never kept: a plan
+# holds no memory, and the Triton launch itself (which specializes on pointer alignment) is made
+# on every call as before.
+
+_CONV_PLANS = {}  # (launcher, _conv_sig of each tensor, other arguments) -> _ConvPlan
+_CONV_PLANS_MAX = 4096  # a tuner's sweep makes many; start over beyond this
+
+
+class _ConvPlan:
+    """One call's decisions: ``run(plan, x, w_packed, out, residual, scale, bias, in_scale, in_shift,
+    in_gate, in_ln)`` launches with them; the other fields are what that run function reads."""
+
+    unwrap = False  # conv2d's `out` is a tuple of one destination: run gets out[0]
+
+    def __init__(self, run, **fields):
+        self.run = run
+        self.__dict__.update(fields)
+
+
+def _conv_sig(t):
+    """What a plan depends on in a tensor argument: shape, strides, dtype, device (None: absent; a
+    tuple of destinations: one each)."""
+    if t is None:
+        return None
+    if isinstance(t, (tuple, list)):
+        return tuple(map(_conv_sig, t))
+    return (t.shape, t.stride(), t.dtype, t.device)
+
+
+def _conv_lookup(name, tensors, scalars):
+    """(key, the plan kept under it or None) for a call: its launcher, its tensors' signatures, its
+    other arguments and their types (True == 1 but is not a block size).  The key is None when an
+    argument is not a tensor or not hashable: such a call is planned afresh (and its checks say why)."""
+    try:
+        key = (name, tuple(map(_conv_sig, tensors)), scalars, tuple(map(type, scalars)))
+        return key, _CONV_PLANS.get(key)
+    except (AttributeError, TypeError):
+        return None, None
+
+
+def _conv_remember(key, plan):
+    if key is not None:
+        if len(_CONV_PLANS) >= _CONV_PLANS_MAX:
+            _CONV_PLANS.clear()
+        _CONV_PLANS[key] = plan
+    return plan
+
+
+def _conv_run_nothing(pl, *tensors):
+    """An empty output: nothing to launch."""
+
+
+def _conv_reduce_plan(slices, m, n, cpu, out_strides, pq, res_strides, has_scale, has_bias, has_res, act,
+                      epilogue_tail, stride_oc, interpreted):
+    """(grid, positional, keyword) arguments of ``_conv_splitk_reduce_kernel`` after split-K's
+    slices; out / residual addressed by (n, p, q) strides over pq = (P, Q) (a matrix: (1, 1) and
+    (row stride, 0, 0))."""
+    bm, bn = (32, 32) if cpu else (32, 64)
     grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
+    args = (m, n, pq[0], pq[1], *out_strides, *res_strides)
+    kwargs = dict(SPLIT_K=slices, HAS_SCALE=has_scale, HAS_BIAS=has_bias, HAS_RES=has_res, ACT=act,
+                  INTERPRETED=interpreted, BLOCK_M=bm, BLOCK_N=bn, **epilogue_tail, stride_oc=stride_oc,
+                  num_warps=4)
+    return grid, args, kwargs
+
+
+def _conv_launch_reduce(reduce, ws, out, residual, scale, bias):
+    """out = epilogue(sum of ws's slices) by ``_conv_splitk_reduce_kernel`` (``_conv_reduce_plan``)."""
+    grid, args, kwargs = reduce
     _conv_splitk_reduce_kernel[grid](
         ws, out, residual if residual is not None else out,
-        scale if scale is not None else out, bias if bias is not None else out,
-        m, n, pq[0], pq[1], *out_strides, *res_strides,
-        SPLIT_K=slices, HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
-        ACT=act, INTERPRETED=_conv_interpreted(ws), BLOCK_M=bm, BLOCK_N=bn, **epilogue_tail,
-        stride_oc=out.stride(-1), num_warps=4,
-    )
+        scale if scale is not None else out, bias if bias is not None else out, *args, **kwargs)
 
 
-def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf32,
-                 block_m, block_n, block_k, swizzle_m, num_warps, num_stages, fusion=None, split_k=1, ln=None):
-    """out = act(a @ w_packed ...) by ``_conv_gemm_kernel``.
+def _conv_gemm_plan(a, w_packed, outs, residual, scale, bias, acts, *, allow_tf32, block_m, block_n, block_k,
+                    swizzle_m, num_warps, num_stages, fusion=None, split_k=1, ln_eps=None):
+    """The plan of out = act(a @ w_packed ...) by ``_conv_gemm_kernel`` (or split-K's two kernels),
+    launched by ``_conv_launch_gemm``.
 
-    out: the (M, N) output matrix, or a list of 1..4 (M, N_i) matrices that take the columns
-    in order, with act a list of one code per matrix.  fusion: ``_conv_fusion_args(...)``
-    (default: no prologue, plain epilogue).  split_k: as ``conv2d``'s (one destination only).
-    ln: None or (in_ln, eps), ``conv2d``'s folded layer norm: never split (the row statistics
-    need every column of A in one program).
+    outs: a list of 1..4 (M, N_i) output matrices that take the columns in order, acts one code
+    per matrix.  fusion: ``_conv_fusion_consts(...)`` (default: no prologue, plain epilogue).
+    split_k: as ``conv2d``'s (one destination only).  ln_eps: None, or the eps of ``conv2d``'s
+    folded layer norm: never split (the row statistics need every column of A in one program).
     """
-    outs = list(out) if isinstance(out, (list, tuple)) else [out]
-    acts = list(act) if isinstance(act, (list, tuple)) else [act]
     m, kdim = a.shape
     n = w_packed.shape[1]
     cpu = a.device.type == "cpu"
@@ -1373,43 +1446,84 @@ def _conv_launch_gemm(a, w_packed, out, residual, scale, bias, act, *, allow_tf3
     warps = num_warps or (8 if bm * bn >= 128 * 128 else 4)
     stages = num_stages or stages
     dummy = outs[0]
-    fusion = fusion or _conv_fusion_args(None, None, ACT_NONE, False, 1.0, dummy)
+    fusion = fusion or _conv_fusion_consts(None, None, ACT_NONE, False, 1.0)
     slices, slice_iters = _conv_split_plan(split_k, "gemm", m, n, kdim, (bm, bn, bk), a.device) \
-        if len(outs) == 1 and ln is None else (1, 0)
+        if len(outs) == 1 and ln_eps is None else (1, 0)
+    common = dict(INPUT_PRECISION=_conv_input_precision(a.dtype, allow_tf32), INTERPRETED=_conv_interpreted(a),
+                  BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m)
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     if slices > 1:
-        prologue, tail = _conv_split_fusion(fusion)
-        ws = _conv_splitk_workspace(slices, m, n, a.device)
-        _conv_gemm_splitk_kernel[(triton.cdiv(m, bm) * triton.cdiv(n, bn), slices)](
-            a, w_packed, ws, m, n, kdim, a.stride(0), w_packed.stride(0),
-            INPUT_PRECISION=_conv_input_precision(a.dtype, allow_tf32), INTERPRETED=_conv_interpreted(a),
-            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m, SLICE_ITERS=slice_iters, **prologue,
-            num_warps=warps, num_stages=stages,
-        )
-        _conv_launch_reduce(ws, dummy, (dummy.stride(0), 0, 0), (1, 1), residual,
-                            (residual.stride(0) if residual is not None else 0, 0, 0), scale, bias, acts[0], tail)
-        return
+        prologue, tail = _conv_split_consts(fusion)
+        return _ConvPlan(
+            None, slices=slices, m=m, n=n, device=a.device, grid=(tiles, slices),
+            args=(m, n, kdim, a.stride(0), w_packed.stride(0)),
+            kwargs=dict(**common, SLICE_ITERS=slice_iters, **prologue, num_warps=warps, num_stages=stages),
+            reduce=_conv_reduce_plan(slices, m, n, cpu, (dummy.stride(0), 0, 0), (1, 1),
+                                     (residual.stride(0) if residual is not None else 0, 0, 0),
+                                     scale is not None, bias is not None, residual is not None, acts[0], tail,
+                                     dummy.stride(-1), _conv_interpreted(a)))
     # destination i takes columns [ends[i-1], ends[i]); missing destinations are empty
     ends = [sum(o.shape[1] for o in outs[:i + 1]) for i in range(len(outs))] + [n] * (4 - len(outs))
     more = outs[1:] + [dummy] * (4 - len(outs))
     more_acts = acts[1:] + [ACT_NONE] * (4 - len(acts))
-    grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
-    _conv_gemm_kernel[grid](
-        a, w_packed, outs[0], residual if residual is not None else dummy,
-        scale if scale is not None else dummy, bias if bias is not None else dummy,
-        m, n, kdim,
-        a.stride(0), w_packed.stride(0), outs[0].stride(0),
-        residual.stride(0) if residual is not None else 0,
-        HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=acts[0],
-        INPUT_PRECISION=_conv_input_precision(a.dtype, allow_tf32), INTERPRETED=_conv_interpreted(a),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m,
-        out1_ptr=more[0], out2_ptr=more[1], out3_ptr=more[2],
-        stride_o1m=more[0].stride(0), stride_o2m=more[1].stride(0), stride_o3m=more[2].stride(0),
-        N1=ends[0], N2=ends[1], N3=ends[2],
-        NUM_OUT=len(outs), ACT1=more_acts[0], ACT2=more_acts[1], ACT3=more_acts[2], **fusion,
-        stride_oc=outs[0].stride(1), num_warps=warps, num_stages=stages,
-        # passed only when on: every launch without a layer norm keeps its specialization
-        **({} if ln is None else dict(ln_c_ptr=ln[0], ln_eps=float(ln[1]), HAS_LN=True)),
-    )
+    return _ConvPlan(
+        None, slices=1, grid=(tiles,),
+        args=(m, n, kdim, a.stride(0), w_packed.stride(0), dummy.stride(0),
+              residual.stride(0) if residual is not None else 0),
+        kwargs=dict(
+            HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=acts[0],
+            **common,
+            stride_o1m=more[0].stride(0), stride_o2m=more[1].stride(0), stride_o3m=more[2].stride(0),
+            N1=ends[0], N2=ends[1], N3=ends[2],
+            NUM_OUT=len(outs), ACT1=more_acts[0], ACT2=more_acts[1], ACT3=more_acts[2], **fusion,
+            stride_oc=dummy.stride(1), num_warps=warps, num_stages=stages,
+            # passed only when on: every launch without a layer norm keeps its specialization
+            **({} if ln_eps is None else dict(ln_eps=float(ln_eps), HAS_LN=True))))
+
+
+def _conv_launch_gemm(g, a, w_packed, outs, residual, scale, bias, ptrs, in_ln):
+    """Launch a ``_conv_gemm_plan`` on this call's matrices (a, outs, residual as planned),
+    vectors, prologue tensors `ptrs` (``_conv_fusion_ptrs``) and folded layer norm `in_ln`."""
+    dummy = outs[0]
+    if g.slices > 1:
+        ws = _conv_splitk_workspace(g.slices, g.m, g.n, g.device)
+        _conv_gemm_splitk_kernel[g.grid](a, w_packed, ws, *g.args, **g.kwargs, **ptrs)
+        _conv_launch_reduce(g.reduce, ws, dummy, residual, scale, bias)
+        return
+    more = outs[1:] + [dummy] * (4 - len(outs))
+    _conv_gemm_kernel[g.grid](
+        a, w_packed, dummy, residual if residual is not None else dummy,
+        scale if scale is not None else dummy, bias if bias is not None else dummy, *g.args,
+        out1_ptr=more[0], out2_ptr=more[1], out3_ptr=more[2], **g.kwargs, **ptrs,
+        **({} if in_ln is None else dict(ln_c_ptr=in_ln)))
+
+
+def _conv_run_gemm(pl, x, w_packed, out, residual, scale, bias, in_scale, in_shift, in_gate, in_ln):
+    """conv2d's gemm path: x, each destination and the residual as (pixels, channels) matrices."""
+    outs = [_conv_rows(o) for o in out] if pl.several else [_conv_rows(out)]
+    ptrs = _conv_fusion_ptrs(in_scale, in_shift, in_gate, out[0] if pl.several else out)
+    _conv_launch_gemm(pl.gemm, _conv_rows(x), w_packed, outs,
+                      _conv_rows(residual) if residual is not None else None, scale, bias, ptrs, in_ln)
+
+
+def _conv_run_depthwise(pl, x, w_packed, out, residual, scale, bias, in_scale, in_shift, in_gate, in_ln):
+    _conv_depthwise_kernel[pl.grid](
+        x, w_packed, out, residual if residual is not None else out,
+        scale if scale is not None else out, bias if bias is not None else out,
+        *pl.args, **pl.kwargs, **_conv_fusion_ptrs(in_scale, in_shift, in_gate, out))
+
+
+def _conv_run_implicit(pl, x, w_packed, out, residual, scale, bias, in_scale, in_shift, in_gate, in_ln):
+    ptrs = _conv_fusion_ptrs(in_scale, in_shift, in_gate, out)
+    if pl.slices > 1:
+        ws = _conv_splitk_workspace(pl.slices, pl.m, pl.k, pl.device)
+        _conv_implicit_splitk_kernel[pl.grid](x, w_packed, ws, *pl.args, **pl.kwargs, **ptrs)
+        _conv_launch_reduce(pl.reduce, ws, out, residual, scale, bias)
+        return
+    _conv_implicit_gemm_kernel[pl.grid](
+        x, w_packed, out, residual if residual is not None else out,
+        scale if scale is not None else out, bias if bias is not None else out,
+        *pl.args, **pl.kwargs, **ptrs)
 
 
 def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), groups=1,
@@ -1464,11 +1578,38 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     (default): ``conv_default_split_k`` on a GPU (launches of too few tiles to fill it), 1 on
     the CPU interpreter; 1: the single-pass kernel.
     """
+    tensors = (x, w_packed, out, residual, scale, bias, in_scale, in_shift, in_gate, in_ln)
+    key, plan = _conv_lookup("conv2d", tensors, (kernel, stride, pad, dilation, groups, act, path, block_m, block_n,
+                                                 block_k, swizzle_m, num_warps, num_stages, allow_tf32, in_act,
+                                                 residual_after_act, out_scale, split_k, in_ln_eps))
+    if plan is None:
+        plan = _conv_remember(key, conv_plan(
+            x, w_packed, out, kernel=kernel, stride=stride, pad=pad, dilation=dilation, groups=groups,
+            scale=scale, bias=bias, residual=residual, act=act, path=path, block_m=block_m, block_n=block_n,
+            block_k=block_k, swizzle_m=swizzle_m, num_warps=num_warps, num_stages=num_stages,
+            allow_tf32=allow_tf32, in_scale=in_scale, in_shift=in_shift, in_act=in_act,
+            residual_after_act=residual_after_act, out_scale=out_scale, split_k=split_k, in_gate=in_gate,
+            in_ln=in_ln, in_ln_eps=in_ln_eps))
+    if plan.unwrap:
+        tensors = (x, w_packed, out[0]) + tensors[3:]
+    plan.run(plan, *tensors)
+
+
+def conv_plan(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+              scale=None, bias=None, residual=None, act=ACT_NONE,
+              path=None, block_m=None, block_n=None, block_k=None, swizzle_m=8,
+              num_warps=None, num_stages=None, allow_tf32=False,
+              in_scale=None, in_shift=None, in_act=ACT_NONE, residual_after_act=False, out_scale=1.0,
+              split_k=None, in_gate=None, in_ln=None, in_ln_eps=1e-5) -> _ConvPlan:
+    """``conv2d``'s checks and decisions for these arguments (ValueError on misuse), as a plan:
+    ``plan.run(plan, x, w_packed, out, residual, scale, bias, in_scale, in_shift, in_gate, in_ln)``
+    launches it on any tensors of the same shapes, strides, dtypes and devices."""
     kh, kw = _conv_pair(kernel, "kernel")
     sh, sw = _conv_pair(stride, "stride")
     dh, dw = _conv_pair(dilation, "dilation")
     pt, pb, pl, pr = _conv_pads(pad)
     outs, acts = _conv_outputs(out, act)
+    unwrap = len(outs) == 1 and not isinstance(out, torch.Tensor)
     out, act = outs[0], acts[0]
     if x.dim() != 4 or any(o.dim() != 4 for o in outs):
         raise ValueError(f"x and out must be NHWC 4-d tensors, got {tuple(x.shape)} and "
@@ -1484,6 +1625,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     _conv_check_prologue(x, in_scale, in_shift, in_act)
     _conv_check_gate(x, in_gate)
     ln = _conv_check_ln(x, k, in_ln, in_ln_eps, in_scale, in_shift, in_act, in_gate, path)
+    ln_eps = None if ln is None else ln[1]
     if x.shape[3] > 1 and x.stride(3) != 1:
         raise ValueError(f"x: channels (dim 3) must have stride 1, got strides {x.stride()}")
     if min(kh, kw, sh, sw, dh, dw) < 1:
@@ -1501,17 +1643,17 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     if (p, q) != (p_want, q_want):
         raise ValueError(f"out is {p}x{q} but the convolution gives {p_want}x{q_want}")
     if n * p * q * k == 0:
-        return
+        return _ConvPlan(_conv_run_nothing)
 
-    fusion = _conv_fusion_args(in_scale, in_shift, in_act, residual_after_act and residual is not None,
-                               out_scale, out, in_gate, h * w)
+    fusion = _conv_fusion_consts(in_scale, in_shift, in_act, residual_after_act and residual is not None,
+                                 out_scale, in_gate, h * w)
     if split_k not in (None, 1) and (len(outs) > 1 or (path or "") == "depthwise"):
         raise ValueError(f"split_k={split_k!r}: split-K is for one destination on the gemm and implicit paths")
+    gemm = dict(allow_tf32=allow_tf32, block_m=block_m, block_n=block_n, block_k=block_k, swizzle_m=swizzle_m,
+                num_warps=num_warps, num_stages=num_stages, fusion=fusion, ln_eps=ln_eps)
     if len(outs) > 1:  # checked above: the gemm path, no residual
-        _conv_launch_gemm(_conv_rows(x), w_packed, [_conv_rows(o) for o in outs], None, scale, bias, acts,
-                     allow_tf32=allow_tf32, block_m=block_m, block_n=block_n, block_k=block_k,
-                     swizzle_m=swizzle_m, num_warps=num_warps, num_stages=num_stages, fusion=fusion, ln=ln)
-        return
+        return _ConvPlan(_conv_run_gemm, several=True, gemm=_conv_gemm_plan(
+            _conv_rows(x), w_packed, [_conv_rows(o) for o in outs], None, scale, bias, acts, **gemm))
 
     path = path or conv_path(x, out, kernel=(kh, kw), stride=(sh, sw), pad=(pt, pb, pl, pr),
                              dilation=(dh, dw), groups=groups, residual=residual)
@@ -1519,7 +1661,6 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
         raise ValueError(f"in_ln: a layer norm folds into the gemm path only (a 1x1, stride-1, unpadded, "
                          f"ungrouped conv over evenly strided rows), not {path!r}")
     cpu = x.device.type == "cpu"
-    dummy = out
     has = dict(HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=act)
     rs = residual.stride() if residual is not None else (0, 0, 0, 0)
     m = n * p * q
@@ -1530,10 +1671,8 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
         if (kh, kw, sh, sw, pt, pb, pl, pr, groups) != (1, 1, 1, 1, 0, 0, 0, 0, 1) or a is None or o is None \
                 or (residual is not None and r2 is None):
             raise ValueError("path='gemm' needs a 1x1, stride-1, unpadded, ungrouped conv over evenly strided rows")
-        _conv_launch_gemm(a, w_packed, o, r2, scale, bias, act, allow_tf32=allow_tf32,
-                     block_m=block_m, block_n=block_n, block_k=block_k, swizzle_m=swizzle_m,
-                     num_warps=num_warps, num_stages=num_stages, fusion=fusion, split_k=split_k, ln=ln)
-        return
+        return _ConvPlan(_conv_run_gemm, several=False, unwrap=unwrap, gemm=_conv_gemm_plan(
+            a, w_packed, [o], r2, scale, bias, [act], split_k=split_k, **gemm))
 
     if path == "depthwise":
         if split_k not in (None, 1):
@@ -1542,19 +1681,13 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
             raise ValueError("path='depthwise' needs groups == C == K")
         bm, bc, _, warps, stages = conv_default_blocks("depthwise", m, c, kh * kw, x.dtype, cpu)
         bm, bc = block_m or bm, block_n or bc
-        grid = (triton.cdiv(m, bm), triton.cdiv(c, bc))
-        _conv_depthwise_kernel[grid](
-            x, w_packed, out, residual if residual is not None else dummy,
-            scale if scale is not None else dummy, bias if bias is not None else dummy,
-            m, h, w, p, q, c,
-            x.stride(0), x.stride(1), x.stride(2),
-            out.stride(0), out.stride(1), out.stride(2),
-            rs[0], rs[1], rs[2],
-            KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, **has, INTERPRETED=_conv_interpreted(x),
-            BLOCK_M=bm, BLOCK_C=bc, **fusion, stride_oc=out.stride(3),
-            num_warps=num_warps or warps, num_stages=num_stages or stages,
-        )
-        return
+        return _ConvPlan(
+            _conv_run_depthwise, unwrap=unwrap, grid=(triton.cdiv(m, bm), triton.cdiv(c, bc)),
+            args=(m, h, w, p, q, c, x.stride(0), x.stride(1), x.stride(2),
+                  out.stride(0), out.stride(1), out.stride(2), rs[0], rs[1], rs[2]),
+            kwargs=dict(KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, **has,
+                        INTERPRETED=_conv_interpreted(x), BLOCK_M=bm, BLOCK_C=bc, **fusion, stride_oc=out.stride(3),
+                        num_warps=num_warps or warps, num_stages=num_stages or stages))
 
     if path not in ("implicit_flat", "implicit_tap"):
         raise ValueError(f"unknown path {path!r}")
@@ -1565,31 +1698,29 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     stages = num_stages or stages
     grid = (triton.cdiv(m, bm) * triton.cdiv(kg, bn), groups)
     slices, slice_iters = _conv_split_plan(split_k, path, m, kg, kh * kw * cg, (bm, bn, bk), x.device, groups, cg)
+    geometry = dict(CG=cg, KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, FLAT=flat)
+    common = dict(INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
+                  BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m)
     if slices > 1:
-        prologue, tail = _conv_split_fusion(fusion)
-        ws = _conv_splitk_workspace(slices, m, k, x.device)
-        _conv_implicit_splitk_kernel[grid + (slices,)](
-            x, w_packed, ws, m, h, w, p, q, kg, k,
-            x.stride(0), x.stride(1), x.stride(2),
-            CG=cg, KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, FLAT=flat,
-            INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
-            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m, SLICE_ITERS=slice_iters, **prologue,
-            num_warps=warps, num_stages=stages,
-        )
-        _conv_launch_reduce(ws, out, out.stride()[:3], (p, q), residual, rs[:3], scale, bias, act, tail)
-        return
-    _conv_implicit_gemm_kernel[grid](
-        x, w_packed, out, residual if residual is not None else dummy,
-        scale if scale is not None else dummy, bias if bias is not None else dummy,
-        m, h, w, p, q, kg, k,
-        x.stride(0), x.stride(1), x.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        rs[0], rs[1], rs[2],
-        CG=cg, KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, FLAT=flat, **has,
-        INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m, **fusion, stride_oc=out.stride(3),
-        num_warps=warps, num_stages=stages,
-    )
+        prologue, tail = _conv_split_consts(fusion)
+        return _ConvPlan(
+            _conv_run_implicit, unwrap=unwrap, slices=slices, m=m, k=k, device=x.device, grid=grid + (slices,),
+            args=(m, h, w, p, q, kg, k, x.stride(0), x.stride(1), x.stride(2)),
+            kwargs=dict(**geometry, **common, SLICE_ITERS=slice_iters, **prologue, num_warps=warps, num_stages=stages),
+            reduce=_conv_reduce_plan(slices, m, k, cpu, out.stride()[:3], (p, q), rs[:3], scale is not None,
+                                     bias is not None, residual is not None, act, tail, out.stride(-1),
+                                     _conv_interpreted(x)))
+    return _ConvPlan(
+        _conv_run_implicit, unwrap=unwrap, slices=1, grid=grid,
+        args=(m, h, w, p, q, kg, k, x.stride(0), x.stride(1), x.stride(2),
+              out.stride(0), out.stride(1), out.stride(2), rs[0], rs[1], rs[2]),
+        kwargs=dict(**geometry, **has, **common, **fusion, stride_oc=out.stride(3),
+                    num_warps=warps, num_stages=stages))
+
+
+def _conv_run_linear(pl, x, w_packed, out, residual, scale, bias, *prologue):
+    _conv_launch_gemm(pl.gemm, x, w_packed, [out], residual, None, bias, _conv_fusion_ptrs(None, None, None, out),
+                      None)
 
 
 def linear(x, w_packed, out, *, bias=None, act=ACT_NONE, residual=None,
@@ -1603,6 +1734,20 @@ def linear(x, w_packed, out, *, bias=None, act=ACT_NONE, residual=None,
     bias:     None or an (O,) vector (fp32).  Accumulation in fp32; the epilogue runs on the
     fp32 accumulator, then casts to out.dtype once.  Tuning knobs as in ``conv2d``.
     """
+    key, plan = _conv_lookup("linear", (x, w_packed, out, residual, bias),
+                             (act, block_m, block_n, block_k, swizzle_m, num_warps, num_stages, allow_tf32))
+    if plan is None:
+        plan = _conv_remember(key, linear_plan(
+            x, w_packed, out, bias=bias, act=act, residual=residual, block_m=block_m, block_n=block_n,
+            block_k=block_k, swizzle_m=swizzle_m, num_warps=num_warps, num_stages=num_stages, allow_tf32=allow_tf32))
+    plan.run(plan, x, w_packed, out, residual, None, bias)
+
+
+def linear_plan(x, w_packed, out, *, bias=None, act=ACT_NONE, residual=None,
+                block_m=None, block_n=None, block_k=None, swizzle_m=8,
+                num_warps=None, num_stages=None, allow_tf32=False) -> _ConvPlan:
+    """``linear``'s checks and decisions (ValueError on misuse), as ``conv_plan``'s are ``conv2d``'s:
+    ``plan.run(plan, x, w_packed, out, residual, None, bias)`` launches it."""
     if x.dim() != 2 or out.dim() != 2:
         raise ValueError(f"x and out must be 2-d, got {tuple(x.shape)} and {tuple(out.shape)}")
     _conv_check_common(x, w_packed, out, residual, None, bias, act)
@@ -1613,7 +1758,7 @@ def linear(x, w_packed, out, *, bias=None, act=ACT_NONE, residual=None,
         raise ValueError(f"shapes do not chain: x {tuple(x.shape)}, w_packed {tuple(w_packed.shape)} "
                          f"(expected (F, O) from pack_linear_weight), out {tuple(out.shape)}")
     if out.numel() == 0:
-        return
-    _conv_launch_gemm(x, w_packed, out, residual, None, bias, act, allow_tf32=allow_tf32,
-                 block_m=block_m, block_n=block_n, block_k=block_k, swizzle_m=swizzle_m,
-                 num_warps=num_warps, num_stages=num_stages)
+        return _ConvPlan(_conv_run_nothing)
+    return _ConvPlan(_conv_run_linear, gemm=_conv_gemm_plan(
+        x, w_packed, [out], residual, None, bias, [act], allow_tf32=allow_tf32, block_m=block_m, block_n=block_n,
+        block_k=block_k, swizzle_m=swizzle_m, num_warps=num_warps, num_stages=num_stages))

@@ -9,6 +9,10 @@ they read and write views in place and never touch channels outside the view.
 Blocking: a program owns a [BLOCK_R rows x BLOCK_C channels] tile; rows are the flattened
 (n, h, w) positions, channels are contiguous in memory, so each row of the tile is one coalesced
 run. Arithmetic is fp32; the result is rounded once, to `out`'s dtype, on the store.
+
+Each launcher checks its arguments and chooses tiles and grid once per distinct (shapes, strides,
+dtypes, devices of its tensors, other arguments) -- once per call site and batch size in a generated
+program -- and keeps that launch plan (``_ew_plan``); later calls only launch.
 """
 
 import torch
@@ -234,6 +238,33 @@ def _ew_nhwc(t, what, any_channel_stride=False):
     return t
 
 
+def _ew_4d(t):
+    """A checked (N, F) or NHWC tensor as the 4-D view the kernels take (``_ew_nhwc``'s result)."""
+    return t[:, None, None, :] if t.dim() == 2 else t
+
+
+_EW_PLANS = {}  # (plan function, each tensor's shape, strides, dtype, device, other arguments) -> plan
+_EW_PLANS_MAX = 1024
+
+
+def _ew_plan(plan_fn, tensors, args):
+    """plan_fn(tensors, *args): what the launch needs besides the tensors (() when there is nothing
+    to launch); made once per distinct key and kept (a bad call raises and keeps nothing)."""
+    try:
+        key = (plan_fn, tuple([None if t is None else (t.shape, t.stride(), t.dtype, t.device) for t in tensors]),
+               args, tuple(map(type, args)))
+        plan = _EW_PLANS.get(key)
+    except (AttributeError, TypeError):  # not tensors, or unhashable arguments: plan afresh
+        key = plan = None
+    if plan is None:
+        plan = plan_fn(tensors, *args)
+        if key is not None:
+            if len(_EW_PLANS) >= _EW_PLANS_MAX:
+                _EW_PLANS.clear()
+            _EW_PLANS[key] = plan
+    return plan
+
+
 def _ew_blocks(rows, channels):
     """Tile sizes: up to 128 channels wide, about 2048 elements per program."""
     block_c = min(triton.next_power_of_2(channels), 128)
@@ -241,9 +272,8 @@ def _ew_blocks(rows, channels):
     return block_r, block_c
 
 
-def _ew_sum(inputs, out, divisor, act):
-    """out = act(sum(inputs) / divisor): one launch for up to 4 inputs; for more, partial sums go
-    through an fp32 buffer (same additions in the same order, so the result does not change)."""
+def _ew_sum_check(inputs, out):
+    """(out, inputs) as 4-D views, checked: 2 or more inputs of out's shape."""
     if len(inputs) < 2:
         raise ValueError(f"add/mean need at least 2 inputs, got {len(inputs)}")
     o = _ew_nhwc(out, "out")
@@ -251,6 +281,40 @@ def _ew_sum(inputs, out, divisor, act):
     for i, t in enumerate(xs):
         if t.shape != o.shape:
             raise ValueError(f"inputs[{i}] has shape {tuple(inputs[i].shape)}, out has {tuple(out.shape)}")
+    return o, xs
+
+
+def _ew_sum(inputs, out, divisor, act):
+    """out = act(sum(inputs) / divisor): one launch for up to 4 inputs; for more, partial sums go
+    through an fp32 buffer (same additions in the same order, so the result does not change)."""
+    if len(inputs) > _EW_MAX_INPUTS:
+        _ew_sum_chained(inputs, out, divisor, act)
+        return
+    plan = _ew_plan(_ew_sum_plan, (out, *inputs), (divisor, act))
+    if plan:
+        grid, rest, kwargs = plan
+        xs = [_ew_4d(t) for t in inputs]
+        _ew_sum_kernel[grid](_ew_4d(out), *xs, *[xs[0]] * (_EW_MAX_INPUTS - len(xs)), *rest, **kwargs)
+
+
+def _ew_sum_plan(tensors, divisor, act):
+    """One launch of ``_ew_sum_kernel`` over tensors = (out, 2..4 inputs): (grid, arguments after the
+    pointers, keyword arguments); unused pointer slots repeat the first input."""
+    o, xs = _ew_sum_check(list(tensors[1:]), tensors[0])
+    n, h, w, c = o.shape
+    rows = n * h * w
+    if rows == 0 or c == 0:
+        return ()
+    block_r, block_c = _ew_blocks(rows, c)
+    group = xs + [xs[0]] * (_EW_MAX_INPUTS - len(xs))
+    strides = [s for t in [o] + group for s in t.stride()[:3]]
+    return ((triton.cdiv(rows, block_r), triton.cdiv(c, block_c)), (rows, h, w, c, *strides),
+            dict(NUM_INPUTS=len(xs), DIVISOR=divisor, ACT=act, BLOCK_R=block_r, BLOCK_C=block_c))
+
+
+def _ew_sum_chained(inputs, out, divisor, act):
+    """``_ew_sum`` of more than 4 inputs: partial sums of 4 (then 3 more each) in an fp32 buffer."""
+    o, xs = _ew_sum_check(inputs, out)
     n, h, w, c = o.shape
     rows = n * h * w
     if rows == 0 or c == 0:
@@ -266,9 +330,6 @@ def _ew_sum(inputs, out, divisor, act):
                              NUM_INPUTS=used, DIVISOR=div, ACT=act_,
                              BLOCK_R=block_r, BLOCK_C=block_c)
 
-    if len(xs) <= _EW_MAX_INPUTS:
-        launch(o, xs, divisor, act)
-        return
     acc = torch.empty(o.shape, dtype=torch.float32, device=o.device)
     launch(acc, xs[:_EW_MAX_INPUTS], 1, ACT_NONE)
     rest = xs[_EW_MAX_INPUTS:]
@@ -293,6 +354,16 @@ def mean(inputs, out):
 
 
 def _ew_affine(x, out, scale, shift, act):
+    plan = _ew_plan(_ew_affine_plan, (x, out, scale, shift), (act,))
+    if plan:
+        grid, rest, kwargs = plan
+        xv = _ew_4d(x)
+        _ew_channel_affine_kernel[grid](xv, _ew_4d(out), xv if scale is None else scale,
+                                        xv if shift is None else shift, *rest, **kwargs)
+
+
+def _ew_affine_plan(tensors, act):
+    x, out, scale, shift = tensors
     xv, ov = _ew_nhwc(x, "x"), _ew_nhwc(out, "out", any_channel_stride=True)
     if xv.shape[:3] != ov.shape[:3] or xv.shape[3] > ov.shape[3]:
         raise ValueError(f"x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
@@ -303,14 +374,12 @@ def _ew_affine(x, out, scale, shift, act):
             raise ValueError(f"{name} must be a contiguous ({c_in},) vector, got shape {tuple(v.shape)}")
     rows = n * h * w
     if rows == 0 or c_out == 0:
-        return
+        return ()
     block_r, block_c = _ew_blocks(rows, c_out)
     grid = (triton.cdiv(rows, block_r), triton.cdiv(c_out, block_c))
-    _ew_channel_affine_kernel[grid](
-        xv, ov, xv if scale is None else scale, xv if shift is None else shift,
-        rows, h, w, c_in, c_out, *xv.stride()[:3], *ov.stride()[:3],
-        HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, ACT=act,
-        BLOCK_R=block_r, BLOCK_C=block_c, so_c=ov.stride(3))
+    return (grid, (rows, h, w, c_in, c_out, *xv.stride()[:3], *ov.stride()[:3]),
+            dict(HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, ACT=act,
+                 BLOCK_R=block_r, BLOCK_C=block_c, so_c=ov.stride(3)))
 
 
 def scale_shift(x, out, *, scale=None, shift=None, act=ACT_NONE):
@@ -346,27 +415,50 @@ def mul(inputs, out, *, act=ACT_NONE):
     scale: an (N, H, W, C) map times an (N, 1, 1, C) gate); products in input order, in fp32 for a
     pair (more inputs: partial products are rounded to out's dtype between launches)."""
     inputs = list(inputs)
+    plan = _ew_plan(_ew_mul_plan, (out, *inputs), (act,))
+    if plan:
+        grid, steps = plan
+        o = _ew_4d(out)
+        acc = _ew_broadcast_view(inputs[0], o.shape, "inputs[0]")
+        for x, (rest, kwargs) in zip(inputs[1:], steps):
+            _ew_mul_kernel[grid](o, acc, _ew_broadcast_view(x, o.shape, ""), *rest, **kwargs)
+            acc = o
+
+
+def _ew_mul_plan(tensors, act):
+    """grid and, per launch (one per input after the first), the arguments after the pointers."""
+    out, inputs = tensors[0], tensors[1:]
     if len(inputs) < 2:
         raise ValueError(f"mul needs at least 2 inputs, got {len(inputs)}")
     o = _ew_nhwc(out, "out")
     n, h, w, c = o.shape
     rows = n * h * w
     if rows == 0 or c == 0:
-        return
+        return ()
     block_r, block_c = _ew_blocks(rows, c)
     grid = (triton.cdiv(rows, block_r), triton.cdiv(c, block_c))
     acc = _ew_broadcast_view(inputs[0], o.shape, "inputs[0]")
+    steps = []
     for i, x in enumerate(inputs[1:], 1):
         b = _ew_broadcast_view(x, o.shape, f"inputs[{i}]")
         last = i == len(inputs) - 1
-        _ew_mul_kernel[grid](o, acc, b, rows, h, w, c, *o.stride()[:3], *acc.stride(), *b.stride(),
-                             ACT=act if last else ACT_NONE, BLOCK_R=block_r, BLOCK_C=block_c)
+        steps.append(((rows, h, w, c, *o.stride()[:3], *acc.stride(), *b.stride()),
+                      dict(ACT=act if last else ACT_NONE, BLOCK_R=block_r, BLOCK_C=block_c)))
         acc = o
+    return grid, steps
 
 
 def channel_shuffle(x, out, groups):
     """out = x with its channels shuffled (ShuffleNet): channel g*(C/groups) + i of x becomes channel
     i*groups + g of out. NHWC tensors of one shape (views allowed); out must not alias x."""
+    plan = _ew_plan(_ew_shuffle_plan, (x, out), (groups,))
+    if plan:
+        grid, rest, kwargs = plan
+        _ew_channel_shuffle_kernel[grid](_ew_4d(x), _ew_4d(out), *rest, **kwargs)
+
+
+def _ew_shuffle_plan(tensors, groups):
+    x, out = tensors
     xv, ov = _ew_nhwc(x, "x"), _ew_nhwc(out, "out")
     if xv.shape != ov.shape:
         raise ValueError(f"channel_shuffle: x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
@@ -375,8 +467,8 @@ def channel_shuffle(x, out, groups):
         raise ValueError(f"channel_shuffle: {c} channels do not split into {groups} groups")
     rows = n * h * w
     if rows == 0 or c == 0:
-        return
+        return ()
     block_r, block_c = _ew_blocks(rows, c)
     grid = (triton.cdiv(rows, block_r), triton.cdiv(c, block_c))
-    _ew_channel_shuffle_kernel[grid](xv, ov, rows, h, w, c, c // groups, *xv.stride()[:3], *ov.stride()[:3],
-                                     GROUPS=groups, BLOCK_R=block_r, BLOCK_C=block_c)
+    return (grid, (rows, h, w, c, c // groups, *xv.stride()[:3], *ov.stride()[:3]),
+            dict(GROUPS=groups, BLOCK_R=block_r, BLOCK_C=block_c))

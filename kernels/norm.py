@@ -10,6 +10,10 @@ neighbouring channels are re-read from cache, shifted); softmax and layer norm s
 BLOCK_C chunks (one chunk when C <= BLOCK_C). Arithmetic is fp32; the result is rounded once, to
 out's dtype, on the store.
 
+Each launcher checks its arguments and chooses tiles and grid once per distinct (shapes, strides,
+dtypes, devices of its tensors, other arguments) -- once per call site and batch size in a generated
+program -- and keeps that launch plan (``_norm_plan``); later calls only launch.
+
 Uses elementwise.py's `_ew_row_offsets` (generated programs hold every template in one module,
 elementwise.py before norm.py; the tests load the two together).
 """
@@ -183,41 +187,87 @@ def _norm_views(x, out):
     return views
 
 
+_NORM_PLANS = {}  # (plan function, each tensor's shape, strides, dtype, device, other arguments) -> plan
+_NORM_PLANS_MAX = 1024
+
+
+def _norm_plan(plan_fn, tensors, args):
+    """plan_fn(*tensors, *args): (grid, arguments after the tensors, keyword arguments), or () when
+    there is nothing to launch; made once per distinct key and kept (a bad call raises, keeps nothing)."""
+    try:
+        key = (plan_fn, tuple([None if t is None else (t.shape, t.stride(), t.dtype, t.device) for t in tensors]),
+               args, tuple(map(type, args)))
+        plan = _NORM_PLANS.get(key)
+    except (AttributeError, TypeError):  # not tensors, or unhashable arguments: plan afresh
+        key = plan = None
+    if plan is None:
+        plan = plan_fn(*tensors, *args)
+        if key is not None:
+            if len(_NORM_PLANS) >= _NORM_PLANS_MAX:
+                _NORM_PLANS.clear()
+            _NORM_PLANS[key] = plan
+    return plan
+
+
+def _norm_4d(t):
+    """A checked (N, F) or NHWC tensor as the 4-D view the kernels take (``_norm_views``' result)."""
+    return t[:, None, None, :] if t.dim() == 2 else t
+
+
 def lrn(x, out, *, size, alpha, beta, k):
     """out = local_response_norm(x, size, alpha, beta, k) across channels (PyTorch semantics:
     alpha is divided by size; the window is zero-padded, size//2 before and (size-1)//2 after)."""
+    plan = _norm_plan(_norm_lrn_plan, (x, out), (size, alpha, beta, k))
+    if plan:
+        grid, rest, kwargs = plan
+        _norm_lrn_kernel[grid](_norm_4d(x), _norm_4d(out), *rest, **kwargs)
+
+
+def _norm_lrn_plan(x, out, size, alpha, beta, k):
     xv, ov = _norm_views(x, out)
     n, h, w, c = xv.shape
     rows = n * h * w
     if rows == 0 or c == 0:
-        return
+        return ()
     block_c = min(triton.next_power_of_2(c), 64)
     block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
     grid = (triton.cdiv(rows, block_r), triton.cdiv(c, block_c))
-    _norm_lrn_kernel[grid](
-        xv, ov, rows, h, w, c, *xv.stride()[:3], *ov.stride()[:3],
-        float(alpha) / int(size), float(beta), float(k),
-        SIZE=int(size), BLOCK_R=block_r, BLOCK_C=block_c)
+    return (grid, (rows, h, w, c, *xv.stride()[:3], *ov.stride()[:3], float(alpha) / int(size), float(beta), float(k)),
+            dict(SIZE=int(size), BLOCK_R=block_r, BLOCK_C=block_c))
 
 
 def softmax(x, out):
     """out = softmax(x) over the channel (last) axis: x (N, F) or NHWC (N, H, W, C)."""
+    plan = _norm_plan(_norm_softmax_plan, (x, out), ())
+    if plan:
+        grid, rest, kwargs = plan
+        _norm_softmax_kernel[grid](_norm_4d(x), _norm_4d(out), *rest, **kwargs)
+
+
+def _norm_softmax_plan(x, out):
     xv, ov = _norm_views(x, out)
     n, h, w, c = xv.shape
     rows = n * h * w
     if rows == 0 or c == 0:
-        return
+        return ()
     block_c = min(triton.next_power_of_2(c), 1024)
     block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
     grid = (triton.cdiv(rows, block_r),)
-    _norm_softmax_kernel[grid](
-        xv, ov, rows, h, w, *xv.stride()[:3], *ov.stride()[:3],
-        C=c, BLOCK_R=block_r, BLOCK_C=block_c)
+    return grid, (rows, h, w, *xv.stride()[:3], *ov.stride()[:3]), dict(C=c, BLOCK_R=block_r, BLOCK_C=block_c)
 
 
 def layer_norm(x, out, *, weight=None, bias=None, eps=1e-5):
     """out = layer_norm(x) over the channel (last) axis of each position: x (N, F) or NHWC
     (N, H, W, C); weight and bias contiguous (C,) vectors, both or neither. out may be x."""
+    plan = _norm_plan(_norm_layer_norm_plan, (x, out, weight, bias), (eps,))
+    if plan:
+        grid, rest, kwargs = plan
+        xv = _norm_4d(x)
+        _norm_layer_norm_kernel[grid](xv, _norm_4d(out), xv if weight is None else weight,
+                                      xv if bias is None else bias, *rest, **kwargs)
+
+
+def _norm_layer_norm_plan(x, out, weight, bias, eps):
     xv, ov = _norm_views(x, out)
     n, h, w, c = xv.shape
     if (weight is None) != (bias is None):
@@ -227,12 +277,9 @@ def layer_norm(x, out, *, weight=None, bias=None, eps=1e-5):
             raise ValueError(f"layer_norm: {name} must be a contiguous ({c},) vector, got shape {tuple(v.shape)}")
     rows = n * h * w
     if rows == 0 or c == 0:
-        return
+        return ()
     block_c = min(triton.next_power_of_2(c), 1024)
     block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
     grid = (triton.cdiv(rows, block_r),)
-    affine = weight is not None
-    _norm_layer_norm_kernel[grid](
-        xv, ov, weight if affine else xv, bias if affine else xv, rows, h, w,
-        *xv.stride()[:3], *ov.stride()[:3], float(eps),
-        C=c, HAS_AFFINE=affine, BLOCK_R=block_r, BLOCK_C=block_c)
+    return (grid, (rows, h, w, *xv.stride()[:3], *ov.stride()[:3], float(eps)),
+            dict(C=c, HAS_AFFINE=weight is not None, BLOCK_R=block_r, BLOCK_C=block_c))

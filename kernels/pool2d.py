@@ -6,6 +6,10 @@ a view (a channel slice of a wider buffer), read and written through its strides
 allocates `out` with PyTorch's output-size rules (ceil_mode included), so the kernels take P and
 Q from out's shape and only need to know where each window lies.
 
+Each launcher checks its arguments and chooses tiles and grid once per distinct (shapes, strides,
+dtypes, devices of x and out, other arguments) -- once per call site and batch size in a
+generated program -- and keeps that launch plan (``_pool_planned``); later calls only launch.
+
 Blocking: max/avg pooling run one program per (n, p, q-block, c-block) tile of BLOCK_Q output
 columns x BLOCK_C channels, vectorized over the contiguous channel axis, looping over the KH x KW
 window (unrolled). Adaptive/global pooling run one program per (n, output pixel, c-block) and
@@ -164,22 +168,50 @@ def _pool_pair(v):
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _pool_launch(x, out, kernel, stride, pad, dilation, is_max, count_include_pad):
+_POOL_PLANS = {}  # (plan function, x's and out's shape, strides, dtype, device, other arguments) -> plan
+_POOL_PLANS_MAX = 1024
+
+
+def _pool_planned(plan_fn, x, out, *args):
+    """Launch plan_fn(x, out, *args)'s plan -- (kernel, grid, arguments after x and out, keyword
+    arguments), or () when there is nothing to launch -- on x and out.  The plan (checks included:
+    a bad call raises and keeps nothing) is made once per distinct key and kept."""
+    try:
+        key = (plan_fn, x.shape, x.stride(), x.dtype, x.device, out.shape, out.stride(), out.dtype, out.device,
+               args, tuple(map(type, args)))
+        plan = _POOL_PLANS.get(key)
+    except (AttributeError, TypeError):  # not tensors, or unhashable arguments: plan afresh
+        key = plan = None
+    if plan is None:
+        plan = plan_fn(x, out, *args)
+        if key is not None:
+            if len(_POOL_PLANS) >= _POOL_PLANS_MAX:
+                _POOL_PLANS.clear()
+            _POOL_PLANS[key] = plan
+    if plan:
+        kernel, grid, rest, kwargs = plan
+        kernel[grid](x, out, *rest, **kwargs)
+
+
+def _pool_window_plan(x, out, kernel, stride, pad, dilation, is_max, count_include_pad):
     _pool_check(x, out)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(_pool_pair, (kernel, stride, pad, dilation))
     n, h, w, c = x.shape
     _, p, q, _ = out.shape
     if out.numel() == 0:
-        return
+        return ()
     # tile: up to 64 channels (one 128-256 byte run per output pixel) x enough columns for ~1024
     block_c = min(triton.next_power_of_2(c), 64)
     block_q = min(triton.next_power_of_2(q), max(1, 1024 // block_c))
     grid = (n * p, triton.cdiv(q, block_q), triton.cdiv(c, block_c))
-    _pool_window_kernel[grid](
-        x, out, h, w, p, q, c, *x.stride()[:3], *out.stride()[:3],
-        sh, sw, ph, pw, dh, dw,
-        KH=kh, KW=kw, IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad),
-        BLOCK_Q=block_q, BLOCK_C=block_c)
+    return (_pool_window_kernel, grid,
+            (h, w, p, q, c, *x.stride()[:3], *out.stride()[:3], sh, sw, ph, pw, dh, dw),
+            dict(KH=kh, KW=kw, IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad),
+                 BLOCK_Q=block_q, BLOCK_C=block_c))
+
+
+def _pool_launch(x, out, kernel, stride, pad, dilation, is_max, count_include_pad):
+    _pool_planned(_pool_window_plan, x, out, kernel, stride, pad, dilation, is_max, count_include_pad)
 
 
 def max_pool2d(x, out, *, kernel, stride, pad, dilation=(1, 1)):
@@ -196,20 +228,23 @@ def avg_pool2d(x, out, *, kernel, stride, pad, count_include_pad=True):
 
 def adaptive_avg_pool2d(x, out):
     """out = adaptive_avg_pool2d(x, out.shape[1:3]) in NHWC (PyTorch's floor/ceil windows)."""
+    _pool_planned(_pool_adaptive_plan, x, out)
+
+
+def _pool_adaptive_plan(x, out):
     _pool_check(x, out)
     n, h, w, c = x.shape
     _, p, q, _ = out.shape
     if out.numel() == 0:
-        return
+        return ()
     # largest window (positions), so that small windows do not get a needlessly wide chunk
     win_h = max(((i + 1) * h + p - 1) // p - (i * h) // p for i in range(p))
     win_w = max(((j + 1) * w + q - 1) // q - (j * w) // q for j in range(q))
     block_c = min(triton.next_power_of_2(c), 64)
     block_hw = min(triton.next_power_of_2(win_h * win_w), max(1, 2048 // block_c))
     grid = (n * p * q, triton.cdiv(c, block_c))
-    _pool_adaptive_avg_kernel[grid](
-        x, out, h, w, p, q, c, *x.stride()[:3], *out.stride()[:3],
-        MAX_WINDOW=win_h * win_w, BLOCK_HW=block_hw, BLOCK_C=block_c)
+    return (_pool_adaptive_avg_kernel, grid, (h, w, p, q, c, *x.stride()[:3], *out.stride()[:3]),
+            dict(MAX_WINDOW=win_h * win_w, BLOCK_HW=block_hw, BLOCK_C=block_c))
 
 
 def global_avg_pool(x, out):
