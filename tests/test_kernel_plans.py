@@ -59,6 +59,25 @@ def _described(recorded, tensors):
             for name, grid, args, kwargs in recorded]
 
 
+def _tensors_in(obj, seen=None):
+    """The tensors reachable from a plan (its fields, tuples, lists and dicts): a plan must keep none."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (tuple, list)):
+        items = list(obj)
+    elif isinstance(obj, K._ConvPlan):
+        items = list(vars(obj).values())
+    else:
+        return []
+    return [t for item in items for t in _tensors_in(item, seen)]
+
+
 def _fresh(shapes, seed):
     gen = torch.Generator().manual_seed(seed)
     return {name: torch.randn(*shape, generator=gen) for name, shape in shapes.items()}
@@ -119,6 +138,7 @@ def test_a_second_call_reuses_the_plan_and_launches_what_a_fresh_plan_does(case,
     assert len(plans) == 2
     assert _described(launches, second) == reused
     assert "FOREIGN" not in repr(reused)
+    assert K._CONV_PLANS and not _tensors_in(list(K._CONV_PLANS.values()))
     bigger = {k: (2 * v[0], *v[1:]) if k in ("x", "out", "res", "a", "b", "gate") else v for k, v in shapes.items()}
     call(_fresh(bigger, 3))              # another batch size: another plan
     assert len(plans) == 3
@@ -197,6 +217,7 @@ def test_pool_norm_elementwise_plans_are_reused_per_shape(case, launches):
     plans.clear()
     call(second)
     assert _described(launches[2:], second) == reused and "FOREIGN" not in repr(reused)
+    assert not _tensors_in(list(plans.values()))
     call(_fresh({k: (3 * v[0], *v[1:]) if len(v) > 1 else v for k, v in shapes.items()}, 3))
     assert len(plans) == 2
 
