@@ -134,7 +134,8 @@ def test_template_names_and_imports():
     names, imports = _top_level_names(KERNELS / "conv2d_chain.py")
     assert imports == {"torch", "triton", "triton.language"}
     assert {nm for nm in names if not nm.lower().startswith("_chain_")} == {"CHAIN_MAX_MID", "chain_supported",
-                                                                    "chain_default_split", "conv2d_chain"}
+                                                                    "chain_default_split", "conv2d_chain",
+                                                                    "pack_chain_weight"}
     for other in KERNELS.glob("*.py"):
         if other.name != "conv2d_chain.py":
             assert not names & _top_level_names(other)[0], f"conv2d_chain.py redefines names of {other.name}"
@@ -172,7 +173,8 @@ def test_limits():
     assert K.CHAIN_MAX_MID == 256
     assert K.chain_supported(1, 1) and K.chain_supported(256, 1) and K.chain_supported(40, 1)
     assert not K.chain_supported(257, 1) and not K.chain_supported(0, 1)
-    assert not K.chain_supported(64, 2) and not K.chain_supported(64, 64)
+    # grouped (tests/test_kernel_chain_grouped.py): one group's channels on chip, C_mid divisible
+    assert K.chain_supported(64, 2) and K.chain_supported(64, 64) and not K.chain_supported(66, 4)
 
 
 @pytest.mark.parametrize("c,kernel,stride,pad,want", [

@@ -260,16 +260,17 @@ def test_chain_a_conv_then_a_1x1_conv_keep_the_intermediate_on_chip():
 def test_chain_declined_cases():
     g, o = optimized("network n {\n input 16x6x6\n"
                      " a1: conv(4, 3, pad=1) as t\n @t -> b1: conv(4, 1) as u\n @t -> relu as v\n"  # read twice
-                     " @u -> a2: conv(8, 3, pad=1, groups=2) -> b2: conv(4, 1)\n"  # grouped
+                     " @u -> a2: conv(8, 3, pad=1, groups=2) -> b2: conv(4, 1)\n"  # grouped: chains
                      " a3: conv(300, 3, pad=1) -> b3: conv(4, 1)\n"  # too wide to keep on chip
                      " m: mean { a4: conv(4, 3, pad=1) -> b4: conv(4, 1); identity }\n"  # b4 ends a mean
                      " output v, m\n}")
     declined = report(o, "fuse_conv_chain").declined
     assert "a1 -> b1: `a1` is read by 2 consumers" in declined
-    assert "a2 -> b2: `a2` is grouped (2 groups)" in declined
+    # a grouped first conv chains where the model predicts a gain (tests/test_kernel_chain_grouped.py)
+    assert not any(d.startswith("a2 -> b2") for d in declined)
     assert "a3 -> b3: the intermediate has 300 channels, more than the 256 kept on chip" in declined
     assert any(d.startswith("m.a4 -> m.b4: `m.b4` ends a mean join") for d in declined)
-    assert not launch_groups(o.graph).chains
+    assert launch_groups(o.graph).chains == {"b2": "a2"}
     nin = optimize(archdsl.load(EXAMPLES / "nin.arch"))
     assert "mlpconv1.cccp1 -> mlpconv1.cccp2: a conv of the pair is already fused with another conv" in \
         report(nin, "fuse_conv_chain").declined  # chains are pairs

@@ -145,6 +145,8 @@ def _prepare_conv(p: Program, n: str) -> bool:
     if "linear" in src or "layer_scale" in src or "in_ln" in src:  # a 2-d weight, or a γ to fold in too
         row = ("conv_scaled", n, conv, bn, a.get("bn_eps"), a["groups"], has_bias, src.get("layer_scale"))
         row += (src["in_ln"],) if "in_ln" in src else ()  # the layer norm the GEMM applies (passes/norm.py)
+    elif a["groups"] > 1 and p.schedule.on_chip(n):  # a grouped chain's block-diagonal slices
+        row = ("chain_conv", n, conv, bn, a.get("bn_eps"), a["groups"], has_bias)
     else:
         row = ("conv", n, conv, bn, a.get("bn_eps"), a["groups"], has_bias)
     p.weights.append((row, p.comment(n)))
@@ -232,6 +234,8 @@ def _chain_launch(p: Program, first: str, n: str, has_bias: bool) -> Step:
         args.append(f"bias1={wkey(first, 'b')}")
     if a1["act"] != "none":
         args.append(f"act1={act_constant(a1['act'])}")
+    if a1["groups"] > 1:  # the grouped kernel; its weight from prepare_chain_conv
+        args.append(f"groups={a1['groups']}")
     args += _epilogue_args(p, n, has_bias, suffix="2")
     args.append(_tuned(n))  # blocks and splits, tuned under the 1x1 conv's name
     comment = f"{p.comment(first)}\n{p.comment(n)}  (one kernel: the intermediate stays on chip)"
@@ -618,6 +622,15 @@ _PREPARE_HELPERS = {
         '    """A conv\'s packed weight, its batch norm (if any) folded in, and its bias."""',
         "    wt, b = fold_bn(state, conv, bn, eps)",
         '    w[node + ".w"] = pack_conv_weight(wt.to(DTYPE), groups, DTYPE)',
+        "    if bias:",
+        '        w[node + ".b"] = b.float()',
+    ],
+    "chain_conv": [
+        "def prepare_chain_conv(w, state, node, conv, bn, eps, groups, bias):",
+        '    """A grouped conv computed on chip by a chain: its weight packed as conv2d_chain\'s grouped',
+        '    kernel reads it (pack_chain_weight: block-diagonal slices of whole groups)."""',
+        "    wt, b = fold_bn(state, conv, bn, eps)",
+        '    w[node + ".w"] = pack_chain_weight(wt.to(DTYPE), groups, DTYPE)',
         "    if bias:",
         '        w[node + ".b"] = b.float()',
     ],

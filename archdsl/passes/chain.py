@@ -9,9 +9,17 @@ written once each, 2 * M * c values) disappears, and so does one launch.
 
 The cost rule (`why_not`): the intermediate must fit on chip next to the second GEMM's
 accumulator: c <= CHAIN_MAX_MID channels (kernels/conv2d_chain.py; a BLOCK_M x c fp32 tile is
-64 KiB of registers at c = 256 and BLOCK_M = 64).  The first conv must be ungrouped (a grouped
-conv's intermediate tile is assembled from every group: ResNeXt declines) and its result read
-by the 1x1 conv alone; the 1x1 conv must be stride 1, unpadded, ungrouped.  Neither may carry
+64 KiB of registers at c = 256 and BLOCK_M = 64).  A grouped first conv (ResNeXt's 3x3) runs the
+kernel's grouped variant: mid is computed a slice of whole groups at a time (16 columns at
+ResNeXt's widths), each slice from its groups' input channels with a block-diagonal weight,
+so only one slice is on chip and c is not bounded -- but the zeros of that weight are MMA
+work, and the slices are recomputed per output tile.  Such a chain must be predicted faster
+than the two launches it replaces (`archdsl.runtime.perfmodel.chain_pair_us`, bf16 on the H200
+datasheet ceilings) at batch 1, 32 and 256, else it declines with both figures.  Depthwise
+first convs (MobileNet, ShuffleNet, EfficientNet) decline: 15 of 16 MMA columns would be zeros
+against a CUDA-core kernel of their own, and a chain's output cannot be written through the
+channel stride of ShuffleNet's shuffled concat, a copy the pairwise price does not see.  The first
+conv's result must be read by the 1x1 conv alone; the 1x1 conv must be stride 1, unpadded, ungrouped.  Neither may carry
 a prologue or be fused with siblings, and the first may not add a residual or join.  Chains are
 pairs: in NiN's conv -> 1x1 -> 1x1 the first two fuse and the last is declined.
 
@@ -46,8 +54,15 @@ def why_not(g: Graph, first: str, second: str, groups: LaunchGroups | None = Non
     if sole_user(g, first) != second:
         return f"`{first}` is read by {len(list(g.out_edges(first)))} consumers" + \
             (" and is an output" if first in g.outputs else "")
-    if a["groups"] > 1:
-        return f"`{first}` is grouped ({a['groups']} groups)"
+    if a["groups"] > 1 and a["groups"] == g.shape(first)[0] == g.shape(g.args(first)[0])[0]:
+        return f"`{first}` is depthwise: its own kernel runs it on CUDA cores, where chained 15 of a slice's " \
+               "16 MMA columns would be zeros (and a shuffled concat after the 1x1 conv would need a copy)"
+    if a["groups"] > 1 and set(a.get("sources", {})) & {"linear", "layer_scale", "in_ln"}:
+        return f"`{first}` is grouped and folds a linear, layer scale or layer norm into its weight " \
+               "(a grouped chain packs a plain conv weight)"
+    if a["groups"] > 1 and g.shape(first)[0] // a["groups"] > CHAIN_MAX_MID:
+        return f"`{first}`'s groups are {g.shape(first)[0] // a['groups']} channels wide, more than the " \
+               f"{CHAIN_MAX_MID} kept on chip"
     if len(g.args(first)) > 1 or a.get("join", "add") != "add":
         return f"`{first}` adds a residual"
     if b.get("join") == "mean":
@@ -58,8 +73,28 @@ def why_not(g: Graph, first: str, second: str, groups: LaunchGroups | None = Non
     if groups.grouped(first) or groups.grouped(second):
         return "a conv of the pair is already fused with another conv"
     mid = g.shape(first)[0]
+    if a["groups"] > 1:
+        return _grouped_cost(g, first, second)
     if mid > CHAIN_MAX_MID:
         return f"the intermediate has {mid} channels, more than the {CHAIN_MAX_MID} kept on chip"
+    return None
+
+
+PRICED_BATCHES = (1, 32, 256)  # a grouped chain must be predicted faster at each
+
+
+def _grouped_cost(g: Graph, first: str, second: str) -> str | None:
+    """Why the grouped chain `first -> second` does not pay (None: it does): at some batch of
+    PRICED_BATCHES its launch is not predicted faster than the two it replaces."""
+    from ..runtime.perfmodel import Ceilings, chain_pair_us  # the model prices launches; it never runs passes
+
+    ceilings = Ceilings.h200_datasheet()
+    for batch in PRICED_BATCHES:
+        chained, pair = chain_pair_us(g, first, second, batch, "bfloat16", ceilings)
+        if chained >= pair:
+            return (f"`{first}` is grouped ({g.nodes[first]['attrs']['groups']} groups) and the chain is not "
+                    f"predicted faster at batch {batch}: {chained:.1f} us chained vs {pair:.1f} us as two launches "
+                    f"(bf16, H200 datasheet)")
     return None
 
 
@@ -86,6 +121,9 @@ def fuse_conv_chain(graph: Graph) -> tuple[Graph, PassReport]:
         as_fused_conv(g, second)
         as_fused_conv(g, first)
         groups = groups.with_chain(first, second)
-        report.changed.append(f"{first} -> {second}: one kernel, the {g.shape(first)[0]}-channel intermediate on chip")
+        mid, n_groups = g.shape(first)[0], g.nodes[first]["attrs"]["groups"]
+        report.changed.append(f"{first} -> {second}: one kernel, the {mid}-channel intermediate on chip" +
+                              (f" (grouped: {n_groups} groups, a slice of whole groups at a time)" if n_groups > 1
+                               else ""))
     set_launch_groups(g, groups)
     return g, report

@@ -32,7 +32,10 @@ of L2, read once per wave.
 A chain launch (kernels/conv2d_chain.py: a conv and the 1x1 conv after it, the intermediate
 on chip) is priced by `predict_chain`: the same roofline over its grid of pixel blocks x
 output-channel groups x C_mid slices, where an output group recomputes the first conv and C_mid
-slices add a split-K-like workspace and reduce launch.
+slices add a split-K-like workspace and reduce launch.  A grouped first conv (ResNeXt) is priced
+as the kernel's grouped variant runs it: its block-diagonal weight's zeros counted as MMA work,
+its first conv recomputed per output tile (`_chain_grid`); `chain_pair_us` compares such a chain
+with the two launches it replaces, which is how the chain pass decides (passes/chain.py).
 
 Occupancy (programs resident per SM) comes from the compiled kernel's registers and shared
 memory (`Occupancy.from_compiled`) or, before compiling, from an estimate of both
@@ -302,10 +305,12 @@ class ChainProblem:
     b_bytes: int
     out_bytes: int
     elem_bytes: int = 2
+    groups: int = 1  # the first conv's (> 1: kernels/conv2d_chain.py's grouped kernel)
 
     @property
     def flops(self) -> int:
-        return 2 * self.m * self.c_mid * (self.taps * self.c + self.k)
+        """The useful FLOPs (a grouped stage 1 reads c / groups channels an output)."""
+        return 2 * self.m * self.c_mid * (self.taps * self.c // self.groups + self.k)
 
 
 @dataclass(frozen=True)
@@ -321,15 +326,50 @@ class ChainVariant:
 
 
 def chain_problem(name: str, x_shape: Sequence[int], mid: int, out_shape: Sequence[int], kernel: Sequence[int],
-                  residual: bool, elem_bytes: int) -> ChainProblem:
-    """A conv2d_chain launch (NHWC shapes; `mid` the first conv's output channels)."""
+                  residual: bool, elem_bytes: int, groups: int = 1) -> ChainProblem:
+    """A conv2d_chain launch (NHWC shapes; `mid` the first conv's output channels, in `groups`:
+    its packed weight is then the block-diagonal slices `pack_chain_weight` makes)."""
     n, h, w, c = x_shape
     _, p, q, k = out_shape
     taps = kernel[0] * kernel[1]
     out_elems = n * p * q * k * (2 if residual else 1)
+    w1 = c * taps * mid
+    if groups > 1:
+        sub, _, sub_c, n_sub = _kernel_defaults()._chain_group_slices(c, mid, groups)
+        w1 = n_sub * taps * sub_c * sub
     return ChainProblem(name, m=n * p * q, c=c, taps=taps, c_mid=mid, k=k, a_bytes=n * h * w * c * elem_bytes,
-                        b_bytes=(c * taps * mid + mid * k) * elem_bytes, out_bytes=out_elems * elem_bytes,
-                        elem_bytes=elem_bytes)
+                        b_bytes=(w1 + mid * k) * elem_bytes, out_bytes=out_elems * elem_bytes,
+                        elem_bytes=elem_bytes, groups=groups)
+
+
+def _chain_grid(problem: ChainProblem, variant: ChainVariant) -> tuple[int, int, int, int]:
+    """(programs, FLOPs a program, split_mid, split_n) as the launcher runs `variant`.
+
+    Ungrouped: MID_SLICE = pow2(c_mid) (>= 16) / split_mid columns a program, N_PER its outputs,
+    2 * BM * MID_SLICE * (stage-1 reduction padded to BK steps + N_PER) FLOPs.  Grouped
+    (kernels/conv2d_chain.py's `_chain_group_slices`, `_chain_grouped_macs`): SUBS_PER slices of
+    SUB columns a program, stage 1 (SUB_C channels a slice, the block-diagonal zeros counted)
+    recomputed for each of its N_PER / BN output tiles:
+    2 * BM * SUBS_PER * SUB * (N_PER / BN * reduction + N_PER)."""
+    t = variant.tile
+    if problem.groups > 1:
+        K = _kernel_defaults()
+        sub, _, sub_c, n_sub = K._chain_group_slices(problem.c, problem.c_mid, problem.groups)
+        subs_per, split_mid, n_per, split_n = K._chain_grouped_split_shape(n_sub, problem.k, t.bn, variant.split_n,
+                                                                           variant.split_mid)
+        red1 = K._chain_reduction(variant.walk, sub_c, problem.taps, t.bk)
+        flops = 2 * K._chain_grouped_macs(t.bm, t.bn, sub, red1, subs_per, n_per)
+        return math.ceil(problem.m / t.bm) * split_n * split_mid, flops, split_mid, split_n
+    mid = max(16, 1 << max(0, problem.c_mid - 1).bit_length())
+    mid_slice = mid // variant.split_mid
+    n_per = math.ceil(math.ceil(problem.k / t.bn) / variant.split_n) * t.bn
+    split_n = math.ceil(problem.k / n_per)  # as the launcher runs it: no empty group
+    if variant.walk == "flat":
+        red1 = math.ceil(problem.taps * problem.c / t.bk) * t.bk
+    else:
+        red1 = problem.taps * math.ceil(problem.c / t.bk) * t.bk
+    programs = math.ceil(problem.m / t.bm) * split_n * variant.split_mid
+    return programs, 2 * t.bm * mid_slice * (red1 + n_per), variant.split_mid, split_n
 
 
 def _chain_occupancy(tile: Tile, mid_slice: int, elem_bytes: int) -> Occupancy:
@@ -355,20 +395,17 @@ def predict_chain(problem: ChainProblem, variant: ChainVariant, ceilings: Ceilin
     which a reduce launch reads back, sums and finishes (epilogue 2, the output's bytes):
     time = launch + max(compute, (input + weights + workspace) / bw) + launch + (workspace +
     output) / bw.  Recomputing stage 1 per output group costs FLOPs, no memory (the input panel
-    is re-read from L2)."""
+    is re-read from L2).  A grouped first conv (problem.groups > 1) runs the grouped grid of
+    `_chain_grid`: only a SUB-column slice of mid is live, its stage 1 counts the zeros of the
+    block-diagonal weight and is recomputed per output tile; the bytes are the same roofline's."""
     t = variant.tile
-    mid = max(16, 1 << max(0, problem.c_mid - 1).bit_length())
-    mid_slice = mid // variant.split_mid
-    n_per = math.ceil(math.ceil(problem.k / t.bn) / variant.split_n) * t.bn
-    split_n = math.ceil(problem.k / n_per)  # as the launcher runs it: no empty group
-    if variant.walk == "flat":
-        red1 = math.ceil(problem.taps * problem.c / t.bk) * t.bk
+    programs, flops_per_program, split_mid, split_n = _chain_grid(problem, variant)
+    if problem.groups > 1:
+        mid_slice = _kernel_defaults()._chain_group_slices(problem.c, problem.c_mid, problem.groups)[0]
     else:
-        red1 = problem.taps * math.ceil(problem.c / t.bk) * t.bk
+        mid_slice = max(16, 1 << max(0, problem.c_mid - 1).bit_length()) // variant.split_mid
     occupancy = occupancy or _chain_occupancy(t, mid_slice, problem.elem_bytes)
-    programs = math.ceil(problem.m / t.bm) * split_n * variant.split_mid
     per_sm = math.ceil(programs / ceilings.sms)
-    flops_per_program = 2 * t.bm * mid_slice * (red1 + n_per)
     resident_warps = max(1, min(occupancy.programs, per_sm)) * t.warps
     eff = ceilings.efficiency * min(1.0, resident_warps / 8)
     rate = ceilings.fp32_tflops if problem.elem_bytes == 4 else ceilings.matmul_tflops
@@ -378,19 +415,64 @@ def predict_chain(problem: ChainProblem, variant: ChainVariant, ceilings: Ceilin
     b_reads = 1 if problem.b_bytes <= ceilings.l2_bytes // 2 else waves
     bandwidth = ceilings.bandwidth_gbs * 1e9
     operands = problem.a_bytes + problem.b_bytes * b_reads
-    if variant.split_mid == 1:
+    if split_mid == 1:
         dram = operands + problem.out_bytes
         memory_us = dram / bandwidth * 1e6
         us = ceilings.launch_us + max(compute_us, memory_us)
     else:
-        workspace = variant.split_mid * problem.m * problem.k * 4
+        workspace = split_mid * problem.m * problem.k * 4
         main_us = (operands + workspace) / bandwidth * 1e6
         reduce_us = (workspace + problem.out_bytes) / bandwidth * 1e6
         dram = operands + 2 * workspace + problem.out_bytes
         memory_us = main_us + reduce_us
         us = 2 * ceilings.launch_us + max(compute_us, main_us) + reduce_us
     return Prediction(problem.name, us, compute_us, memory_us, programs, per_sm, occupancy, dram,
-                      variant.split_mid, split_n)
+                      split_mid, split_n)
+
+
+def chain_walk(problem: ChainProblem, geometry: Mapping[str, Any], kernels: Any = None) -> str:
+    """Stage 1's walk ("plain", "tap", "flat") as the launcher picks it: over the input channels,
+    or for a grouped first conv over one slice's SUB_C of them."""
+    K = kernels or _kernel_defaults()
+    c = problem.c
+    if problem.groups > 1:
+        c = K._chain_group_slices(problem.c, problem.c_mid, problem.groups)[2]
+    return K._chain_walk(c, geometry["kernel"], geometry["stride"], geometry["pad"])
+
+
+def chain_pair_us(graph: Any, first: str, second: str, batch: int, dtype: Any, ceilings: Ceilings) -> tuple[float, float]:
+    """(predicted us of `first -> second` as one conv2d_chain launch, of the two conv2d launches
+    it replaces) at `batch`, both with the launchers' default blocks and splits.  What the chain
+    pass asks before chaining a grouped first conv (`archdsl.passes.chain`)."""
+    import torch
+
+    from ..codegen.schedule import GEOMETRY
+    from .launches import ConvLaunch, kernel_module
+
+    def geometry_of(node):
+        a = graph.nodes[node]["attrs"]
+        return {key: a[key] if key == "groups" else tuple(a[key]) for key in GEOMETRY}
+
+    K = _kernel_defaults()
+    elem = _torch_dtype(dtype).itemsize
+    conv_path = kernel_module("conv2d").conv_path
+    residual = len(graph.args(second)) > 1
+    cin, h, w = graph.shape(graph.args(first)[0])
+    mid, p, q = graph.shape(first)
+    k = graph.shape(second)[0]
+    convs = []
+    for node, x_shape, out_shape, res in ((first, (batch, h, w, cin), (batch, p, q, mid), False),
+                                          (second, (batch, p, q, mid), (batch, p, q, k), residual)):
+        geometry = geometry_of(node)
+        meta = [torch.empty(s, device="meta") for s in (x_shape, out_shape)]
+        path = conv_path(*meta, residual=meta[1] if res else None, **geometry)
+        convs.append(ConvLaunch(node, x_shape, out_shape, **geometry, residual=res, act=0, path=path))
+    pair = sum(predict_conv(c, dtype, ceilings, None, K).us for c in convs)
+    geometry = geometry_of(first)
+    problem = chain_problem(second, (batch, h, w, cin), mid, (batch, p, q, k), geometry["kernel"], residual, elem,
+                            geometry["groups"])
+    walk = chain_walk(problem, geometry, K)
+    return predict_chain(problem, chain_default_variant(problem, dtype, ceilings, K, walk), ceilings).us, pair
 
 
 def chain_default_variant(problem: ChainProblem, dtype: Any, ceilings: Ceilings, kernels: Any = None,
@@ -399,6 +481,13 @@ def chain_default_variant(problem: ChainProblem, dtype: Any, ceilings: Ceilings,
     template's `_chain_defaults` blocks and its `chain_default_split`."""
     K = kernels or _kernel_defaults()
     tdtype = _torch_dtype(dtype)
+    if problem.groups > 1:
+        sub_c = K._chain_group_slices(problem.c, problem.c_mid, problem.groups)[2]
+        blocks = K._chain_grouped_defaults(tdtype, False, False, walk, sub_c, problem.taps, problem.m, problem.k)
+        split_n, split_mid = K.chain_default_split(problem.m, problem.c, problem.taps, problem.c_mid, problem.k,
+                                                   blocks, ceilings.sms, walk, fma=tdtype.itemsize == 4,
+                                                   groups=problem.groups)
+        return ChainVariant(Tile(*blocks), walk, split_n, split_mid)
     mid = max(16, 1 << max(0, problem.c_mid - 1).bit_length())
     bm, bn, bk, warps, stages = K._chain_defaults(tdtype, False, False, walk, problem.c, problem.taps, mid,
                                                   problem.m, problem.k)
@@ -409,7 +498,17 @@ def chain_default_variant(problem: ChainProblem, dtype: Any, ceilings: Ceilings,
 
 def chain_variants(problem: ChainProblem, base: ChainVariant) -> list[ChainVariant]:
     """Every split of `base`'s blocks the kernel can launch: split_mid 1, 2, 4, ... with no empty
-    C_mid slice, times split_n 1 .. ceil(k / BN) (each a distinct grid)."""
+    C_mid slice, times split_n 1 .. ceil(k / BN) (each a distinct grid).  Grouped: split_mid any
+    count of programs sharing the N_SUB slices (each distinct launched grid once)."""
+    if problem.groups > 1:
+        K = _kernel_defaults()
+        n_sub = K._chain_group_slices(problem.c, problem.c_mid, problem.groups)[3]
+        grids = {}
+        for split_mid in range(1, n_sub + 1):
+            for split_n in range(1, math.ceil(problem.k / base.tile.bn) + 1):
+                shape = K._chain_grouped_split_shape(n_sub, problem.k, base.tile.bn, split_n, split_mid)
+                grids.setdefault((shape[3], shape[1]), replace(base, split_n=shape[3], split_mid=shape[1]))
+        return list(grids.values())
     mid = max(16, 1 << max(0, problem.c_mid - 1).bit_length())
     n_tiles = math.ceil(problem.k / base.tile.bn)
     out, split_mid = [], 1
@@ -522,9 +621,9 @@ def predict_schedule(schedule: Any, batch: int, dtype: Any, ceilings: Ceilings,
             k, p, q = graph.shape(second)
             kernel = a["kernel"] if not isinstance(a["kernel"], int) else (a["kernel"], a["kernel"])
             geometry = dict(launch.geometry)  # the first conv's, normalized: pairs, 4 pads
-            walk = K._chain_walk(cin, geometry["kernel"], geometry["stride"], geometry["pad"])
             problem = chain_problem(second, (batch, h, w, cin), mid, (batch, p, q, k), kernel,
-                                    launch.epilogue.residual, elem)
+                                    launch.epilogue.residual, elem, geometry.get("groups", 1))
+            walk = chain_walk(problem, geometry, K)
             config = tuning.get(second) or {}
             variant = chain_default_variant(problem, dtype, ceilings, K, walk)
             if config:  # a tuning table's blocks / split for this chain

@@ -587,17 +587,21 @@ class ChainLaunch:
     residual: bool
     act1: int
     act2: int
+    groups: int = 1  # the first conv's (> 1: the chain kernel's grouped variant)
 
     def geometry(self) -> dict:
         return dict(kernel=self.kernel, stride=self.stride, pad=self.pad, dilation=self.dilation)
 
     def signature(self) -> str:
-        """'n32 h56 w56 c64 -> mid64 -> p56 q56 k256 | r3x3 s1x1 pad1,1,1,1 d1x1 | res1 act1,1'"""
+        """'n32 h56 w56 c64 -> mid64 -> p56 q56 k256 | r3x3 s1x1 pad1,1,1,1 d1x1 | res1 act1,1', with
+        ' g32' after the dilation for a grouped first conv (a different kernel: its own key; ungrouped
+        keys are unchanged)."""
         n, h, w, c = self.x_shape
         _, p, q, k = self.out_shape
+        grouped = f" g{self.groups}" if self.groups > 1 else ""
         return (f"n{n} h{h} w{w} c{c} -> mid{self.mid} -> p{p} q{q} k{k} | r{self.kernel[0]}x{self.kernel[1]} "
                 f"s{self.stride[0]}x{self.stride[1]} pad{','.join(map(str, self.pad))} "
-                f"d{self.dilation[0]}x{self.dilation[1]} | res{int(self.residual)} act{self.act1},{self.act2}")
+                f"d{self.dilation[0]}x{self.dilation[1]}{grouped} | res{int(self.residual)} act{self.act1},{self.act2}")
 
 
 @dataclass(frozen=True)
@@ -642,7 +646,7 @@ def chain_launches(schedule, batch: int) -> list[ChainLaunch]:
                                tuple(geometry["kernel"]), tuple(geometry["stride"]), tuple(geometry["pad"]),
                                tuple(geometry["dilation"]), launch.epilogue.residual,
                                act_codes()[graph.nodes[first]["attrs"].get("act", "none")],
-                               act_codes()[launch.epilogue.act]))
+                               act_codes()[launch.epilogue.act], geometry.get("groups", 1)))
     return out
 
 
@@ -724,13 +728,13 @@ def chain_candidates(launch: ChainLaunch, dtype: Any, device: Any = "cuda", keep
     import torch
 
     from .perfmodel import (Ceilings, ChainVariant, Tile, chain_default_variant, chain_problem, chain_variants,
-                            predict_chain)
+                            chain_walk, predict_chain)
 
     device = torch.device(device)
     K = chain_module()
-    walk = K._chain_walk(launch.x_shape[3], launch.kernel, launch.stride, launch.pad)
     problem = chain_problem(launch.node, launch.x_shape, launch.mid, launch.out_shape, launch.kernel,
-                            launch.residual, _elem_bytes(dtype))
+                            launch.residual, _elem_bytes(dtype), launch.groups)
+    walk = chain_walk(problem, dict(launch.geometry()), K)
 
     def config(v: ChainVariant) -> dict:
         t = v.tile
@@ -743,6 +747,8 @@ def chain_candidates(launch: ChainLaunch, dtype: Any, device: Any = "cuda", keep
         return [config(v) for v in sorted(splits, key=lambda v: (v.split_n * v.split_mid, v.split_mid))]
     ceilings = ceilings or Ceilings.for_device(device)
     default = chain_default_variant(problem, dtype, ceilings, K, walk)
+    if launch.groups > 1:
+        return _grouped_chain_candidates(problem, default, ceilings, keep, config)
     mid = max(16, 1 << max(0, launch.mid - 1).bit_length())
     d = default.tile
     bks = sorted({d.bk} | ({32} if walk == "flat" or launch.x_shape[3] % 32 == 0 else set())
@@ -757,6 +763,27 @@ def chain_candidates(launch: ChainLaunch, dtype: Any, device: Any = "cuda", keep
                     if bm * (mid // v.split_mid) > d.bm * mid:  # a larger on-chip tile than the default's
                         continue
                     scored.append((predict_chain(problem, v, ceilings).us, len(scored), config(v)))
+    scored.sort(key=lambda s: s[:2])
+    kept = _diverse([c for _, _, c in scored], keep or len(scored),
+                    (("block_m",), ("block_m", "block_n"), ("block_m", "block_n", "split_n", "split_mid")))
+    return kept + ([config(default)] if config(default) not in kept else [])
+
+
+def _grouped_chain_candidates(problem: Any, default: Any, ceilings: Any, keep: int | None, config) -> list[dict]:
+    """`chain_candidates` for a grouped first conv: only a (BLOCK_M, SUB) slice of mid is on chip,
+    so the register budget is the second accumulator's -- never a larger BLOCK_M x BLOCK_N than the
+    default's; BLOCK_K stays the default's (it divides a slice's input channels); every split."""
+    from .perfmodel import ChainVariant, Tile, chain_variants, predict_chain
+
+    d = default.tile
+    scored = []
+    for bm in (32, 64, 128):
+        for bn in (32, 64, 128, 256):
+            if bm * bn > d.bm * d.bn:
+                continue
+            base = ChainVariant(Tile(bm, bn, d.bk, 4 if bm * bn < 64 * 128 else 8, d.stages), default.walk)
+            for v in chain_variants(problem, base):
+                scored.append((predict_chain(problem, v, ceilings).us, len(scored), config(v)))
     scored.sort(key=lambda s: s[:2])
     kept = _diverse([c for _, _, c in scored], keep or len(scored),
                     (("block_m",), ("block_m", "block_n"), ("block_m", "block_n", "split_n", "split_mid")))
@@ -812,9 +839,11 @@ def tune_chain(launch: ChainLaunch, dtype: Any, device: Any, cache: TuneCache | 
     g = torch.Generator().manual_seed(seed)
     (kh, kw), cin, k = launch.kernel, launch.x_shape[3], launch.out_shape[3]
     x = _random(launch.x_shape, g, device, dtype)
-    w1 = torch.randn(launch.mid, cin, kh, kw, generator=g) / math.sqrt(kh * kw * cin)
+    cg = cin // launch.groups
+    w1 = torch.randn(launch.mid, cg, kh, kw, generator=g) / math.sqrt(kh * kw * cg)
     w2 = torch.randn(k, launch.mid, 1, 1, generator=g) / math.sqrt(launch.mid)
-    w1p, w2p = (mod.pack_conv_weight(w, 1, dtype).to(device) for w in (w1, w2))
+    w1p = mod.pack_chain_weight(w1, launch.groups, dtype).to(device)
+    w2p = mod.pack_conv_weight(w2, 1, dtype).to(device)
     out = torch.empty(launch.out_shape, device=device, dtype=dtype)
     bias1, bias2 = torch.randn(launch.mid, generator=g).to(device), torch.randn(k, generator=g).to(device)
     res = _random(launch.out_shape, g, device, dtype) if launch.residual else None
@@ -822,7 +851,7 @@ def tune_chain(launch: ChainLaunch, dtype: Any, device: Any, cache: TuneCache | 
         candidates = chain_candidates(launch, dtype, device)
     return autotune(mod.conv2d_chain, candidates, (x, w1p, w2p, out), timer,
                     kwargs=dict(bias1=bias1, act1=launch.act1, bias2=bias2, residual=res, act2=launch.act2,
-                                **launch.geometry()),
+                                groups=launch.groups, **launch.geometry()),
                     key=TuneKey.make(info, "conv2d_chain", launch.signature(), dtype), cache=cache)
 
 

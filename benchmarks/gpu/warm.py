@@ -31,7 +31,7 @@ from dataclasses import dataclass
 TARGET_SMS = int(os.environ.get("ARCHDSL_WARM_SMS", "132"))
 
 # Compiled first, so that the longest compiles do not end up alone at the tail of the pool.
-SLOW_FIRST = ("_chain_kernel", "_conv_implicit_gemm_kernel", "_conv_gemm_kernel")
+SLOW_FIRST = ("_chain_kernel", "_chain_grouped_kernel", "_conv_implicit_gemm_kernel", "_conv_gemm_kernel")
 
 
 @dataclass(frozen=True)
