@@ -724,6 +724,25 @@ def conv2d_chain(x, w1_packed, w2_packed, out, *, kernel, stride=(1, 1), pad=(0,
     groups > 1: the first conv is grouped; w1_packed is ``pack_chain_weight(w1, groups, dtype)``
     and ``_chain_grouped_kernel`` runs it (split_mid: programs sharing mid's slices, any count).
     """
+    tensors = (x, w1_packed, w2_packed, out, residual, bias1, bias2)
+    key, plan = _conv_lookup("conv2d_chain", tensors, (kernel, stride, pad, dilation, act1, act2, block_m, block_n,
+                                                       block_k, num_warps, num_stages, split_n, split_mid,
+                                                       allow_tf32, groups))
+    if plan is None:
+        plan = _conv_remember(key, chain_plan(
+            *tensors, kernel=kernel, stride=stride, pad=pad, dilation=dilation, act1=act1, act2=act2,
+            block_m=block_m, block_n=block_n, block_k=block_k, num_warps=num_warps, num_stages=num_stages,
+            split_n=split_n, split_mid=split_mid, allow_tf32=allow_tf32, groups=groups))
+    plan.run(plan, *tensors)
+
+
+def chain_plan(x, w1_packed, w2_packed, out, residual=None, bias1=None, bias2=None, *, kernel, stride=(1, 1),
+               pad=(0, 0, 0, 0), dilation=(1, 1), act1=ACT_NONE, act2=ACT_NONE, block_m=None, block_n=None,
+               block_k=None, num_warps=None, num_stages=None, split_n=None, split_mid=None, allow_tf32=False,
+               groups=1) -> _ConvPlan:
+    """``conv2d_chain``'s checks and decisions for these arguments (ValueError on misuse), as a
+    plan (conv2d.py's "Launch plans"): ``plan.run(plan, x, w1_packed, w2_packed, out, residual,
+    bias1, bias2)`` launches it on any tensors of the same shapes, strides, dtypes and devices."""
     kh, kw = _conv_pair(kernel, "kernel")
     sh, sw = _conv_pair(stride, "stride")
     dh, dw = _conv_pair(dilation, "dilation")
@@ -740,12 +759,12 @@ def conv2d_chain(x, w1_packed, w2_packed, out, *, kernel, stride=(1, 1), pad=(0,
     if (p, q) != (p_want, q_want):
         raise ValueError(f"out is {p}x{q} but the first convolution gives {p_want}x{q_want}")
     if out.numel() == 0:
-        return
+        return _ConvPlan(_conv_run_nothing)
+    geometry = (kh, kw, sh, sw, pt, pb, pl, pr, dh, dw)
+    knobs = (block_m, block_n, block_k, num_warps, num_stages)
     if groups > 1:
-        _chain_grouped_launch(x, w1_packed, w2_packed, out, residual, bias1, act1, bias2, act2, groups, c_mid, k,
-                              (kh, kw, sh, sw, pt, pb, pl, pr, dh, dw), (block_m, block_n, block_k, num_warps,
-                                                                         num_stages), split_n, split_mid, allow_tf32)
-        return
+        return _chain_grouped_plan(x, out, residual, bias1, act1, bias2, act2, groups, c_mid, k, geometry, knobs,
+                                   split_n, split_mid, allow_tf32)
 
     # -- compile-time shape of the program --------------------------------------------
     walk = _chain_walk(c, (kh, kw), (sh, sw), (pt, pb, pl, pr))
@@ -762,52 +781,57 @@ def conv2d_chain(x, w1_packed, w2_packed, out, *, kernel, stride=(1, 1), pad=(0,
         split_n = auto[0] if split_n is None else split_n
         split_mid = auto[1] if split_mid is None else split_mid
     mid_slice, split_mid, n_per, split_n = _chain_split_shape(c_mid, k, bn, split_n, split_mid)
+    return _chain_launch_plan(
+        _chain_kernel, (triton.cdiv(m, bm), split_n, split_mid), x, out, residual, bias1, act1, bias2, act2,
+        c_mid, k, geometry, walk, split_mid, allow_tf32,
+        dict(MID_SLICE=mid_slice, SPLIT_MID=split_mid, N_PER=n_per, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+             num_warps=warps, num_stages=stages))
 
-    dummy = out
+
+def _chain_launch_plan(kernel, grid, x, out, residual, bias1, act1, bias2, act2, c_mid, k, geometry, walk,
+                       split_mid, allow_tf32, shape_kwargs) -> _ConvPlan:
+    """The plan of one chain launch (``kernel`` over ``grid``), and of the split-mid reduce after it."""
+    kh, kw, sh, sw, pt, pb, pl, pr, dh, dw = geometry
+    n, h, w, c = x.shape
+    _, p, q, _ = out.shape
+    m = n * p * q
     rs = residual.stride() if residual is not None else (0, 0, 0, 0)
-    # the workspace per call, from torch's caching allocator (inside CUDA graph capture: the
-    # graph's pool), as conv2d's split-K does: a cached buffer would be shared across streams
-    ws = torch.empty((split_mid, m, k), dtype=torch.float32, device=x.device) if split_mid > 1 else dummy
-    _chain_kernel[(triton.cdiv(m, bm), split_n, split_mid)](
-        x, w1_packed, w2_packed, out, residual if residual is not None else dummy,
-        bias1 if bias1 is not None else dummy, bias2 if bias2 is not None else dummy, ws,
-        m, h, w, p, q,
-        x.stride(0), x.stride(1), x.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        rs[0], rs[1], rs[2],
-        C=c, C_MID=c_mid, K=k, KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw,
-        WALK=_CHAIN_WALKS[walk],
-        HAS_BIAS1=bias1 is not None, ACT1=act1,
-        HAS_BIAS2=bias2 is not None, HAS_RES=residual is not None, ACT2=act2,
-        INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
-        MID_SLICE=mid_slice, SPLIT_MID=split_mid, N_PER=n_per, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-        num_warps=warps, num_stages=stages,
-    )
+    args = (m, h, w, p, q, x.stride(0), x.stride(1), x.stride(2), out.stride(0), out.stride(1), out.stride(2),
+            rs[0], rs[1], rs[2])
+    kwargs = dict(C=c, C_MID=c_mid, K=k, KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw,
+                  WALK=_CHAIN_WALKS[walk], HAS_BIAS1=bias1 is not None, ACT1=act1,
+                  HAS_BIAS2=bias2 is not None, HAS_RES=residual is not None, ACT2=act2,
+                  INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
+                  **shape_kwargs)
+    reduce = None
     if split_mid > 1:
         rbm, rbn = (32, 32) if x.device.type == "cpu" else (32, 64)
-        _chain_reduce_kernel[(triton.cdiv(m, rbm), triton.cdiv(k, rbn))](
-            ws, out, residual if residual is not None else dummy, bias2 if bias2 is not None else dummy,
-            m, p, q, out.stride(0), out.stride(1), out.stride(2), rs[0], rs[1], rs[2],
-            K=k, SPLIT_MID=split_mid, HAS_BIAS2=bias2 is not None, HAS_RES=residual is not None, ACT2=act2,
-            INTERPRETED=_conv_interpreted(x), BLOCK_M=rbm, BLOCK_N=rbn, num_warps=4,
-        )
+        reduce = ((triton.cdiv(m, rbm), triton.cdiv(k, rbn)),
+                  (m, p, q, out.stride(0), out.stride(1), out.stride(2), rs[0], rs[1], rs[2]),
+                  dict(K=k, SPLIT_MID=split_mid, HAS_BIAS2=bias2 is not None, HAS_RES=residual is not None,
+                       ACT2=act2, INTERPRETED=_conv_interpreted(x), BLOCK_M=rbm, BLOCK_N=rbn, num_warps=4))
+    return _ConvPlan(_chain_run, kernel=kernel, grid=grid, args=args, kwargs=kwargs, reduce=reduce,
+                     workspace=(split_mid, m, k))
 
 
-def _chain_launch_reduce(ws, out, residual, bias2, act2, m, p, q, k, split_mid, x):
-    """The split-mid finish: ``_chain_reduce_kernel`` over the (split_mid, m, k) workspace."""
-    rs = residual.stride() if residual is not None else (0, 0, 0, 0)
-    rbm, rbn = (32, 32) if x.device.type == "cpu" else (32, 64)
-    _chain_reduce_kernel[(triton.cdiv(m, rbm), triton.cdiv(k, rbn))](
-        ws, out, residual if residual is not None else out, bias2 if bias2 is not None else out,
-        m, p, q, out.stride(0), out.stride(1), out.stride(2), rs[0], rs[1], rs[2],
-        K=k, SPLIT_MID=split_mid, HAS_BIAS2=bias2 is not None, HAS_RES=residual is not None, ACT2=act2,
-        INTERPRETED=_conv_interpreted(x), BLOCK_M=rbm, BLOCK_N=rbn, num_warps=4,
-    )
+def _chain_run(plan, x, w1_packed, w2_packed, out, residual, bias1, bias2) -> None:
+    """Launch a chain plan on these tensors (of ``chain_plan``'s shapes): the chain kernel, then the
+    split-mid reduce when the plan splits mid."""
+    residual_ = residual if residual is not None else out  # an absent operand: any pointer, never read
+    bias2_ = bias2 if bias2 is not None else out
+    # the workspace per call, from torch's caching allocator (inside CUDA graph capture: the
+    # graph's pool), as conv2d's split-K does: a cached buffer would be shared across streams
+    ws = torch.empty(plan.workspace, dtype=torch.float32, device=x.device) if plan.reduce else out
+    plan.kernel[plan.grid](x, w1_packed, w2_packed, out, residual_, bias1 if bias1 is not None else out, bias2_, ws,
+                           *plan.args, **plan.kwargs)
+    if plan.reduce:
+        grid, args, kwargs = plan.reduce
+        _chain_reduce_kernel[grid](ws, out, residual_, bias2_, *args, **kwargs)
 
 
-def _chain_grouped_launch(x, w1_packed, w2_packed, out, residual, bias1, act1, bias2, act2, groups, c_mid, k,
-                          geometry, knobs, split_n, split_mid, allow_tf32):
-    """``conv2d_chain`` for a grouped first conv (operands checked): ``_chain_grouped_kernel``,
+def _chain_grouped_plan(x, out, residual, bias1, act1, bias2, act2, groups, c_mid, k, geometry, knobs, split_n,
+                        split_mid, allow_tf32) -> _ConvPlan:
+    """``chain_plan`` for a grouped first conv (operands checked): ``_chain_grouped_kernel``,
     and ``_chain_reduce_kernel`` when its programs split mid's slices."""
     kh, kw, sh, sw, pt, pb, pl, pr, dh, dw = geometry
     n, h, w, c = x.shape
@@ -826,22 +850,8 @@ def _chain_grouped_launch(x, w1_packed, w2_packed, out, residual, bias1, act1, b
         split_n = auto[0] if split_n is None else split_n
         split_mid = auto[1] if split_mid is None else split_mid
     subs_per, split_mid, n_per, split_n = _chain_grouped_split_shape(n_sub, k, bn, split_n, split_mid)
-    rs = residual.stride() if residual is not None else (0, 0, 0, 0)
-    ws = torch.empty((split_mid, m, k), dtype=torch.float32, device=x.device) if split_mid > 1 else out
-    _chain_grouped_kernel[(triton.cdiv(m, bm), split_n, split_mid)](
-        x, w1_packed, w2_packed, out, residual if residual is not None else out,
-        bias1 if bias1 is not None else out, bias2 if bias2 is not None else out, ws,
-        m, h, w, p, q,
-        x.stride(0), x.stride(1), x.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        rs[0], rs[1], rs[2],
-        C=c, C_MID=c_mid, K=k, KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw,
-        WALK=_CHAIN_WALKS[walk],
-        HAS_BIAS1=bias1 is not None, ACT1=act1,
-        HAS_BIAS2=bias2 is not None, HAS_RES=residual is not None, ACT2=act2,
-        INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
-        SUB=sub, SUB_REAL=sub_real, SUB_C=sub_c, N_SUB=n_sub, SUBS_PER=subs_per, SPLIT_MID=split_mid, N_PER=n_per,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
-    )
-    if split_mid > 1:
-        _chain_launch_reduce(ws, out, residual, bias2, act2, m, p, q, k, split_mid, x)
+    return _chain_launch_plan(
+        _chain_grouped_kernel, (triton.cdiv(m, bm), split_n, split_mid), x, out, residual, bias1, act1, bias2, act2,
+        c_mid, k, geometry, walk, split_mid, allow_tf32,
+        dict(SUB=sub, SUB_REAL=sub_real, SUB_C=sub_c, N_SUB=n_sub, SUBS_PER=subs_per, SPLIT_MID=split_mid,
+             N_PER=n_per, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages))

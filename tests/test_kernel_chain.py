@@ -133,7 +133,7 @@ def test_template_names_and_imports():
     """Imports only torch / triton; private names are `_chain_*` (`_CHAIN_*`); nothing clobbers another template."""
     names, imports = _top_level_names(KERNELS / "conv2d_chain.py")
     assert imports == {"torch", "triton", "triton.language"}
-    assert {nm for nm in names if not nm.lower().startswith("_chain_")} == {"CHAIN_MAX_MID", "chain_supported",
+    assert {nm for nm in names if not nm.lower().startswith("_chain_")} == {"CHAIN_MAX_MID", "chain_supported", "chain_plan",
                                                                     "chain_default_split", "conv2d_chain",
                                                                     "pack_chain_weight"}
     for other in KERNELS.glob("*.py"):

@@ -254,3 +254,66 @@ def test_a_generated_programs_second_forward_plans_nothing_and_launches_the_same
     assert strip(launches) == strip(first)
     model(torch.randn(2, 3, 32, 32))
     assert len(program._CONV_PLANS) > len(kept)
+
+
+# ---- the chain launcher (kernels/conv2d_chain.py): the same plans ----------------------------------
+
+CH = load_templates("conv2d.py", "conv2d_chain.py", module_name="archdsl_kernel_plans_chain")
+
+
+def _chain_call(groups=1, **knobs):
+    def call(t, **kw):
+        CH.conv2d_chain(t["x"], t["w1"], t["w2"], t["out"], kernel=(3, 3), pad=(1, 1, 1, 1), bias1=t["b1"],
+                        act1=CH.ACT_RELU, bias2=t["b2"], residual=t["res"], act2=CH.ACT_RELU, groups=groups,
+                        **knobs, **kw)
+    return call
+
+
+_CHAIN_SHAPES = {"x": (1, 5, 5, 8), "w1": (72, 32), "w2": (32, 8), "out": (1, 5, 5, 8), "b1": (32,), "b2": (8,),
+                 "res": (1, 5, 5, 8)}
+CHAIN_CASES = {
+    "chain": (_CHAIN_SHAPES, _chain_call()),
+    "chain_split": (_CHAIN_SHAPES, _chain_call(split_n=2, split_mid=2)),  # a workspace and a reduce launch
+    "chain_grouped": ({**_CHAIN_SHAPES, "w1": tuple(CH.pack_chain_weight(torch.zeros(32, 4, 3, 3), 2,
+                                                                         torch.float32).shape)},
+                      _chain_call(groups=2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHAIN_CASES))
+def test_a_chain_call_reuses_its_plan_and_launches_what_a_fresh_plan_does(case, launches, monkeypatch):
+    shapes, call = CHAIN_CASES[case]
+    plans = []
+    made = CH.chain_plan
+    monkeypatch.setattr(CH, "chain_plan", lambda *a, **kw: plans.append(1) or made(*a, **kw))
+    CH._CONV_PLANS.clear()
+    first, second = _fresh(shapes, 1), _fresh(shapes, 2)
+    call(first)
+    call(second)                         # other tensors, same shapes: the plan is reused ...
+    assert len(plans) == 1 and len(launches) % 2 == 0 and launches
+    reused = _described(launches[len(launches) // 2:], second)
+    CH._CONV_PLANS.clear()               # ... and launches what a fresh plan launches on them
+    del launches[:]
+    call(second)
+    assert len(plans) == 2 and _described(launches, second) == reused
+    assert {name for name, *_ in reused} == ({"_chain_kernel", "_chain_reduce_kernel"} if case == "chain_split" else
+                                             {"_chain_grouped_kernel" if case == "chain_grouped" else "_chain_kernel"})
+    assert not _tensors_in(list(CH._CONV_PLANS.values()))
+    bigger = {k: (2 * v[0], *v[1:]) if k in ("x", "out", "res") else v for k, v in shapes.items()}
+    call(_fresh(bigger, 3))              # another batch size: another plan
+    assert len(plans) == 3
+
+
+def test_a_reused_chain_plan_computes_what_a_fresh_one_does():
+    shapes, call = CHAIN_CASES["chain_split"]
+    CH._CONV_PLANS.clear()
+    call(_fresh(shapes, 4))
+    t = _fresh(shapes, 5)
+    call(t)
+    reused = t["out"].clone()
+    CH._CONV_PLANS.clear()
+    call(t)
+    assert torch.equal(reused, t["out"])
+    with pytest.raises(ValueError, match="residual shape"):  # misuse: the same error, planned or not
+        CH.conv2d_chain(t["x"], t["w1"], t["w2"], t["out"], kernel=(3, 3), pad=(1, 1, 1, 1),
+                        residual=torch.zeros(1, 5, 5, 9))
