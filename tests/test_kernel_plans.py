@@ -144,17 +144,23 @@ def test_a_second_call_reuses_the_plan_and_launches_what_a_fresh_plan_does(case,
     assert len(plans) == 3
 
 
-def test_the_reused_plan_computes_the_same_bits():
-    """Kernels really run: a conv planned by an earlier call with other tensors gives exactly the
-    output of a freshly planned one, and both match PyTorch."""
-    shapes, call = CONV_CASES["implicit_tap"]
-    K._CONV_PLANS.clear()
+def _reused_then_fresh(module, shapes, call) -> tuple[dict, torch.Tensor]:
+    """(the tensors, `out` as a plan made by an earlier call with other tensors computes it), `out`
+    left as a freshly made plan computes it: kernels really run."""
+    module._CONV_PLANS.clear()
     call(_fresh(shapes, 4))
     t = _fresh(shapes, 5)
     call(t)
     reused = t["out"].clone()
-    K._CONV_PLANS.clear()
+    module._CONV_PLANS.clear()
     call(t)
+    return t, reused
+
+
+def test_the_reused_plan_computes_the_same_bits():
+    """A conv planned by an earlier call with other tensors gives exactly the output of a freshly
+    planned one, and both match PyTorch."""
+    t, reused = _reused_then_fresh(K, *CONV_CASES["implicit_tap"])
     assert torch.equal(reused, t["out"])
     w = t["w"].reshape(3, 3, 16, 8).permute(3, 2, 0, 1)
     want = torch.nn.functional.conv2d(t["x"].permute(0, 3, 1, 2).double(), w.double(), padding=1)
@@ -305,14 +311,7 @@ def test_a_chain_call_reuses_its_plan_and_launches_what_a_fresh_plan_does(case, 
 
 
 def test_a_reused_chain_plan_computes_what_a_fresh_one_does():
-    shapes, call = CHAIN_CASES["chain_split"]
-    CH._CONV_PLANS.clear()
-    call(_fresh(shapes, 4))
-    t = _fresh(shapes, 5)
-    call(t)
-    reused = t["out"].clone()
-    CH._CONV_PLANS.clear()
-    call(t)
+    t, reused = _reused_then_fresh(CH, *CHAIN_CASES["chain_split"])
     assert torch.equal(reused, t["out"])
     with pytest.raises(ValueError, match="residual shape"):  # misuse: the same error, planned or not
         CH.conv2d_chain(t["x"], t["w1"], t["w2"], t["out"], kernel=(3, 3), pad=(1, 1, 1, 1),
