@@ -209,7 +209,7 @@ def test_gated_kernels_compile_for_gpus(tmp_path):
 import archdsl  # noqa: E402
 from archdsl.codegen.plan import make_plan  # noqa: E402
 from archdsl.codegen.schedule import make_schedule  # noqa: E402
-from archdsl.passes import optimize  # noqa: E402
+from archdsl.passes import launch_groups, optimize  # noqa: E402
 from test_passes import assert_same_function  # noqa: E402
 
 SE = "mul { @x; global_avgpool -> conv(4, 1) -> relu -> conv(16, 1) -> sigmoid } as y"
@@ -269,12 +269,33 @@ def test_a_product_of_two_maps_is_not_a_gate():
     assert gate_report(o).declined == ["mul: it is not one C×H×W map times one C×1×1 gate"]
 
 
-def test_a_conv_in_a_chain_launch_is_declined():
-    """EfficientNet's first block: the projection conv is the first conv of a chain launch (its 1x1
-    successor computes in the same kernel), which applies no gate: the product stays a mul."""
-    o = optimize(archdsl.loads(se_net("conv(8, 1) -> bn as proj\n conv(24, 1) -> relu")))
-    (declined,) = gate_report(o).declined
-    assert "computes in one launch with other convs" in declined
+def test_the_gate_goes_before_a_chain_which_then_declines_the_gated_conv():
+    """EfficientNet's first block: the projection conv could start a chain with the 1x1 after it, but
+    the chain kernel applies no gate. The gate pass runs first (the gate saves the expanded map's
+    write and read), and the chain pass declines the gated conv, saying why; with the gate pass
+    off, the chain forms and the mul stays."""
+    g = archdsl.loads(se_net("conv(8, 1) -> bn\n conv(24, 1) -> relu"))
+    (proj,) = g.users("mul")
+    o = optimize(g)
+    assert gate_report(o).declined == [] and o.graph.nodes[proj]["attrs"]["in_gate"]
+    chain = next(r for r in o.reports if r.name == "fuse_conv_chain")
+    assert any(d.startswith(f"{proj} -> ") and "squeeze-and-excitation gate" in d for d in chain.declined), chain.declined
+    assert not launch_groups(o.graph).grouped(proj)
+    assert_same_function(g, o)
+    ungated = optimize(g, disable=("fuse_gate_into_conv_input",))
+    assert launch_groups(ungated.graph).grouped(proj) and "mul" in {ungated.graph.op(n) for n in ungated.graph}
+
+
+def test_a_gated_conv_joins_no_sibling_gemm():
+    """x is read by the gated projection (x times the gate) and by a plain 1x1 conv: one GEMM would
+    read one input, so the sibling pass leaves the gated conv out and says why."""
+    g = archdsl.loads(se_net("conv(4, 1) as a\n @x -> conv(6, 1) as b", outputs=" output a, b\n"))
+    (proj,) = g.users("mul")
+    o = optimize(g)
+    assert o.graph.nodes[proj]["attrs"]["in_gate"] and not launch_groups(o.graph).grouped(proj)
+    siblings = next(r for r in o.reports if r.name == "fuse_sibling_convs")
+    assert any(proj in d and "squeeze-and-excitation gate" in d for d in siblings.declined), siblings.declined
+    assert_same_function(g, o)
 
 
 def test_the_gate_is_never_overwritten_in_place():

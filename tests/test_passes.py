@@ -84,8 +84,8 @@ def test_passes_can_be_disabled_and_every_pass_is_named():
     assert [name for name, _ in PIPELINE] == ["strip_inference_noops", "to_channels_first", "fuse_conv_bn_act",
                                               "fold_layer_scale", "fuse_fc_act",
                                               "fuse_residual_add", "fuse_bn_act", "fuse_bn_into_conv_input",
-                                              "fuse_sibling_convs", "fuse_conv_chain", "fuse_layer_norm_into_conv",
-                                              "fuse_gate_into_conv_input"]
+                                              "fuse_gate_into_conv_input", "fuse_sibling_convs", "fuse_conv_chain",
+                                              "fuse_layer_norm_into_conv"]
 
 
 def test_pre_activation_blocks_fuse_bn_with_relu_and_the_add_into_the_last_conv():

@@ -38,10 +38,12 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("fuse_residual_add", fuse_residual_add),
     ("fuse_bn_act", fuse_bn_act),
     ("fuse_bn_into_conv_input", fuse_bn_into_conv_input),
+    # before the launch groups: a gate saves the expanded map's write and read, more than a chain
+    # of the projection conv saves (EfficientNet's first block); gated convs then join no group
+    ("fuse_gate_into_conv_input", fuse_gate_into_conv_input),
     ("fuse_sibling_convs", fuse_sibling_convs),
     ("fuse_conv_chain", fuse_conv_chain),
     ("fuse_layer_norm_into_conv", fuse_layer_norm_into_conv),  # after the chains: they keep more on chip
-    ("fuse_gate_into_conv_input", fuse_gate_into_conv_input),  # last: no sibling or chain launch takes a gate
 ]
 
 

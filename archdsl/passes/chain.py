@@ -63,6 +63,8 @@ def why_not(g: Graph, first: str, second: str, groups: LaunchGroups | None = Non
     if a["groups"] > 1 and g.shape(first)[0] // a["groups"] > CHAIN_MAX_MID:
         return f"`{first}`'s groups are {g.shape(first)[0] // a['groups']} channels wide, more than the " \
                f"{CHAIN_MAX_MID} kept on chip"
+    if a.get("in_gate") or b.get("in_gate"):
+        return "a conv of the pair applies a squeeze-and-excitation gate to its input (the chain kernel takes none)"
     if len(g.args(first)) > 1 or a.get("join", "add") != "add":
         return f"`{first}` adds a residual"
     if b.get("join") == "mean":

@@ -34,6 +34,8 @@ def _why_not(g: Graph, conv: str, grouped: bool) -> str | None:
         k, s = a["kernel"], a["stride"]
         return f"{k[0]}x{k[1]} stride {s[0]}" + (f" groups {a['groups']}" if a["groups"] > 1 else "") + \
             ("" if tuple(a["pad"]) == (0, 0, 0, 0) else " padded") + " (one GEMM needs 1x1, stride 1, unpadded, ungrouped)"
+    if a.get("in_gate"):
+        return "applies a squeeze-and-excitation gate to its input (its own: one GEMM reads one input)"
     if len(g.args(conv)) > 1:
         return "adds a residual"
     if grouped:
