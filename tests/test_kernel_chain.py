@@ -46,10 +46,11 @@ def sliced(shape, dtype, extra_before=0, extra_after=0):
 
 
 
-def chain_ref(x, w1, w2, b1, b2, res, act1, act2, *, stride, pad, dilation, mid_dtype):
-    """The unfused program in x's dtype (NCHW): conv, epilogue 1, mid stored as mid_dtype, 1x1 conv, epilogue 2."""
+def chain_ref(x, w1, w2, b1, b2, res, act1, act2, *, stride, pad, dilation=1, mid_dtype, groups=1):
+    """The unfused program in x's dtype (NCHW): conv (grouped if `groups`), epilogue 1, mid stored
+    as mid_dtype, 1x1 conv, epilogue 2."""
     pt, pb, pl, pr = pad
-    y = F.conv2d(F.pad(x, (pl, pr, pt, pb)), w1, stride=stride, dilation=dilation)
+    y = F.conv2d(F.pad(x, (pl, pr, pt, pb)), w1, stride=stride, dilation=dilation, groups=groups)
     if b1 is not None:
         y = y + b1.to(y.dtype).view(1, -1, 1, 1)
     mid = ACTS[act1](y).to(mid_dtype).to(x.dtype)

@@ -21,31 +21,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import archdsl
 from archdsl.passes import optimize
 from archdsl.runtime import perfmodel as pm
 from kernel_build import check_poison
-from test_kernel_chain import ACTS, DEV, EPS, K, rel_err, sliced
+from test_kernel_chain import DEV, EPS, K, chain_ref, rel_err, sliced
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 H200 = pm.Ceilings.h200_datasheet()
-
-
-def grouped_ref(x, w1, w2, b1, b2, res, act1, act2, *, groups, stride, pad, mid_dtype):
-    """The unfused program (NCHW): grouped conv, epilogue 1, mid stored as mid_dtype, 1x1, epilogue 2."""
-    pt, pb, pl, pr = pad
-    y = F.conv2d(F.pad(x, (pl, pr, pt, pb)), w1, stride=stride, groups=groups)
-    if b1 is not None:
-        y = y + b1.to(y.dtype).view(1, -1, 1, 1)
-    mid = ACTS[act1](y).to(mid_dtype).to(x.dtype)
-    y = F.conv2d(mid, w2)
-    if b2 is not None:
-        y = y + b2.to(y.dtype).view(1, -1, 1, 1)
-    if res is not None:
-        y = y + res.to(y.dtype)
-    return ACTS[act2](y)
 
 
 def run_grouped(*, n, c, h, w, c_mid, k, groups, kernel=(3, 3), stride=(1, 1), pad=(1, 1, 1, 1),
@@ -65,7 +49,7 @@ def run_grouped(*, n, c, h, w, c_mid, k, groups, kernel=(3, 3), stride=(1, 1), p
     q = (w + pl + pr - kw) // stride[1] + 1
     res_nchw = torch.randn(n, k, p, q, generator=gen).to(dtype) if residual else None
     geo = dict(groups=groups, stride=stride, pad=pad)
-    ref = grouped_ref(x_nchw.double(), w1.double(), w2.double(), b1, b2, res_nchw, act1, act2, mid_dtype=dtype, **geo)
+    ref = chain_ref(x_nchw.double(), w1.double(), w2.double(), b1, b2, res_nchw, act1, act2, mid_dtype=dtype, **geo)
 
     x, _ = sliced((n, h, w, c), dtype, 2, 1)
     x.copy_(x_nchw.permute(0, 2, 3, 1))
@@ -82,7 +66,7 @@ def run_grouped(*, n, c, h, w, c_mid, k, groups, kernel=(3, 3), stride=(1, 1), p
     if dtype == torch.float32:
         bound = 1e-5
     else:  # PyTorch's own error running the unfused program in `dtype`
-        lp = grouped_ref(x_nchw.to(DEV), w1.to(DEV), w2.to(DEV), b1.to(DEV), b2.to(DEV),
+        lp = chain_ref(x_nchw.to(DEV), w1.to(DEV), w2.to(DEV), b1.to(DEV), b2.to(DEV),
                          None if res_nchw is None else res_nchw.to(DEV), act1, act2, mid_dtype=dtype, **geo)
         bound = 2 * rel_err(lp, ref) + EPS[dtype] / 8
     assert err <= bound, f"relative error {err:.3g} > {bound:.3g}"
