@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from ..errors import ArchError
 from .join import JoinMismatch
-from .registry import ANY_PORT, BOOL, ActForm, Kind, OpSpec, Param, Window, float_kind, fmt_shape, int_kind, numel, register
+from .registry import ANY_PORT, BOOL, ActForm, Kind, OpSpec, Param, float_kind, fmt_shape, int_kind, numel, register
 
 
 def _torch():
