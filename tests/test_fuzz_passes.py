@@ -5,8 +5,10 @@ the pieces the passes look for, mixed at random: convs of every shape (depthwise
 strided, padded) with and without batch norm and each activation; residual blocks with and
 without a projection shortcut; pre-activation (bn -> relu -> conv); squeeze-and-excitation
 (`mul` by a gate, then a 1x1 conv); concats, channel shuffles and chunks (ShuffleNet); ConvNeXt's
-channels-last stretch (permute, layer norm, linears, gelu, layer scale); channel layer norms;
-pooling; a classifier head.  For each:
+channels-last stretch (permute, layer norm, linears, gelu, layer scale, stochastic depth); channel
+layer norms, some read by a 1x1 conv; pooling; a classifier head, sometimes with dropout.  Over
+400 networks every pass of the pipeline fires (the rarest, the layer norm folded into a GEMM, in
+32).  For each:
 
 - the optimized graph's PyTorch reference computes what the original's does, in float64, with
   EVERY parameter randomized (batch norm statistics and affines, biases, layer norms, layer
@@ -63,6 +65,7 @@ block convnext(scale) {
         (conv(in.c, 7, pad=3, groups=in.c) -> permute((1, 2, 0)) -> layer_norm(eps=1e-6, axis=-1)
          -> linear(2 * in.c) -> gelu -> linear(in.c) -> permute((2, 0, 1)))
         layer_scale(scale)
+        stochastic_depth(0.1)
     }
 }
 """
@@ -155,7 +158,11 @@ def _convnext(draw, net: Net) -> None:
 
 
 def _norm(draw, net: Net) -> None:
-    net.add(draw(st.sampled_from(["layer_norm(eps=1e-6)", "bn", "bn -> relu"])) + _act(draw))
+    if draw(st.booleans()):  # a channel layer norm read by a 1x1 GEMM: the GEMM may fold it in
+        out = draw(st.integers(3, 10))
+        net.add(f"layer_norm(eps=1e-6) -> conv({out}, 1){_act(draw)}", out)
+    else:
+        net.add(draw(st.sampled_from(["layer_norm(eps=1e-6)", "bn", "bn -> relu"])) + _act(draw))
 
 
 def _pool(draw, net: Net) -> None:
@@ -185,7 +192,8 @@ def networks(draw) -> str:
     for _ in range(draw(st.integers(1, 5))):
         draw(st.sampled_from(UNITS))(draw, net)
     if draw(st.booleans()):
-        net.add(f"global_avgpool -> flatten -> fc({draw(st.integers(2, 7))}){_act(draw)}")
+        dropout = " -> dropout(0.2)" if draw(st.booleans()) else ""
+        net.add(f"global_avgpool -> flatten{dropout} -> fc({draw(st.integers(2, 7))}){_act(draw)}")
     body = "\n".join(f"    {line}" for line in net.lines)
     return f"{BLOCKS}\nnetwork fuzz {{\n    input {first} x {size} x {size}\n{body}\n}}\n"
 
