@@ -12,7 +12,7 @@ out's dtype, on the store.
 
 Each launcher checks its arguments and chooses tiles and grid once per distinct (shapes, strides,
 dtypes, devices of its tensors, other arguments) -- once per call site and batch size in a generated
-program -- and keeps that launch plan (``_norm_plan``); later calls only launch.
+program -- and keeps that launch plan (with elementwise.py's, ``_ew_plan``); later calls only launch.
 
 Uses elementwise.py's `_ew_row_offsets` (generated programs hold every template in one module,
 elementwise.py before norm.py; the tests load the two together).
@@ -187,28 +187,6 @@ def _norm_views(x, out):
     return views
 
 
-_NORM_PLANS = {}  # (plan function, each tensor's shape, strides, dtype, device, other arguments) -> plan
-_NORM_PLANS_MAX = 1024
-
-
-def _norm_plan(plan_fn, tensors, args):
-    """plan_fn(*tensors, *args): (grid, arguments after the tensors, keyword arguments), or () when
-    there is nothing to launch; made once per distinct key and kept (a bad call raises, keeps nothing)."""
-    try:
-        key = (plan_fn, tuple([None if t is None else (t.shape, t.stride(), t.dtype, t.device) for t in tensors]),
-               args, tuple(map(type, args)))
-        plan = _NORM_PLANS.get(key)
-    except (AttributeError, TypeError):  # not tensors, or unhashable arguments: plan afresh
-        key = plan = None
-    if plan is None:
-        plan = plan_fn(*tensors, *args)
-        if key is not None:
-            if len(_NORM_PLANS) >= _NORM_PLANS_MAX:
-                _NORM_PLANS.clear()
-            _NORM_PLANS[key] = plan
-    return plan
-
-
 def _norm_4d(t):
     """A checked (N, F) or NHWC tensor as the 4-D view the kernels take (``_norm_views``' result)."""
     return t[:, None, None, :] if t.dim() == 2 else t
@@ -217,14 +195,14 @@ def _norm_4d(t):
 def lrn(x, out, *, size, alpha, beta, k):
     """out = local_response_norm(x, size, alpha, beta, k) across channels (PyTorch semantics:
     alpha is divided by size; the window is zero-padded, size//2 before and (size-1)//2 after)."""
-    plan = _norm_plan(_norm_lrn_plan, (x, out), (size, alpha, beta, k))
+    plan = _ew_plan(_norm_lrn_plan, (x, out), (size, alpha, beta, k))  # elementwise.py: kept per shape
     if plan:
         grid, rest, kwargs = plan
         _norm_lrn_kernel[grid](_norm_4d(x), _norm_4d(out), *rest, **kwargs)
 
 
-def _norm_lrn_plan(x, out, size, alpha, beta, k):
-    xv, ov = _norm_views(x, out)
+def _norm_lrn_plan(tensors, size, alpha, beta, k):
+    xv, ov = _norm_views(*tensors)
     n, h, w, c = xv.shape
     rows = n * h * w
     if rows == 0 or c == 0:
@@ -238,28 +216,36 @@ def _norm_lrn_plan(x, out, size, alpha, beta, k):
 
 def softmax(x, out):
     """out = softmax(x) over the channel (last) axis: x (N, F) or NHWC (N, H, W, C)."""
-    plan = _norm_plan(_norm_softmax_plan, (x, out), ())
+    plan = _ew_plan(_norm_softmax_plan, (x, out), ())
     if plan:
         grid, rest, kwargs = plan
         _norm_softmax_kernel[grid](_norm_4d(x), _norm_4d(out), *rest, **kwargs)
 
 
-def _norm_softmax_plan(x, out):
-    xv, ov = _norm_views(x, out)
+def _norm_softmax_plan(tensors):
+    xv, ov = _norm_views(*tensors)
+    rows, tile = _norm_row_tiles(xv)
+    if not rows:
+        return ()
+    return tile[0], (rows, *xv.shape[1:3], *xv.stride()[:3], *ov.stride()[:3]), tile[1]
+
+
+def _norm_row_tiles(xv):
+    """(rows, (grid, constexprs)) of a row kernel over xv's positions, each program some rows of all
+    C channels in blocks of at most 1024 (softmax, layer norm); rows 0 when there is nothing to do."""
     n, h, w, c = xv.shape
     rows = n * h * w
     if rows == 0 or c == 0:
-        return ()
+        return 0, None
     block_c = min(triton.next_power_of_2(c), 1024)
     block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
-    grid = (triton.cdiv(rows, block_r),)
-    return grid, (rows, h, w, *xv.stride()[:3], *ov.stride()[:3]), dict(C=c, BLOCK_R=block_r, BLOCK_C=block_c)
+    return rows, ((triton.cdiv(rows, block_r),), dict(C=c, BLOCK_R=block_r, BLOCK_C=block_c))
 
 
 def layer_norm(x, out, *, weight=None, bias=None, eps=1e-5):
     """out = layer_norm(x) over the channel (last) axis of each position: x (N, F) or NHWC
     (N, H, W, C); weight and bias contiguous (C,) vectors, both or neither. out may be x."""
-    plan = _norm_plan(_norm_layer_norm_plan, (x, out, weight, bias), (eps,))
+    plan = _ew_plan(_norm_layer_norm_plan, (x, out, weight, bias), (eps,))
     if plan:
         grid, rest, kwargs = plan
         xv = _norm_4d(x)
@@ -267,7 +253,8 @@ def layer_norm(x, out, *, weight=None, bias=None, eps=1e-5):
                                       xv if bias is None else bias, *rest, **kwargs)
 
 
-def _norm_layer_norm_plan(x, out, weight, bias, eps):
+def _norm_layer_norm_plan(tensors, eps):
+    x, out, weight, bias = tensors
     xv, ov = _norm_views(x, out)
     n, h, w, c = xv.shape
     if (weight is None) != (bias is None):
@@ -275,11 +262,8 @@ def _norm_layer_norm_plan(x, out, weight, bias, eps):
     for name, v in (("weight", weight), ("bias", bias)):
         if v is not None and (v.dim() != 1 or v.shape[0] != c or v.stride(0) != 1):
             raise ValueError(f"layer_norm: {name} must be a contiguous ({c},) vector, got shape {tuple(v.shape)}")
-    rows = n * h * w
-    if rows == 0 or c == 0:
+    rows, tile = _norm_row_tiles(xv)
+    if not rows:
         return ()
-    block_c = min(triton.next_power_of_2(c), 1024)
-    block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
-    grid = (triton.cdiv(rows, block_r),)
-    return (grid, (rows, h, w, *xv.stride()[:3], *ov.stride()[:3], float(eps)),
-            dict(C=c, HAS_AFFINE=weight is not None, BLOCK_R=block_r, BLOCK_C=block_c))
+    return (tile[0], (rows, h, w, *xv.stride()[:3], *ov.stride()[:3], float(eps)),
+            dict(tile[1], HAS_AFFINE=weight is not None))
