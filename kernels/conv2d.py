@@ -1348,18 +1348,9 @@ def _conv_splitk_workspace(slices, m, n, device):
 # --------------------------------------------------------------------------------------
 #
 # Everything ``conv2d`` and ``linear`` check and decide before a launch -- the argument checks,
-# the path, block sizes, split-K, the grid, the scalar and constexpr arguments -- depends only on
-# the shapes, strides, dtypes and devices of their tensors and on their other arguments.  The
-# first call with a given set of those makes a plan (``_ConvPlan``) and keeps it in _CONV_PLANS
-# under exactly that set (``_conv_sig`` of each tensor, each other argument with its type); a
-# later call that matches -- a generated program's launch at the same batch size, every forward --
-# only passes its tensors to the plan's ``run``.  A call that fails a check raises before any
-# plan is kept, so misuse raises the same error every time.  The tensors are never kept: a plan
-# holds no memory, and the Triton launch itself (which specializes on pointer alignment) is made
-# on every call as before.
-
-_CONV_PLANS = {}  # (launcher, _conv_sig of each tensor, other arguments) -> _ConvPlan
-_CONV_PLANS_MAX = 4096  # a tuner's sweep makes many; start over beyond this
+# the path, block sizes, split-K, the grid, the scalar and constexpr arguments -- is a plan
+# (``_ConvPlan``), made once per distinct call and kept by host.py's ``_host_plan``; a later call
+# that matches only passes its tensors to the plan's ``run``.
 
 
 class _ConvPlan:
@@ -1371,35 +1362,6 @@ class _ConvPlan:
     def __init__(self, run, **fields):
         self.run = run
         self.__dict__.update(fields)
-
-
-def _conv_sig(t):
-    """What a plan depends on in a tensor argument: shape, strides, dtype, device (None: absent; a
-    tuple of destinations: one each)."""
-    if t is None:
-        return None
-    if isinstance(t, (tuple, list)):
-        return tuple(map(_conv_sig, t))
-    return (t.shape, t.stride(), t.dtype, t.device)
-
-
-def _conv_lookup(name, tensors, scalars):
-    """(key, the plan kept under it or None) for a call: its launcher, its tensors' signatures, its
-    other arguments and their types (True == 1 but is not a block size).  The key is None when an
-    argument is not a tensor or not hashable: such a call is planned afresh (and its checks say why)."""
-    try:
-        key = (name, tuple(map(_conv_sig, tensors)), scalars, tuple(map(type, scalars)))
-        return key, _CONV_PLANS.get(key)
-    except (AttributeError, TypeError):
-        return None, None
-
-
-def _conv_remember(key, plan):
-    if key is not None:
-        if len(_CONV_PLANS) >= _CONV_PLANS_MAX:
-            _CONV_PLANS.clear()
-        _CONV_PLANS[key] = plan
-    return plan
 
 
 def _conv_run_nothing(pl, *tensors):
@@ -1579,11 +1541,11 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     the CPU interpreter; 1: the single-pass kernel.
     """
     tensors = (x, w_packed, out, residual, scale, bias, in_scale, in_shift, in_gate, in_ln)
-    key, plan = _conv_lookup("conv2d", tensors, (kernel, stride, pad, dilation, groups, act, path, block_m, block_n,
-                                                 block_k, swizzle_m, num_warps, num_stages, allow_tf32, in_act,
-                                                 residual_after_act, out_scale, split_k, in_ln_eps))
+    key, plan = _host_plan_lookup(conv_plan, tensors, (kernel, stride, pad, dilation, groups, act, path, block_m,
+                                                       block_n, block_k, swizzle_m, num_warps, num_stages, allow_tf32,
+                                                       in_act, residual_after_act, out_scale, split_k, in_ln_eps))
     if plan is None:
-        plan = _conv_remember(key, conv_plan(
+        plan = _host_plan_keep(key, conv_plan(
             x, w_packed, out, kernel=kernel, stride=stride, pad=pad, dilation=dilation, groups=groups,
             scale=scale, bias=bias, residual=residual, act=act, path=path, block_m=block_m, block_n=block_n,
             block_k=block_k, swizzle_m=swizzle_m, num_warps=num_warps, num_stages=num_stages,
@@ -1734,10 +1696,10 @@ def linear(x, w_packed, out, *, bias=None, act=ACT_NONE, residual=None,
     bias:     None or an (O,) vector (fp32).  Accumulation in fp32; the epilogue runs on the
     fp32 accumulator, then casts to out.dtype once.  Tuning knobs as in ``conv2d``.
     """
-    key, plan = _conv_lookup("linear", (x, w_packed, out, residual, bias),
-                             (act, block_m, block_n, block_k, swizzle_m, num_warps, num_stages, allow_tf32))
+    key, plan = _host_plan_lookup(linear_plan, (x, w_packed, out, residual, bias),
+                                  (act, block_m, block_n, block_k, swizzle_m, num_warps, num_stages, allow_tf32))
     if plan is None:
-        plan = _conv_remember(key, linear_plan(
+        plan = _host_plan_keep(key, linear_plan(
             x, w_packed, out, bias=bias, act=act, residual=residual, block_m=block_m, block_n=block_n,
             block_k=block_k, swizzle_m=swizzle_m, num_warps=num_warps, num_stages=num_stages, allow_tf32=allow_tf32))
     plan.run(plan, x, w_packed, out, residual, None, bias)

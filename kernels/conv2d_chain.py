@@ -725,11 +725,11 @@ def conv2d_chain(x, w1_packed, w2_packed, out, *, kernel, stride=(1, 1), pad=(0,
     and ``_chain_grouped_kernel`` runs it (split_mid: programs sharing mid's slices, any count).
     """
     tensors = (x, w1_packed, w2_packed, out, residual, bias1, bias2)
-    key, plan = _conv_lookup("conv2d_chain", tensors, (kernel, stride, pad, dilation, act1, act2, block_m, block_n,
-                                                       block_k, num_warps, num_stages, split_n, split_mid,
-                                                       allow_tf32, groups))
+    key, plan = _host_plan_lookup(chain_plan, tensors, (kernel, stride, pad, dilation, act1, act2, block_m, block_n,
+                                                        block_k, num_warps, num_stages, split_n, split_mid,
+                                                        allow_tf32, groups))
     if plan is None:
-        plan = _conv_remember(key, chain_plan(
+        plan = _host_plan_keep(key, chain_plan(
             *tensors, kernel=kernel, stride=stride, pad=pad, dilation=dilation, act1=act1, act2=act2,
             block_m=block_m, block_n=block_n, block_k=block_k, num_warps=num_warps, num_stages=num_stages,
             split_n=split_n, split_mid=split_mid, allow_tf32=allow_tf32, groups=groups))

@@ -12,7 +12,7 @@ run. Arithmetic is fp32; the result is rounded once, to `out`'s dtype, on the st
 
 Each launcher checks its arguments and chooses tiles and grid once per distinct (shapes, strides,
 dtypes, devices of its tensors, other arguments) -- once per call site and batch size in a generated
-program -- and keeps that launch plan (``_ew_plan``); later calls only launch.
+program -- and keeps that launch plan (host.py's ``_host_plan``); later calls only launch.
 """
 
 import torch
@@ -243,28 +243,6 @@ def _ew_4d(t):
     return t[:, None, None, :] if t.dim() == 2 else t
 
 
-_EW_PLANS = {}  # (plan function, each tensor's shape, strides, dtype, device, other arguments) -> plan
-_EW_PLANS_MAX = 1024
-
-
-def _ew_plan(plan_fn, tensors, args):
-    """plan_fn(tensors, *args): what the launch needs besides the tensors (() when there is nothing
-    to launch); made once per distinct key and kept (a bad call raises and keeps nothing)."""
-    try:
-        key = (plan_fn, tuple([None if t is None else (t.shape, t.stride(), t.dtype, t.device) for t in tensors]),
-               args, tuple(map(type, args)))
-        plan = _EW_PLANS.get(key)
-    except (AttributeError, TypeError):  # not tensors, or unhashable arguments: plan afresh
-        key = plan = None
-    if plan is None:
-        plan = plan_fn(tensors, *args)
-        if key is not None:
-            if len(_EW_PLANS) >= _EW_PLANS_MAX:
-                _EW_PLANS.clear()
-            _EW_PLANS[key] = plan
-    return plan
-
-
 def _ew_blocks(rows, channels):
     """Tile sizes: up to 128 channels wide, about 2048 elements per program."""
     block_c = min(triton.next_power_of_2(channels), 128)
@@ -290,7 +268,7 @@ def _ew_sum(inputs, out, divisor, act):
     if len(inputs) > _EW_MAX_INPUTS:
         _ew_sum_chained(inputs, out, divisor, act)
         return
-    plan = _ew_plan(_ew_sum_plan, (out, *inputs), (divisor, act))
+    plan = _host_plan(_ew_sum_plan, (out, *inputs), (divisor, act))
     if plan:
         grid, rest, kwargs = plan
         xs = [_ew_4d(t) for t in inputs]
@@ -354,7 +332,7 @@ def mean(inputs, out):
 
 
 def _ew_affine(x, out, scale, shift, act):
-    plan = _ew_plan(_ew_affine_plan, (x, out, scale, shift), (act,))
+    plan = _host_plan(_ew_affine_plan, (x, out, scale, shift), (act,))
     if plan:
         grid, rest, kwargs = plan
         xv = _ew_4d(x)
@@ -415,7 +393,7 @@ def mul(inputs, out, *, act=ACT_NONE):
     scale: an (N, H, W, C) map times an (N, 1, 1, C) gate); products in input order, in fp32 for a
     pair (more inputs: partial products are rounded to out's dtype between launches)."""
     inputs = list(inputs)
-    plan = _ew_plan(_ew_mul_plan, (out, *inputs), (act,))
+    plan = _host_plan(_ew_mul_plan, (out, *inputs), (act,))
     if plan:
         grid, steps = plan
         o = _ew_4d(out)
@@ -451,7 +429,7 @@ def _ew_mul_plan(tensors, act):
 def channel_shuffle(x, out, groups):
     """out = x with its channels shuffled (ShuffleNet): channel g*(C/groups) + i of x becomes channel
     i*groups + g of out. NHWC tensors of one shape (views allowed); out must not alias x."""
-    plan = _ew_plan(_ew_shuffle_plan, (x, out), (groups,))
+    plan = _host_plan(_ew_shuffle_plan, (x, out), (groups,))
     if plan:
         grid, rest, kwargs = plan
         _ew_channel_shuffle_kernel[grid](_ew_4d(x), _ew_4d(out), *rest, **kwargs)

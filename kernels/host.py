@@ -1,5 +1,6 @@
-"""Host-side helpers of a generated program: weight folding and packing, and a small reader of
-safetensors files (so a generated program needs nothing but torch and triton).
+"""Host-side helpers of a generated program: weight folding and packing, a small reader of
+safetensors files (so a generated program needs nothing but torch and triton), and the launch
+plans every launcher keeps (``_host_plan``).
 
 Weights arrive under their reference names (PyTorch's state_dict keys, e.g. torchvision's) and
 are prepared once, at load time: batch norm is folded into the convolution before it, fc
@@ -67,3 +68,57 @@ def read_safetensors(path):
             torch.empty(0, dtype=_DTYPES[info["dtype"]])
         out[name] = t.reshape(info["shape"])
     return out
+
+
+# ---- launch plans -------------------------------------------------------------------------------
+# A launcher's checks and choices (path, blocks, split, grid, the keyword arguments) depend only on
+# its tensors' shapes, strides, dtypes and devices and on its other arguments, so each distinct call
+# is planned once and the plan kept: a later call that matches -- a generated program's launch at
+# the same batch size, every forward -- only hands its tensors to the plan.  A call that fails a
+# check raises before anything is kept, so misuse raises the same error every time.  Plans hold no
+# tensors (no memory kept alive); the Triton launch itself, which specializes on pointer alignment,
+# is made on every call.  Every template's launchers share this one cache.
+
+_HOST_PLANS = {}  # (planner, each tensor's _host_sig, other arguments, their types) -> plan
+_HOST_PLANS_MAX = 4096  # a tuner's sweep makes many; start over beyond this
+
+
+def _host_sig(t):
+    """What a plan depends on in a tensor argument: shape, strides, dtype, device (None: absent; a
+    tuple of tensors, e.g. several destinations: one each)."""
+    if t is None:
+        return None
+    if isinstance(t, (tuple, list)):
+        return tuple(map(_host_sig, t))
+    return (t.shape, t.stride(), t.dtype, t.device)
+
+
+def _host_plan_lookup(planner, tensors, args):
+    """(key, the plan kept under it or None) for a call of `planner`: its tensors' signatures, its
+    other arguments (hashable) and their types (True == 1 is not a block size).  The key is None
+    when it cannot be built (an argument not a tensor, or not hashable): such a call is planned
+    afresh every time, and the planner's checks say what is wrong."""
+    try:
+        key = (planner, tuple(map(_host_sig, tensors)), args, tuple(map(type, args)))
+        return key, _HOST_PLANS.get(key)
+    except (AttributeError, TypeError):
+        return None, None
+
+
+def _host_plan_keep(key, plan):
+    """Keep `plan` under `key` (from ``_host_plan_lookup``); the plan."""
+    if key is not None:
+        if len(_HOST_PLANS) >= _HOST_PLANS_MAX:
+            _HOST_PLANS.clear()
+        _HOST_PLANS[key] = plan
+    return plan
+
+
+def _host_plan(planner, tensors, args):
+    """The plan ``planner(tensors, *args)`` for a call: kept from an earlier call with the same key,
+    else made and kept.  (Launchers whose planner takes keyword arguments call the two steps above
+    themselves, which costs no closure per call.)"""
+    key, plan = _host_plan_lookup(planner, tensors, args)
+    if plan is None:
+        plan = _host_plan_keep(key, planner(tensors, *args))
+    return plan

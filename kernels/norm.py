@@ -12,7 +12,7 @@ out's dtype, on the store.
 
 Each launcher checks its arguments and chooses tiles and grid once per distinct (shapes, strides,
 dtypes, devices of its tensors, other arguments) -- once per call site and batch size in a generated
-program -- and keeps that launch plan (with elementwise.py's, ``_ew_plan``); later calls only launch.
+program -- and keeps that launch plan (host.py's ``_host_plan``); later calls only launch.
 
 Uses elementwise.py's `_ew_row_offsets` (generated programs hold every template in one module,
 elementwise.py before norm.py; the tests load the two together).
@@ -195,7 +195,7 @@ def _norm_4d(t):
 def lrn(x, out, *, size, alpha, beta, k):
     """out = local_response_norm(x, size, alpha, beta, k) across channels (PyTorch semantics:
     alpha is divided by size; the window is zero-padded, size//2 before and (size-1)//2 after)."""
-    plan = _ew_plan(_norm_lrn_plan, (x, out), (size, alpha, beta, k))  # elementwise.py: kept per shape
+    plan = _host_plan(_norm_lrn_plan, (x, out), (size, alpha, beta, k))
     if plan:
         grid, rest, kwargs = plan
         _norm_lrn_kernel[grid](_norm_4d(x), _norm_4d(out), *rest, **kwargs)
@@ -216,7 +216,7 @@ def _norm_lrn_plan(tensors, size, alpha, beta, k):
 
 def softmax(x, out):
     """out = softmax(x) over the channel (last) axis: x (N, F) or NHWC (N, H, W, C)."""
-    plan = _ew_plan(_norm_softmax_plan, (x, out), ())
+    plan = _host_plan(_norm_softmax_plan, (x, out), ())
     if plan:
         grid, rest, kwargs = plan
         _norm_softmax_kernel[grid](_norm_4d(x), _norm_4d(out), *rest, **kwargs)
@@ -245,7 +245,7 @@ def _norm_row_tiles(xv):
 def layer_norm(x, out, *, weight=None, bias=None, eps=1e-5):
     """out = layer_norm(x) over the channel (last) axis of each position: x (N, F) or NHWC
     (N, H, W, C); weight and bias contiguous (C,) vectors, both or neither. out may be x."""
-    plan = _ew_plan(_norm_layer_norm_plan, (x, out, weight, bias), (eps,))
+    plan = _host_plan(_norm_layer_norm_plan, (x, out, weight, bias), (eps,))
     if plan:
         grid, rest, kwargs = plan
         xv = _norm_4d(x)

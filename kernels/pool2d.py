@@ -8,7 +8,7 @@ Q from out's shape and only need to know where each window lies.
 
 Each launcher checks its arguments and chooses tiles and grid once per distinct (shapes, strides,
 dtypes, devices of x and out, other arguments) -- once per call site and batch size in a
-generated program -- and keeps that launch plan (``_pool_planned``); later calls only launch.
+generated program -- and keeps that launch plan (host.py's ``_host_plan``); later calls only launch.
 
 Blocking: max/avg pooling run one program per (n, p, q-block, c-block) tile of BLOCK_Q output
 columns x BLOCK_C channels, vectorized over the contiguous channel axis, looping over the KH x KW
@@ -168,32 +168,18 @@ def _pool_pair(v):
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-_POOL_PLANS = {}  # (plan function, x's and out's shape, strides, dtype, device, other arguments) -> plan
-_POOL_PLANS_MAX = 1024
-
-
 def _pool_planned(plan_fn, x, out, *args):
-    """Launch plan_fn(x, out, *args)'s plan -- (kernel, grid, arguments after x and out, keyword
-    arguments), or () when there is nothing to launch -- on x and out.  The plan (checks included:
-    a bad call raises and keeps nothing) is made once per distinct key and kept."""
-    try:
-        key = (plan_fn, x.shape, x.stride(), x.dtype, x.device, out.shape, out.stride(), out.dtype, out.device,
-               args, tuple(map(type, args)))
-        plan = _POOL_PLANS.get(key)
-    except (AttributeError, TypeError):  # not tensors, or unhashable arguments: plan afresh
-        key = plan = None
-    if plan is None:
-        plan = plan_fn(x, out, *args)
-        if key is not None:
-            if len(_POOL_PLANS) >= _POOL_PLANS_MAX:
-                _POOL_PLANS.clear()
-            _POOL_PLANS[key] = plan
+    """Launch plan_fn((x, out), *args)'s plan -- (kernel, grid, arguments after x and out, keyword
+    arguments), or () when there is nothing to launch -- on x and out; the plan (checks included)
+    is made once per distinct call and kept (``_host_plan``)."""
+    plan = _host_plan(plan_fn, (x, out), args)
     if plan:
         kernel, grid, rest, kwargs = plan
         kernel[grid](x, out, *rest, **kwargs)
 
 
-def _pool_window_plan(x, out, kernel, stride, pad, dilation, is_max, count_include_pad):
+def _pool_window_plan(tensors, kernel, stride, pad, dilation, is_max, count_include_pad):
+    x, out = tensors
     _pool_check(x, out)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(_pool_pair, (kernel, stride, pad, dilation))
     n, h, w, c = x.shape
@@ -231,7 +217,8 @@ def adaptive_avg_pool2d(x, out):
     _pool_planned(_pool_adaptive_plan, x, out)
 
 
-def _pool_adaptive_plan(x, out):
+def _pool_adaptive_plan(tensors):
+    x, out = tensors
     _pool_check(x, out)
     n, h, w, c = x.shape
     _, p, q, _ = out.shape

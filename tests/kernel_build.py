@@ -1,6 +1,6 @@
 """Kernel templates as the generated program holds them, and their sm_90 builds without a GPU.
 
-* ``load_templates``: kernels/*.py files executed in order in one fresh module, as the code
+* ``load_templates``: host.py and kernels/*.py files executed in order in one fresh module, as the code
   generator pastes them into one program (conv2d_chain.py calls conv2d.py's helpers by name).
 * ``check_poison``: an output written everywhere, and nothing around its channel slice.
 * ``run_compile_check``: the kernel tests' check that their kernels also compile for a real GPU
@@ -27,13 +27,14 @@ KERNELS = TESTS.parent / "kernels"
 
 
 def load_templates(*names, module_name):
-    """The templates `names` (file names in kernels/) executed in order in one fresh module.
+    """host.py, then the templates `names` (file names in kernels/) executed in order in one fresh
+    module, as in a generated program (which always holds host.py: the launch-plan cache).
 
     Each file is compiled under its own path so that Triton (inspect) finds the kernels' source.
     """
     mod = types.ModuleType(module_name)
     sys.modules[module_name] = mod
-    for name in names:
+    for name in ("host.py", *names):
         path = KERNELS / name
         exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), mod.__dict__)
     return mod

@@ -289,7 +289,8 @@ def test_compiled_resnet50_with_a_gpus_split_matches_the_reference():
     for choose in (rule, forced):
         picked = []
         program.chain_default_split = lambda *a, choose=choose, **kw: picked.append(choose(*a, **kw)) or picked[-1]
-        program._conv_remember = lambda key, plan: plan  # no launch plans kept: every launch decides afresh
+        # no launch plans kept: every launch decides afresh
+        program._host_plan_keep = lambda key, plan: plan
         assert rel_err(model(x), ref) <= 1e-4
         assert len(picked) == 16 and any(split != (1, 1) for split in picked), picked  # 16 chains at width 8
     assert sum(split[1] > 1 for split in picked) >= 8

@@ -1,7 +1,7 @@
 """Launch plans: the launchers decide once per distinct call and launch the same thing every time.
 
 ``conv2d``, ``linear`` and the pool / norm / elementwise launchers keep what they decided for a
-set of shapes, strides, dtypes, devices and other arguments (kernels/conv2d.py, "Launch plans").
+set of shapes, strides, dtypes, devices and other arguments (kernels/host.py, "launch plans").
 These tests record every launch instead of running it (Triton's ``run`` replaced), so they are
 fast, and check that
 * a second call with *other* tensors of the same shapes reuses the plan and launches exactly what
@@ -124,7 +124,7 @@ def test_a_second_call_reuses_the_plan_and_launches_what_a_fresh_plan_does(case,
     for name in ("conv_plan", "linear_plan"):
         made = getattr(K, name)
         monkeypatch.setattr(K, name, lambda *a, _made=made, **kw: plans.append(1) or _made(*a, **kw))
-    K._CONV_PLANS.clear()
+    K._HOST_PLANS.clear()
     first, second = _fresh(shapes, 1), _fresh(shapes, 2)
     call(first)
     assert len(plans) == 1 and launches, case
@@ -132,13 +132,13 @@ def test_a_second_call_reuses_the_plan_and_launches_what_a_fresh_plan_does(case,
     assert len(plans) == 1
     reused = _described(launches[-len(launches) // 2:], second)
     assert len(launches) % 2 == 0
-    K._CONV_PLANS.clear()                # ... and launches what a fresh plan launches on them
+    K._HOST_PLANS.clear()                # ... and launches what a fresh plan launches on them
     del launches[:]
     call(second)
     assert len(plans) == 2
     assert _described(launches, second) == reused
     assert "FOREIGN" not in repr(reused)
-    assert K._CONV_PLANS and not _tensors_in(list(K._CONV_PLANS.values()))
+    assert K._HOST_PLANS and not _tensors_in(list(K._HOST_PLANS.values()))
     bigger = {k: (2 * v[0], *v[1:]) if k in ("x", "out", "res", "a", "b", "gate") else v for k, v in shapes.items()}
     call(_fresh(bigger, 3))              # another batch size: another plan
     assert len(plans) == 3
@@ -147,12 +147,12 @@ def test_a_second_call_reuses_the_plan_and_launches_what_a_fresh_plan_does(case,
 def _reused_then_fresh(module, shapes, call) -> tuple[dict, torch.Tensor]:
     """(the tensors, `out` as a plan made by an earlier call with other tensors computes it), `out`
     left as a freshly made plan computes it: kernels really run."""
-    module._CONV_PLANS.clear()
+    module._HOST_PLANS.clear()
     call(_fresh(shapes, 4))
     t = _fresh(shapes, 5)
     call(t)
     reused = t["out"].clone()
-    module._CONV_PLANS.clear()
+    module._HOST_PLANS.clear()
     call(t)
     return t, reused
 
@@ -170,9 +170,9 @@ def test_the_reused_plan_computes_the_same_bits():
 
 def test_misuse_raises_the_same_error_every_time_and_keeps_no_plan(launches):
     t = _fresh(CONV_CASES["gemm"][0], 6)
-    K._CONV_PLANS.clear()
+    K._HOST_PLANS.clear()
     K.conv2d(t["x"], t["w"], t["out"], kernel=(1, 1), split_k=1)
-    kept = dict(K._CONV_PLANS)
+    kept = dict(K._HOST_PLANS)
     for _ in range(2):
         with pytest.raises(ValueError, match="split_k must be None"):   # True == 1, but not a slice count
             K.conv2d(t["x"], t["w"], t["out"], kernel=(1, 1), split_k=True)
@@ -182,10 +182,10 @@ def test_misuse_raises_the_same_error_every_time_and_keeps_no_plan(launches):
             K.conv2d(t["x"], t["w"], t["out"], kernel=(1, 1), stride=2)
         with pytest.raises(ValueError, match="x and out must be 2-d"):
             K.linear(t["x"], t["w"], t["out"])
-    assert K._CONV_PLANS == kept
+    assert K._HOST_PLANS == kept
     assert len(launches) == 1
     K.conv2d(t["x"], t["w"], t["out"], kernel=[1, 1])   # a list: not a key, planned afresh, same launch
-    assert K._CONV_PLANS == kept and _described(launches[:1], t) == _described(launches[1:], t)
+    assert K._HOST_PLANS == kept and _described(launches[:1], t) == _described(launches[1:], t)
 
 
 OTHER_CASES = {
@@ -212,7 +212,7 @@ OTHER_CASES = {
 @pytest.mark.parametrize("case", sorted(OTHER_CASES))
 def test_pool_norm_elementwise_plans_are_reused_per_shape(case, launches):
     mod, shapes, call = OTHER_CASES[case]
-    plans = getattr(mod, "_POOL_PLANS" if mod is POOL else "_EW_PLANS")  # norm.py keeps its plans with elementwise.py's
+    plans = mod._HOST_PLANS  # host.py's: every launcher's plans
     plans.clear()
     call(_fresh(shapes, 1))
     second = _fresh(shapes, 2)
@@ -245,11 +245,11 @@ def test_a_generated_programs_second_forward_plans_nothing_and_launches_the_same
     program = model._module
     x = torch.randn(1, 3, 32, 32)
     model(x)
-    first, kept = list(launches), dict(program._CONV_PLANS)
+    first, kept = list(launches), dict(program._HOST_PLANS)
     assert len(first) == model.compiled.program.launches
     del launches[:]
     model(torch.randn(1, 3, 32, 32))
-    assert program._CONV_PLANS == kept
+    assert program._HOST_PLANS == kept
 
     def strip(recorded):  # the same buffers every forward: compare pointers too
         return [(n, g, [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args],
@@ -258,7 +258,7 @@ def test_a_generated_programs_second_forward_plans_nothing_and_launches_the_same
 
     assert strip(launches) == strip(first)
     model(torch.randn(2, 3, 32, 32))
-    assert len(program._CONV_PLANS) > len(kept)
+    assert len(program._HOST_PLANS) > len(kept)
 
 
 # ---- the chain launcher (kernels/conv2d_chain.py): the same plans ----------------------------------
@@ -291,19 +291,19 @@ def test_a_chain_call_reuses_its_plan_and_launches_what_a_fresh_plan_does(case, 
     plans = []
     made = CH.chain_plan
     monkeypatch.setattr(CH, "chain_plan", lambda *a, **kw: plans.append(1) or made(*a, **kw))
-    CH._CONV_PLANS.clear()
+    CH._HOST_PLANS.clear()
     first, second = _fresh(shapes, 1), _fresh(shapes, 2)
     call(first)
     call(second)                         # other tensors, same shapes: the plan is reused ...
     assert len(plans) == 1 and len(launches) % 2 == 0 and launches
     reused = _described(launches[len(launches) // 2:], second)
-    CH._CONV_PLANS.clear()               # ... and launches what a fresh plan launches on them
+    CH._HOST_PLANS.clear()               # ... and launches what a fresh plan launches on them
     del launches[:]
     call(second)
     assert len(plans) == 2 and _described(launches, second) == reused
     assert {name for name, *_ in reused} == ({"_chain_kernel", "_chain_reduce_kernel"} if case == "chain_split" else
                                              {"_chain_grouped_kernel" if case == "chain_grouped" else "_chain_kernel"})
-    assert not _tensors_in(list(CH._CONV_PLANS.values()))
+    assert not _tensors_in(list(CH._HOST_PLANS.values()))
     bigger = {k: (2 * v[0], *v[1:]) if k in ("x", "out", "res") else v for k, v in shapes.items()}
     call(_fresh(bigger, 3))              # another batch size: another plan
     assert len(plans) == 3

@@ -5,8 +5,6 @@ launch, and its signature, the shape part of a tuning key.  Shared by `tune.py` 
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Sequence
@@ -14,16 +12,11 @@ from typing import Sequence
 from ..ops.registry import act_codes
 
 
-@functools.cache
 def kernel_module(name: str = "conv2d") -> ModuleType:
-    """kernels/<name>.py loaded as a module from its file (Triton reads the kernels' source)."""
-    from ..codegen.emit import kernel_dir
+    """kernels/<name>.py loaded as a module, after host.py (``template_module``)."""
+    from ..codegen.emit import template_module
 
-    path = kernel_dir() / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"archdsl_tune_kernels_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return template_module(f"{name}.py")
 
 
 def _pair(v) -> tuple[int, int]:

@@ -46,7 +46,6 @@ per warp in units of 256.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
@@ -534,21 +533,12 @@ def predict_memory(problem: Problem, ceilings: Ceilings) -> Prediction:
 # ---- a whole generated program ----------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
 def _kernel_defaults():
-    """conv2d.py and conv2d_chain.py executed in order into one module (the chain template calls
-    conv2d's helpers, as in a generated program): their default-block functions."""
-    import sys
-    import types
+    """conv2d.py and conv2d_chain.py in one module, as in a generated program (the chain template
+    calls conv2d's helpers): their default-block functions."""
+    from ..codegen.emit import template_module
 
-    from ..codegen.emit import kernel_dir
-
-    module = types.ModuleType("archdsl_perfmodel_kernels")
-    sys.modules[module.__name__] = module
-    for name in ("conv2d.py", "conv2d_chain.py"):
-        path = kernel_dir() / name
-        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
-    return module
+    return template_module("conv2d.py", "conv2d_chain.py")
 
 
 def _torch_dtype(dtype: Any):

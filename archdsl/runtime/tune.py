@@ -52,8 +52,6 @@ interpreter).
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import json
 import math
 import os
@@ -669,28 +667,12 @@ def tuning_launches(schedule, batch: int) -> list:
     return sorted(launches, key=lambda launch: order[launch.node])
 
 
-@functools.cache
 def chain_module():
     """kernels/conv2d.py and conv2d_chain.py in one module, as a generated program pastes them
-    (the chain template calls conv2d's helpers by name); written to a file under the programs
-    cache first, because Triton reads kernels' source from files."""
-    import importlib.util
-    import sys
+    (the chain template calls conv2d's helpers by name): ``template_module``."""
+    from ..codegen.emit import template_module
 
-    from ..codegen.emit import templates
-    from .cache import programs_dir
-
-    source = "from __future__ import annotations\n\n" + "\n\n".join(
-        text for name, text in templates() if name in ("conv2d.py", "conv2d_chain.py"))
-    name = "archdsl_tune_chain_" + hashlib.sha256(source.encode()).hexdigest()[:16]
-    path = programs_dir() / f"{name}.py"
-    if not path.exists() or path.read_text(encoding="utf-8") != source:
-        write_atomically(path, source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return template_module("conv2d.py", "conv2d_chain.py")
 
 
 def _random(shape, g, device, dtype, uniform: bool = False):
