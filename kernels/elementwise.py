@@ -243,11 +243,31 @@ def _ew_4d(t):
     return t[:, None, None, :] if t.dim() == 2 else t
 
 
-def _ew_blocks(rows, channels):
-    """Tile sizes: up to 128 channels wide, about 2048 elements per program."""
-    block_c = min(triton.next_power_of_2(channels), 128)
+def _ew_pair(x, out, what=""):
+    """x and out as checked 4-D views (``_ew_nhwc``) of one shape; `what` prefixes the error."""
+    xv, ov = _ew_nhwc(x, "x"), _ew_nhwc(out, "out")
+    if xv.shape != ov.shape:
+        raise ValueError(f"{what}x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
+    return xv, ov
+
+
+def _ew_vector(v, c, what):
+    """Raise unless v is None or a contiguous (c,) vector (per-channel scales, shifts, affines)."""
+    if v is not None and (v.dim() != 1 or v.shape[0] != c or v.stride(0) != 1):
+        raise ValueError(f"{what} must be a contiguous ({c},) vector, got shape {tuple(v.shape)}")
+
+
+def _ew_tiles(t, channels=None, widest=128):
+    """A tiled walk over the rows (n, h, w) of the 4-D view t and `channels` (t's own by default):
+    (rows, grid, BLOCK_R / BLOCK_C constexprs) with tiles up to `widest` channels wide and about
+    2048 elements per program; None when there is nothing to do (no rows or no channels)."""
+    n, h, w, c = t.shape
+    rows, channels = n * h * w, c if channels is None else channels
+    if rows == 0 or channels == 0:
+        return None
+    block_c = min(triton.next_power_of_2(channels), widest)
     block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
-    return block_r, block_c
+    return rows, (triton.cdiv(rows, block_r), triton.cdiv(channels, block_c)), dict(BLOCK_R=block_r, BLOCK_C=block_c)
 
 
 def _ew_sum_check(inputs, out):
@@ -279,34 +299,29 @@ def _ew_sum_plan(tensors, divisor, act):
     """One launch of ``_ew_sum_kernel`` over tensors = (out, 2..4 inputs): (grid, arguments after the
     pointers, keyword arguments); unused pointer slots repeat the first input."""
     o, xs = _ew_sum_check(list(tensors[1:]), tensors[0])
-    n, h, w, c = o.shape
-    rows = n * h * w
-    if rows == 0 or c == 0:
+    tiles = _ew_tiles(o)
+    if tiles is None:
         return ()
-    block_r, block_c = _ew_blocks(rows, c)
+    rows, grid, blocks = tiles
     group = xs + [xs[0]] * (_EW_MAX_INPUTS - len(xs))
     strides = [s for t in [o] + group for s in t.stride()[:3]]
-    return ((triton.cdiv(rows, block_r), triton.cdiv(c, block_c)), (rows, h, w, c, *strides),
-            dict(NUM_INPUTS=len(xs), DIVISOR=divisor, ACT=act, BLOCK_R=block_r, BLOCK_C=block_c))
+    return grid, (rows, *o.shape[1:], *strides), dict(NUM_INPUTS=len(xs), DIVISOR=divisor, ACT=act, **blocks)
 
 
 def _ew_sum_chained(inputs, out, divisor, act):
     """``_ew_sum`` of more than 4 inputs: partial sums of 4 (then 3 more each) in an fp32 buffer."""
     o, xs = _ew_sum_check(inputs, out)
-    n, h, w, c = o.shape
-    rows = n * h * w
-    if rows == 0 or c == 0:
+    tiles = _ew_tiles(o)
+    if tiles is None:
         return
-    block_r, block_c = _ew_blocks(rows, c)
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(c, block_c))
+    rows, grid, blocks = tiles
 
     def launch(dst, group, div, act_):
         used = len(group)
         group = group + [group[0]] * (_EW_MAX_INPUTS - used)   # unused pointer slots
         strides = [s for t in [dst] + group for s in t.stride()[:3]]
-        _ew_sum_kernel[grid](dst, *group, rows, h, w, c, *strides,
-                             NUM_INPUTS=used, DIVISOR=div, ACT=act_,
-                             BLOCK_R=block_r, BLOCK_C=block_c)
+        _ew_sum_kernel[grid](dst, *group, rows, *o.shape[1:], *strides,
+                             NUM_INPUTS=used, DIVISOR=div, ACT=act_, **blocks)
 
     acc = torch.empty(o.shape, dtype=torch.float32, device=o.device)
     launch(acc, xs[:_EW_MAX_INPUTS], 1, ACT_NONE)
@@ -346,18 +361,14 @@ def _ew_affine_plan(tensors, act):
     if xv.shape[:3] != ov.shape[:3] or xv.shape[3] > ov.shape[3]:
         raise ValueError(f"x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
     n, h, w, c_in = xv.shape
-    c_out = ov.shape[3]
-    for name, v in (("scale", scale), ("shift", shift)):
-        if v is not None and (v.dim() != 1 or v.shape[0] != c_in or v.stride(0) != 1):
-            raise ValueError(f"{name} must be a contiguous ({c_in},) vector, got shape {tuple(v.shape)}")
-    rows = n * h * w
-    if rows == 0 or c_out == 0:
+    _ew_vector(scale, c_in, "scale")
+    _ew_vector(shift, c_in, "shift")
+    tiles = _ew_tiles(ov)  # over out's channels: the padding ones too
+    if tiles is None:
         return ()
-    block_r, block_c = _ew_blocks(rows, c_out)
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(c_out, block_c))
-    return (grid, (rows, h, w, c_in, c_out, *xv.stride()[:3], *ov.stride()[:3]),
-            dict(HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, ACT=act,
-                 BLOCK_R=block_r, BLOCK_C=block_c, so_c=ov.stride(3)))
+    rows, grid, blocks = tiles
+    return (grid, (rows, h, w, c_in, ov.shape[3], *xv.stride()[:3], *ov.stride()[:3]),
+            dict(HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, ACT=act, so_c=ov.stride(3), **blocks))
 
 
 def scale_shift(x, out, *, scale=None, shift=None, act=ACT_NONE):
@@ -409,19 +420,17 @@ def _ew_mul_plan(tensors, act):
     if len(inputs) < 2:
         raise ValueError(f"mul needs at least 2 inputs, got {len(inputs)}")
     o = _ew_nhwc(out, "out")
-    n, h, w, c = o.shape
-    rows = n * h * w
-    if rows == 0 or c == 0:
+    tiles = _ew_tiles(o)
+    if tiles is None:
         return ()
-    block_r, block_c = _ew_blocks(rows, c)
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(c, block_c))
+    rows, grid, blocks = tiles
     acc = _ew_broadcast_view(inputs[0], o.shape, "inputs[0]")
     steps = []
     for i, x in enumerate(inputs[1:], 1):
         b = _ew_broadcast_view(x, o.shape, f"inputs[{i}]")
         last = i == len(inputs) - 1
-        steps.append(((rows, h, w, c, *o.stride()[:3], *acc.stride(), *b.stride()),
-                      dict(ACT=act if last else ACT_NONE, BLOCK_R=block_r, BLOCK_C=block_c)))
+        steps.append(((rows, *o.shape[1:], *o.stride()[:3], *acc.stride(), *b.stride()),
+                      dict(ACT=act if last else ACT_NONE, **blocks)))
         acc = o
     return grid, steps
 
@@ -436,17 +445,12 @@ def channel_shuffle(x, out, groups):
 
 
 def _ew_shuffle_plan(tensors, groups):
-    x, out = tensors
-    xv, ov = _ew_nhwc(x, "x"), _ew_nhwc(out, "out")
-    if xv.shape != ov.shape:
-        raise ValueError(f"channel_shuffle: x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
+    xv, ov = _ew_pair(*tensors, "channel_shuffle: ")
     n, h, w, c = ov.shape
     if c % groups:
         raise ValueError(f"channel_shuffle: {c} channels do not split into {groups} groups")
-    rows = n * h * w
-    if rows == 0 or c == 0:
+    tiles = _ew_tiles(ov)
+    if tiles is None:
         return ()
-    block_r, block_c = _ew_blocks(rows, c)
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(c, block_c))
-    return (grid, (rows, h, w, c, c // groups, *xv.stride()[:3], *ov.stride()[:3]),
-            dict(GROUPS=groups, BLOCK_R=block_r, BLOCK_C=block_c))
+    rows, grid, blocks = tiles
+    return grid, (rows, h, w, c, c // groups, *xv.stride()[:3], *ov.stride()[:3]), dict(GROUPS=groups, **blocks)

@@ -14,7 +14,8 @@ Each launcher checks its arguments and chooses tiles and grid once per distinct 
 dtypes, devices of its tensors, other arguments) -- once per call site and batch size in a generated
 program -- and keeps that launch plan (host.py's ``_host_plan``); later calls only launch.
 
-Uses elementwise.py's `_ew_row_offsets` (generated programs hold every template in one module,
+Uses elementwise.py's `_ew_row_offsets` in its kernels and its host helpers (`_ew_pair`, `_ew_4d`,
+`_ew_vector`, `_ew_tiles`) in its launchers (generated programs hold every template in one module,
 elementwise.py before norm.py; the tests load the two together).
 """
 
@@ -171,47 +172,23 @@ def _norm_layer_norm_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-def _norm_views(x, out):
-    """x and out as 4-D NHWC views of one shape ((N, F) becomes (N, 1, 1, F))."""
-    views = []
-    for name, t in (("x", x), ("out", out)):
-        if t.dim() == 2:
-            t = t[:, None, None, :]
-        if t.dim() != 4:
-            raise ValueError(f"{name}: expected an (N, H, W, C) or (N, F) tensor, got shape {tuple(t.shape)}")
-        if t.stride(3) != 1 and t.shape[3] > 1:
-            raise ValueError(f"{name}: the channel (last) axis must have stride 1, got strides {t.stride()}")
-        views.append(t)
-    if views[0].shape != views[1].shape:
-        raise ValueError(f"x has shape {tuple(x.shape)}, out has {tuple(out.shape)}")
-    return views
-
-
-def _norm_4d(t):
-    """A checked (N, F) or NHWC tensor as the 4-D view the kernels take (``_norm_views``' result)."""
-    return t[:, None, None, :] if t.dim() == 2 else t
-
-
 def lrn(x, out, *, size, alpha, beta, k):
     """out = local_response_norm(x, size, alpha, beta, k) across channels (PyTorch semantics:
     alpha is divided by size; the window is zero-padded, size//2 before and (size-1)//2 after)."""
     plan = _host_plan(_norm_lrn_plan, (x, out), (size, alpha, beta, k))
     if plan:
         grid, rest, kwargs = plan
-        _norm_lrn_kernel[grid](_norm_4d(x), _norm_4d(out), *rest, **kwargs)
+        _norm_lrn_kernel[grid](_ew_4d(x), _ew_4d(out), *rest, **kwargs)
 
 
 def _norm_lrn_plan(tensors, size, alpha, beta, k):
-    xv, ov = _norm_views(*tensors)
-    n, h, w, c = xv.shape
-    rows = n * h * w
-    if rows == 0 or c == 0:
+    xv, ov = _ew_pair(*tensors)
+    tiles = _ew_tiles(xv, widest=64)
+    if tiles is None:
         return ()
-    block_c = min(triton.next_power_of_2(c), 64)
-    block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(c, block_c))
-    return (grid, (rows, h, w, c, *xv.stride()[:3], *ov.stride()[:3], float(alpha) / int(size), float(beta), float(k)),
-            dict(SIZE=int(size), BLOCK_R=block_r, BLOCK_C=block_c))
+    rows, grid, blocks = tiles
+    rest = (rows, *xv.shape[1:], *xv.stride()[:3], *ov.stride()[:3], float(alpha) / int(size), float(beta), float(k))
+    return grid, rest, dict(SIZE=int(size), **blocks)
 
 
 def softmax(x, out):
@@ -219,11 +196,11 @@ def softmax(x, out):
     plan = _host_plan(_norm_softmax_plan, (x, out), ())
     if plan:
         grid, rest, kwargs = plan
-        _norm_softmax_kernel[grid](_norm_4d(x), _norm_4d(out), *rest, **kwargs)
+        _norm_softmax_kernel[grid](_ew_4d(x), _ew_4d(out), *rest, **kwargs)
 
 
 def _norm_softmax_plan(tensors):
-    xv, ov = _norm_views(*tensors)
+    xv, ov = _ew_pair(*tensors)
     rows, tile = _norm_row_tiles(xv)
     if not rows:
         return ()
@@ -233,13 +210,11 @@ def _norm_softmax_plan(tensors):
 def _norm_row_tiles(xv):
     """(rows, (grid, constexprs)) of a row kernel over xv's positions, each program some rows of all
     C channels in blocks of at most 1024 (softmax, layer norm); rows 0 when there is nothing to do."""
-    n, h, w, c = xv.shape
-    rows = n * h * w
-    if rows == 0 or c == 0:
+    tiles = _ew_tiles(xv, widest=1024)
+    if tiles is None:
         return 0, None
-    block_c = min(triton.next_power_of_2(c), 1024)
-    block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
-    return rows, ((triton.cdiv(rows, block_r),), dict(C=c, BLOCK_R=block_r, BLOCK_C=block_c))
+    rows, grid, blocks = tiles
+    return rows, (grid[:1], dict(C=xv.shape[3], **blocks))  # programs over rows only
 
 
 def layer_norm(x, out, *, weight=None, bias=None, eps=1e-5):
@@ -248,20 +223,19 @@ def layer_norm(x, out, *, weight=None, bias=None, eps=1e-5):
     plan = _host_plan(_norm_layer_norm_plan, (x, out, weight, bias), (eps,))
     if plan:
         grid, rest, kwargs = plan
-        xv = _norm_4d(x)
-        _norm_layer_norm_kernel[grid](xv, _norm_4d(out), xv if weight is None else weight,
+        xv = _ew_4d(x)
+        _norm_layer_norm_kernel[grid](xv, _ew_4d(out), xv if weight is None else weight,
                                       xv if bias is None else bias, *rest, **kwargs)
 
 
 def _norm_layer_norm_plan(tensors, eps):
     x, out, weight, bias = tensors
-    xv, ov = _norm_views(x, out)
+    xv, ov = _ew_pair(x, out)
     n, h, w, c = xv.shape
     if (weight is None) != (bias is None):
         raise ValueError("layer_norm: give both weight and bias, or neither")
-    for name, v in (("weight", weight), ("bias", bias)):
-        if v is not None and (v.dim() != 1 or v.shape[0] != c or v.stride(0) != 1):
-            raise ValueError(f"layer_norm: {name} must be a contiguous ({c},) vector, got shape {tuple(v.shape)}")
+    _ew_vector(weight, c, "layer_norm: weight")
+    _ew_vector(bias, c, "layer_norm: bias")
     rows, tile = _norm_row_tiles(xv)
     if not rows:
         return ()
