@@ -121,6 +121,19 @@ while loading as usual) each write one (tile, slice) partial product in fp32 int
 the same bits every run) and applies the whole epilogue above to the fp32 sum, through the
 same ``_conv_epilogue_store``.  ``conv_split_k`` is the automatic choice of S.
 
+TMA descriptors and a persistent grid (Hopper)
+----------------------------------------------
+``conv2d(tma=True)`` runs the gemm path's single-pass product as ``_conv_gemm_tma_kernel``
+instead: A (x's rows) and B (the packed weight) are read through TMA tensor descriptors --
+one asynchronous copy per block into shared memory, no per-element address or mask arithmetic,
+the zero padding past the edges done by the copy engine -- and one program per SM loops over
+the output tiles, so the next tile's loads overlap this one's epilogue.  It sums the same
+blocks in the same order as ``_conv_gemm_kernel``: the same result, bit for bit.  A preference,
+not a demand: where it does not fit (several destinations, a split, a prologue, gate or layer
+norm, rows not 16-byte multiples apart, a base address not 16-byte aligned, a GPU without
+TMA) the plain kernel runs.  Off by default: the tuner offers it beside the plain kernel with
+the same tiles, and only a GPU's timing can say which is faster.
+
 Layer norm folded into the GEMM
 -------------------------------
 A layer norm over the channels of each pixel followed by a 1 x 1 conv (ConvNeXt's block: norm,
@@ -171,6 +184,7 @@ autotuner can set them; on CPU tensors (the interpreter) the defaults are small.
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU, ACT_GELU, ACT_GELU_TANH = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
 
@@ -545,6 +559,64 @@ def _conv_gemm_kernel(
     if NUM_OUT > 3:
         _conv_store_split(acc, rows_m, offs_n, mask_m, N3, N, out3_ptr, stride_o3m, scale_ptr, bias_ptr,
                           out_scale, HAS_SCALE, HAS_BIAS, ACT3, HAS_OUT_SCALE, INTERPRETED)
+
+
+@triton.jit
+def _conv_gemm_tma_kernel(
+    a_desc, b_desc, out_ptr, res_ptr, scale_ptr, bias_ptr,
+    M, N, stride_om, stride_rm, out_scale, stride_oc,
+    HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+    RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWIZZLE_M: tl.constexpr,
+    K_ITERS: tl.constexpr, NUM_PROGS: tl.constexpr, TILES_PER_PROG: tl.constexpr,
+):
+    """``_conv_gemm_kernel``'s product and epilogue (one destination, no prologue), with A and B
+    read through TMA tensor descriptors by a persistent grid.
+
+    a_desc:   descriptor of A (M, K), block [BLOCK_M, BLOCK_K]; b_desc: of B (K, N), block
+              [BLOCK_K, BLOCK_N].  Blocks past A's or B's edge read 0 (the descriptor's padding),
+              so the K tail and the edge tiles need no masks on the load side.
+    out, residual, scale, bias and the epilogue switches: as ``_conv_gemm_kernel``'s.
+    Grid: (NUM_PROGS,).  Program p computes tiles p, p + NUM_PROGS, ... in ``_conv_tile_order``,
+    TILES_PER_PROG = cdiv(tiles, NUM_PROGS) of them (the last may be past the end: stored nowhere).
+
+    Why: on Hopper a TMA copy moves a whole block into shared memory with no address arithmetic
+    in the program and feeds wgmma directly; one program per SM looping over tiles lets the loads
+    of the next tile start while this one's epilogue runs.  The loop over (tile, reduction block)
+    pairs is one flat loop with a constexpr trip count, so the compiler's pipeliner sees across
+    tile boundaries (and Triton 3.6's interpreter, which needs constexpr bounds, runs it).
+    """
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    tiles = num_pid_m * num_pid_n
+
+    tile = pid - NUM_PROGS
+    ki = -1
+    pid_m = 0
+    pid_n = 0
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for _ in range(0, TILES_PER_PROG * K_ITERS):
+        # -- the next (tile, reduction block): a new tile every K_ITERS steps --------------
+        ki = tl.where(ki == K_ITERS - 1, 0, ki + 1)
+        if ki == 0:
+            tile += NUM_PROGS
+            pid_m, pid_n = _conv_tile_order(tile, num_pid_m, num_pid_n, SWIZZLE_M)
+        a = a_desc.load([pid_m * BLOCK_M, ki * BLOCK_K])
+        b = b_desc.load([ki * BLOCK_K, pid_n * BLOCK_N])
+        acc = _conv_mma(a, b, acc, INPUT_PRECISION, INTERPRETED)
+
+        # -- the tile's last block: epilogue on the fp32 accumulator, store, start afresh ---
+        if ki == K_ITERS - 1:
+            offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            rows_m = offs_m.to(tl.int64)
+            mask_m = offs_m < tl.where(tile < tiles, M, 0)  # a tile past the end stores nothing
+            _conv_epilogue_store(acc, rows_m * stride_om, rows_m * stride_rm, offs_n, mask_m, offs_n < N,
+                                 out_ptr, res_ptr, scale_ptr, bias_ptr, HAS_SCALE, HAS_BIAS, HAS_RES, ACT,
+                                 INTERPRETED, out_scale, RES_AFTER_ACT, HAS_OUT_SCALE, stride_oc)
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
 
 
 # --------------------------------------------------------------------------------------
@@ -1391,7 +1463,7 @@ def _conv_launch_reduce(reduce, ws, out, residual, scale, bias):
 
 
 def _conv_gemm_plan(a, w_packed, outs, residual, scale, bias, acts, *, allow_tf32, block_m, block_n, block_k,
-                    swizzle_m, num_warps, num_stages, fusion=None, split_k=1, ln_eps=None):
+                    swizzle_m, num_warps, num_stages, fusion=None, split_k=1, ln_eps=None, tma=False):
     """The plan of out = act(a @ w_packed ...) by ``_conv_gemm_kernel`` (or split-K's two kernels),
     launched by ``_conv_launch_gemm``.
 
@@ -1399,6 +1471,8 @@ def _conv_gemm_plan(a, w_packed, outs, residual, scale, bias, acts, *, allow_tf3
     per matrix.  fusion: ``_conv_fusion_consts(...)`` (default: no prologue, plain epilogue).
     split_k: as ``conv2d``'s (one destination only).  ln_eps: None, or the eps of ``conv2d``'s
     folded layer norm: never split (the row statistics need every column of A in one program).
+    tma: where it applies (``_conv_tma_applies``), also plan ``_conv_gemm_tma_kernel``
+    (``_conv_tma_plan``), launched instead whenever this call's A and B start 16-byte aligned.
     """
     m, kdim = a.shape
     n = w_packed.shape[1]
@@ -1430,6 +1504,8 @@ def _conv_gemm_plan(a, w_packed, outs, residual, scale, bias, acts, *, allow_tf3
     more_acts = acts[1:] + [ACT_NONE] * (4 - len(acts))
     return _ConvPlan(
         None, slices=1, grid=(tiles,),
+        tma=_conv_tma_plan(a, w_packed, dummy, residual, scale, bias, acts[0], fusion, common, tiles, warps, stages)
+        if tma and _conv_tma_applies(a, w_packed, outs, fusion, ln_eps, (bm, bn, bk)) else None,
         args=(m, n, kdim, a.stride(0), w_packed.stride(0), dummy.stride(0),
               residual.stride(0) if residual is not None else 0),
         kwargs=dict(
@@ -1443,6 +1519,75 @@ def _conv_gemm_plan(a, w_packed, outs, residual, scale, bias, acts, *, allow_tf3
             **({} if ln_eps is None else dict(ln_eps=float(ln_eps), HAS_LN=True))))
 
 
+def conv_tma_programs(tiles: int, sms: int) -> int:
+    """The persistent grid of ``_conv_gemm_tma_kernel``: one program per SM, or fewer when there
+    are fewer tiles; 2 without a GPU (sms = 0: the interpreter), so tests run the tile loop."""
+    return min(tiles, sms if sms > 0 else 2)
+
+
+def conv_tma_supported(dtype: torch.dtype, a_row_stride: int, b_row_stride: int, blocks) -> str | None:
+    """Why A (rows a_row_stride elements apart) and B cannot be read through TMA descriptors with
+    blocks (BLOCK_M, BLOCK_N, BLOCK_K), or None when they can.  A copy's rows must be 16-byte
+    multiples apart and its box at most 256 elements a side, its inner side 16 bytes or more.
+    (The base addresses must be 16-byte aligned too: checked at each launch, which falls back to
+    ``_conv_gemm_kernel`` when they are not.)  Shared with the tuner, which proposes tma=True only
+    where this is None."""
+    size = torch.empty((), dtype=dtype).element_size()
+    bm, bn, bk = blocks[:3]
+    if (a_row_stride * size) % 16 or (b_row_stride * size) % 16:
+        return (f"rows of x ({a_row_stride} channels apart) and of the packed weight ({b_row_stride}) must be "
+                f"multiples of 16 bytes apart")
+    if max(bm, bn, bk) > 256 or min(bk, bn) * size < 16:
+        return f"blocks {bm}x{bn}x{bk} exceed a TMA box (at most 256 a side, inner sides of 16 bytes or more)"
+    return None
+
+
+_CONV_TMA_DEVICES = {}  # CUDA device index -> whether it has TMA (compute capability 9.0 or later)
+
+
+def _conv_tma_applies(a, w_packed, outs, fusion, ln_eps, blocks) -> bool:
+    """Whether ``conv2d(tma=True)`` runs this single-pass gemm-path call through descriptors: one
+    destination, no prologue, gate or layer norm, rows TMA can copy (``conv_tma_supported``), and
+    the interpreter or a GPU with TMA."""
+    if len(outs) > 1 or ln_eps is not None or fusion["HAS_PRE"] or fusion["HAS_GATE"]:
+        return False
+    if conv_tma_supported(a.dtype, a.stride(0), w_packed.stride(0), blocks) is not None:
+        return False
+    if a.device.type != "cuda":
+        return a.device.type in ("cpu", "meta")  # the interpreter; meta: the warm recorder, as sm_90
+    index = a.device.index if a.device.index is not None else torch.cuda.current_device()
+    if index not in _CONV_TMA_DEVICES:
+        _CONV_TMA_DEVICES[index] = torch.cuda.get_device_capability(index)[0] >= 9
+    return _CONV_TMA_DEVICES[index]
+
+
+def _conv_tma_plan(a, w_packed, out, residual, scale, bias, act, fusion, common, tiles, warps, stages):
+    """What ``_conv_launch_tma`` needs besides the tensors: the descriptors' shapes, strides and
+    blocks, the grid and the kernel's arguments."""
+    m, kdim = a.shape
+    n = w_packed.shape[1]
+    bm, bn, bk = common["BLOCK_M"], common["BLOCK_N"], common["BLOCK_K"]
+    programs = conv_tma_programs(tiles, _conv_sm_count(a.device))
+    _, tail = _conv_split_consts(fusion)
+    return _ConvPlan(
+        None, grid=(programs,),
+        a_layout=([m, kdim], [a.stride(0), 1], [bm, bk]), b_layout=([kdim, n], [w_packed.stride(0), 1], [bk, bn]),
+        args=(m, n, out.stride(0), residual.stride(0) if residual is not None else 0, tail["out_scale"],
+              out.stride(1)),
+        kwargs=dict(HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=act,
+                    RES_AFTER_ACT=tail["RES_AFTER_ACT"], HAS_OUT_SCALE=tail["HAS_OUT_SCALE"], **common,
+                    K_ITERS=triton.cdiv(kdim, bk), NUM_PROGS=programs, TILES_PER_PROG=triton.cdiv(tiles, programs),
+                    num_warps=warps, num_stages=stages))
+
+
+def _conv_launch_tma(t, a, w_packed, out, residual, scale, bias):
+    """Launch a ``_conv_tma_plan`` on this call's A, B (16-byte aligned) and destination."""
+    _conv_gemm_tma_kernel[t.grid](
+        TensorDescriptor(a, *t.a_layout), TensorDescriptor(w_packed, *t.b_layout), out,
+        residual if residual is not None else out, scale if scale is not None else out,
+        bias if bias is not None else out, *t.args, **t.kwargs)
+
+
 def _conv_launch_gemm(g, a, w_packed, outs, residual, scale, bias, ptrs, in_ln):
     """Launch a ``_conv_gemm_plan`` on this call's matrices (a, outs, residual as planned),
     vectors, prologue tensors `ptrs` (``_conv_fusion_ptrs``) and folded layer norm `in_ln`."""
@@ -1451,6 +1596,9 @@ def _conv_launch_gemm(g, a, w_packed, outs, residual, scale, bias, ptrs, in_ln):
         ws = _conv_splitk_workspace(g.slices, g.m, g.n, g.device)
         _conv_gemm_splitk_kernel[g.grid](a, w_packed, ws, *g.args, **g.kwargs, **ptrs)
         _conv_launch_reduce(g.reduce, ws, dummy, residual, scale, bias)
+        return
+    if g.tma is not None and a.data_ptr() % 16 == 0 and w_packed.data_ptr() % 16 == 0:
+        _conv_launch_tma(g.tma, a, w_packed, dummy, residual, scale, bias)
         return
     more = outs[1:] + [dummy] * (4 - len(outs))
     _conv_gemm_kernel[g.grid](
@@ -1493,7 +1641,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
            path=None, block_m=None, block_n=None, block_k=None, swizzle_m=8,
            num_warps=None, num_stages=None, allow_tf32=False,
            in_scale=None, in_shift=None, in_act=ACT_NONE, residual_after_act=False, out_scale=1.0,
-           split_k=None, in_gate=None, in_ln=None, in_ln_eps=1e-5) -> None:
+           split_k=None, in_gate=None, in_ln=None, in_ln_eps=1e-5, tma=False) -> None:
     """out = act((conv(x, w) * scale[k] + bias[k]) + residual), written into `out`.
 
     x:        (N, H, W, C) NHWC, any strides with stride(3) == 1 (may be a channel slice)
@@ -1539,11 +1687,19 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
     kernel sums them in a fixed order (the same bits every run) and applies the epilogue.  None
     (default): ``conv_default_split_k`` on a GPU (launches of too few tiles to fill it), 1 on
     the CPU interpreter; 1: the single-pass kernel.
+    tma=True: where the gemm path's single-pass kernel would run (one destination, not split), with
+    no prologue, gate or layer norm, rows 16-byte multiples apart (``conv_tma_supported``), on a
+    GPU with TMA (sm_90+) or the interpreter, and x and w_packed starting 16-byte aligned (checked
+    each call): ``_conv_gemm_tma_kernel`` instead, a persistent kernel of ``conv_tma_programs``
+    programs reading x's rows and the weight through TMA tensor descriptors -- the same sums in
+    the same order, so the same result.  Elsewhere the knob changes nothing (a tuned table may
+    carry it to a launch it does not fit).  Off by default until a GPU measures it faster.
     """
     tensors = (x, w_packed, out, residual, scale, bias, in_scale, in_shift, in_gate, in_ln)
     key, plan = _host_plan_lookup(conv_plan, tensors, (kernel, stride, pad, dilation, groups, act, path, block_m,
                                                        block_n, block_k, swizzle_m, num_warps, num_stages, allow_tf32,
-                                                       in_act, residual_after_act, out_scale, split_k, in_ln_eps))
+                                                       in_act, residual_after_act, out_scale, split_k, in_ln_eps,
+                                                       tma))
     if plan is None:
         plan = _host_plan_keep(key, conv_plan(
             x, w_packed, out, kernel=kernel, stride=stride, pad=pad, dilation=dilation, groups=groups,
@@ -1551,7 +1707,7 @@ def conv2d(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dilatio
             block_k=block_k, swizzle_m=swizzle_m, num_warps=num_warps, num_stages=num_stages,
             allow_tf32=allow_tf32, in_scale=in_scale, in_shift=in_shift, in_act=in_act,
             residual_after_act=residual_after_act, out_scale=out_scale, split_k=split_k, in_gate=in_gate,
-            in_ln=in_ln, in_ln_eps=in_ln_eps))
+            in_ln=in_ln, in_ln_eps=in_ln_eps, tma=tma))
     if plan.unwrap:
         tensors = (x, w_packed, out[0]) + tensors[3:]
     plan.run(plan, *tensors)
@@ -1562,7 +1718,7 @@ def conv_plan(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dila
               path=None, block_m=None, block_n=None, block_k=None, swizzle_m=8,
               num_warps=None, num_stages=None, allow_tf32=False,
               in_scale=None, in_shift=None, in_act=ACT_NONE, residual_after_act=False, out_scale=1.0,
-              split_k=None, in_gate=None, in_ln=None, in_ln_eps=1e-5) -> _ConvPlan:
+              split_k=None, in_gate=None, in_ln=None, in_ln_eps=1e-5, tma=False) -> _ConvPlan:
     """``conv2d``'s checks and decisions for these arguments (ValueError on misuse), as a plan:
     ``plan.run(plan, x, w_packed, out, residual, scale, bias, in_scale, in_shift, in_gate, in_ln)``
     launches it on any tensors of the same shapes, strides, dtypes and devices."""
@@ -1611,9 +1767,11 @@ def conv_plan(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dila
                                  out_scale, in_gate, h * w)
     if split_k not in (None, 1) and (len(outs) > 1 or (path or "") == "depthwise"):
         raise ValueError(f"split_k={split_k!r}: split-K is for one destination on the gemm and implicit paths")
+    if tma is not False and tma is not True:
+        raise ValueError(f"tma must be True or False, got {tma!r}")
     gemm = dict(allow_tf32=allow_tf32, block_m=block_m, block_n=block_n, block_k=block_k, swizzle_m=swizzle_m,
                 num_warps=num_warps, num_stages=num_stages, fusion=fusion, ln_eps=ln_eps)
-    if len(outs) > 1:  # checked above: the gemm path, no residual
+    if len(outs) > 1:  # checked above: the gemm path, no residual (and no TMA kernel)
         return _ConvPlan(_conv_run_gemm, several=True, gemm=_conv_gemm_plan(
             _conv_rows(x), w_packed, [_conv_rows(o) for o in outs], None, scale, bias, acts, **gemm))
 
@@ -1634,7 +1792,7 @@ def conv_plan(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dila
                 or (residual is not None and r2 is None):
             raise ValueError("path='gemm' needs a 1x1, stride-1, unpadded, ungrouped conv over evenly strided rows")
         return _ConvPlan(_conv_run_gemm, several=False, unwrap=unwrap, gemm=_conv_gemm_plan(
-            a, w_packed, [o], r2, scale, bias, [act], split_k=split_k, **gemm))
+            a, w_packed, [o], r2, scale, bias, [act], split_k=split_k, tma=tma, **gemm))
 
     if path == "depthwise":
         if split_k not in (None, 1):

@@ -46,7 +46,8 @@ def compile_for(fn, ptr_types, consts, warps, stages, arch=90):
     consts:    values of its constexpr arguments (every one without a default in the kernel's
                signature; those with one, e.g. conv2d.py's HAS_GATE = False, take it when absent)
     ptr_types: Triton element type of each pointer argument (``*_ptr``) by name, "x" the default
-               for those not named: {"x": "bf16", "bias_ptr": "fp32"}
+               for those not named: {"x": "bf16", "bias_ptr": "fp32"}; and the type of each
+               tensor-descriptor argument (``*_desc``): {"a_desc": "tensordesc<bf16[128, 64]>"}
     Of the other arguments, out_scale and ln_eps are fp32 and the rest are i32.  Pointers, strides and
     the reduction / channel counts N, KG, K_TOTAL and C get the divisibility-by-16 hint that
     Triton's launcher gives aligned values, as a real launch of large layers would.
@@ -62,6 +63,8 @@ def compile_for(fn, ptr_types, consts, warps, stages, arch=90):
     for i, name in enumerate(fn.arg_names):
         if name in consts:
             sig[name] = "constexpr"
+        elif name.endswith("_desc"):  # a TMA tensor descriptor: its full type, "tensordesc<bf16[128, 64]>"
+            sig[name] = ptr_types[name]
         elif name.endswith("_ptr"):
             sig[name] = "*" + ptr_types.get(name, ptr_types["x"])
             attrs[(i,)] = [["tt.divisibility", 16]]

@@ -993,12 +993,14 @@ def tuning_report(schedule, dtype: Any, batches: Sequence[int], cache: TuneCache
 
 
 def launch_candidates(launch: ConvLaunch, dtype: Any, device: Any = "cuda", keep: int | None = 4,
-                      ceilings: Any = None) -> list[dict]:
+                      ceilings: Any = None, tma_top: int = 2) -> list[dict]:
     """The configurations autotuning tries for one conv2d launch: `conv_candidates` of its path,
     on a GPU pruned to the `keep` the performance model (`archdsl.runtime.perfmodel`) predicts
     fastest with `ceilings` (default: the device's SM count and L2 on H200 datasheet rates).
     Where a candidate's tiles leave the GPU under-filled, it competes as two: without split-K
-    and with the split ``conv2d`` would choose (`split_k_variants`)."""
+    and with the split ``conv2d`` would choose (`split_k_variants`).  A gemm-path launch also
+    tries the TMA kernel with the best `tma_top` unsplit tiles (`tma_variants`): the model cannot
+    tell the two kernels apart, the timing can."""
     import torch
 
     from .perfmodel import Ceilings, conv_problem, prune
@@ -1011,7 +1013,33 @@ def launch_candidates(launch: ConvLaunch, dtype: Any, device: Any = "cuda", keep
     problem = conv_problem(launch.node, launch.x_shape, launch.out_shape, launch.kernel, launch.groups,
                            launch.residual, getattr(torch, dtype_name(dtype)).itemsize,
                            depthwise=launch.path == "depthwise", gate=launch.gate)
-    return prune(problem, split_k_variants(launch, candidates, ceilings.sms), ceilings, keep=keep)
+    kept = prune(problem, split_k_variants(launch, candidates, ceilings.sms), ceilings, keep=keep)
+    return kept + tma_variants(launch, kept, dtype, top=tma_top)
+
+
+def tma_variants(launch: ConvLaunch, candidates: Iterable[Mapping[str, Any]], dtype: Any, top: int = 2) -> list[dict]:
+    """{..., split_k: 1, tma: True} for the first `top` distinct tiles of `candidates` where
+    ``conv2d(tma=True)`` would run its TMA kernel on this launch: the gemm path, no gate or layer
+    norm, rows TMA can copy (``conv_tma_supported``).  Elsewhere, none.  (A launch whose conv
+    also applies a prologue in the program falls back to the plain kernel there: ConvLaunch
+    does not carry the prologue, so that is the one mismatch left, and it costs no error.)"""
+    import torch
+
+    if launch.path != "gemm" or launch.gate or launch.ln:
+        return []
+    supported = kernel_module("conv2d").conv_tma_supported
+    torch_dtype = getattr(torch, dtype_name(dtype))
+    out, seen = [], set()
+    for config in candidates:
+        if len(out) == top:
+            break
+        blocks = tuple(config.get(k) for k in ("block_m", "block_n", "block_k", "num_warps", "num_stages"))
+        if blocks in seen or not all(blocks[:3]):
+            continue
+        seen.add(blocks)
+        if supported(torch_dtype, launch.x_shape[3], launch.out_shape[3], blocks[:3]) is None:
+            out.append({**config, "split_k": 1, "tma": True})
+    return out
 
 
 def split_k_variants(launch: ConvLaunch, candidates: Iterable[Mapping[str, Any]], sms: int) -> list[dict]:
@@ -1055,4 +1083,4 @@ __all__ = ["ChainLaunch", "ConvLaunch", "DeviceInfo", "Found", "LaunchTuning", "
            "chain_launches", "conv_candidates", "conv_launches", "conv_signature", "default_cache_path", "explain_tuning",
            "find_config", "kernel_module", "launch_candidates", "launch_tunings", "linear_candidates", "linear_launches",
            "lookup_conv2d", "network_tuning", "read_table", "shipped_dir", "split_k_variants", "table_file_name",
-           "tune_chain", "tune_conv2d", "tune_linear", "tuning_launches"]
+           "tma_variants", "tune_chain", "tune_conv2d", "tune_linear", "tuning_launches"]
