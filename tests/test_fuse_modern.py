@@ -14,6 +14,7 @@ import archdsl
 from archdsl.ops import registry as reg
 from archdsl.passes import optimize
 from archdsl.runtime.model import build
+from compiled_check import compiled_error, randomize_all
 from smaller import EXAMPLES
 from test_passes import assert_same_function, report
 
@@ -194,42 +195,18 @@ def test_a_scale_after_a_bn_folds_too_and_a_linear_bn_pair():
 # ---- the compiled programs against the float64 reference (Triton interpreter) --------------------------
 
 
-def _randomize(model, seed=0):
-    """Every float weight away from its init: layer scales (init 1e-6 would hide a wrong branch) and
-    layer-norm affines near 1 but not 1, biases and weights random."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith("layer_scale") or (name.endswith(".weight") and t.dim() == 1):
-                t.copy_(torch.rand(t.shape, generator=gen) * 1.5 - 0.5)  # signs too: a fold must keep them
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) * (0.2 if t.dim() == 1 else 1 / max(1, t[0].numel()) ** 0.5))
-
-
-def _compiled_error(model, x) -> float:
-    reference = archdsl.to_torch(model.graph).eval()
-    reference.load_state_dict(model.state_dict())
-    out = model(x)
-    with torch.no_grad():
-        ref = reference.double()(x.double())
-    assert out.shape == ref.shape
-    return ((out.double() - ref).norm() / ref.norm()).item()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("disable", [(), ("fuse_conv_chain",), MINE], ids=["all", "no-chain", "unfused"])
 def test_compiled_convnext_block_matches_float64(disable):
     model = archdsl.compile(source=CONVNEXT_LIKE, device="cpu", disable=disable)
-    _randomize(model, seed=5)
+    randomize_all(model, seed=5)
     scales = [t for k, t in model.state_dict().items() if k.endswith("layer_scale")]
     assert len(scales) == 2 and all((s < 0).any() and (s.abs() > 0.3).any() for s in scales)
     source = model.compiled.program.source
     if not disable or disable == ("fuse_conv_chain",):
         assert "ACT_GELU_TANH" in source and "'conv_scaled'" in source and "layer_scale(" not in source
     torch.manual_seed(0)
-    assert _compiled_error(model, torch.randn(2, 3, 9, 7)) <= 1e-5
+    assert compiled_error(model, torch.randn(2, 3, 9, 7)) <= 1e-5
 
 
 @pytest.mark.slow
@@ -240,9 +217,9 @@ def test_compiled_flat_linear_with_gelu_matches_float64():
         conv(5, 3) -> flatten -> linear(6) -> gelu(approximate="tanh") -> linear(3)
     }""", device="cpu")
     assert "ACT_GELU_TANH" in model.compiled.program.source and "(a view)" in model.compiled.program.source
-    _randomize(model, seed=2)
+    randomize_all(model, seed=2)
     torch.manual_seed(2)
-    assert _compiled_error(model, torch.randn(2, 3, 4, 4)) <= 1e-5
+    assert compiled_error(model, torch.randn(2, 3, 4, 4)) <= 1e-5
 
 
 @pytest.mark.slow
@@ -253,6 +230,6 @@ def test_compiled_convnext_example_small_matches_float64():
     spec = smaller(path)
     model = archdsl.compile(path, device="cpu", input_shape=spec["input_shape"], **spec["params"])
     assert "layer_scale" not in {model.compiled.program.graph.op(n) for n in model.compiled.program.graph.order()}
-    _randomize(model, seed=7)
+    randomize_all(model, seed=7)
     torch.manual_seed(1)
-    assert _compiled_error(model, torch.randn(1, *spec["input_shape"])) <= 1e-4
+    assert compiled_error(model, torch.randn(1, *spec["input_shape"])) <= 1e-4

@@ -23,27 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from kernel_build import KERNELS, check_poison, load_templates, run_compile_check
+from kernel_tensors import DEV, rel_err, sliced, square
 
 K = load_templates("conv2d.py", "conv2d_chain.py", module_name="archdsl_kernel_chain")
 
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ACTS = {K.ACT_NONE: lambda t: t, K.ACT_RELU: torch.relu, K.ACT_TANH: torch.tanh, K.ACT_SIGMOID: torch.sigmoid}
 ACT_IDS = {K.ACT_NONE: "none", K.ACT_RELU: "relu", K.ACT_TANH: "tanh", K.ACT_SIGMOID: "sigmoid"}
 EPS = {torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
-
-
-def rel_err(out, ref) -> float:
-    out, ref = out.double().cpu(), ref.double().cpu()
-    return ((out - ref).norm() / ref.norm()).item()
-
-
-def sliced(shape, dtype, extra_before=0, extra_after=0):
-    """A view of `shape` (NHWC) into a NaN-filled buffer with extra channels around it: (view, buffer)."""
-    *lead, c = shape
-    buf = torch.full((*lead, extra_before + c + extra_after), float("nan"), dtype=dtype, device=DEV)
-    return buf[..., extra_before:extra_before + c], buf
-
 
 
 def chain_ref(x, w1, w2, b1, b2, res, act1, act2, *, stride, pad, dilation=1, mid_dtype, groups=1):
@@ -432,7 +419,7 @@ GPU_CHAINS = [  # (c, h, c_mid, k, kernel, stride, pad): ResNet-50 bottleneck ta
 @pytest.mark.parametrize("chain", GPU_CHAINS, ids=[f"c{c}h{h}m{m}k{k}r{r}s{s}" for c, h, m, k, r, s, _ in GPU_CHAINS])
 def test_gpu_full_size_chains(chain, dtype):
     c, h, c_mid, k, r, s, p = chain
-    run_chain(n=4, c=c, h=h, w=h, c_mid=c_mid, k=k, kernel=(r, r), stride=(s, s), pad=(p, p, p, p), dtype=dtype,
+    run_chain(n=4, c=c, h=h, w=h, c_mid=c_mid, k=k, **square(r, s, p), dtype=dtype,
               residual=s == 1 and r == 3, act1=K.ACT_RELU, act2=K.ACT_RELU, out_slice=(16, 32))
 
 

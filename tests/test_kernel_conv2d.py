@@ -19,35 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from kernel_build import check_poison, load_templates, run_compile_check
+from kernel_tensors import DEV, rel_err, sliced, square
 
 K = load_templates("conv2d.py", module_name="archdsl_kernel_conv2d")
 
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ACTS = {K.ACT_NONE: lambda t: t, K.ACT_RELU: torch.relu, K.ACT_TANH: torch.tanh, K.ACT_SIGMOID: torch.sigmoid}
 EPS = {torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
-
-
-def rel_err(out, ref) -> float:
-    out, ref = out.double().cpu(), ref.double().cpu()
-    return ((out - ref).norm() / ref.norm()).item()
-
-
-def sliced(shape, dtype, extra_before=0, extra_after=0, spatial_crop=False, fill=float("nan")):
-    """A tensor of `shape` (NHWC or (N, F)) that is a view into a NaN-filled wider buffer.
-
-    extra_before/after: channels of the buffer left of / right of the view (a concat slice);
-    spatial_crop: the view is a crop of a buffer 2 pixels larger in H and W (4-d only),
-    so its rows are not evenly strided.  Returns (view, buffer).
-    """
-    *lead, c = shape
-    if spatial_crop:
-        n, h, w = lead
-        buf = torch.full((n, h + 2, w + 2, extra_before + c + extra_after), fill, dtype=dtype, device=DEV)
-        return buf[:, 1:h + 1, 2:w + 2, extra_before:extra_before + c], buf
-    buf = torch.full((*lead, extra_before + c + extra_after), fill, dtype=dtype, device=DEV)
-    return buf[..., extra_before:extra_before + c], buf
-
 
 
 def epilogue_ref(y, scale, bias, res, act):
@@ -464,7 +442,7 @@ GPU_LAYERS = [  # (c, h, k, kernel, stride, pad, groups): ResNet-50's kinds of c
 @pytest.mark.parametrize("layer", GPU_LAYERS, ids=[f"c{c}h{h}k{k}r{r}s{s}g{g}" for c, h, k, r, s, _, g in GPU_LAYERS])
 def test_gpu_full_size_layers(layer, dtype):
     c, h, k, r, s, p, g = layer
-    run_conv(n=4, c=c, h=h, w=h, k=k, kernel=(r, r), stride=(s, s), pad=(p, p, p, p), groups=g, dtype=dtype,
+    run_conv(n=4, c=c, h=h, w=h, k=k, **square(r, s, p), groups=g, dtype=dtype,
              scale=True, bias=True, residual=s == 1 and c == k, act=K.ACT_RELU, out_slice=(16, 32))
 
 

@@ -19,27 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from kernel_build import check_poison, load_templates, run_compile_check
+from kernel_tensors import DEV, rel_err, sliced, twin_conv
 
 K = load_templates("conv2d.py", module_name="archdsl_kernel_conv2d_fusion")
 
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ACTS = {K.ACT_NONE: lambda t: t, K.ACT_RELU: torch.relu, K.ACT_TANH: torch.tanh, K.ACT_SIGMOID: torch.sigmoid}
 EPS = {torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
-NAN = float("nan")
-
-
-def rel_err(out, ref) -> float:
-    out, ref = out.double().cpu(), ref.double().cpu()
-    return ((out - ref).norm() / ref.norm()).item()
-
-
-def sliced(shape, dtype, before=0, after=0):
-    """An NHWC view of `shape` that is a channel slice of a NaN-filled wider buffer: (view, buffer)."""
-    *lead, c = shape
-    buf = torch.full((*lead, before + c + after), NAN, dtype=dtype, device=DEV)
-    return buf[..., before:before + c], buf
-
 
 
 def bound_for(dtype, lp, ref):
@@ -238,11 +224,7 @@ def test_out_scale(layer, residual, after):
 
 def test_defaults_are_the_plain_conv():
     """out_scale=1.0, residual_after_act without a residual and no prologue: bit-identical results."""
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 5, 5, 16, generator=gen).to(DEV, torch.bfloat16)
-    wp = K.pack_conv_weight(torch.randn(8, 16, 3, 3, generator=gen), 1, torch.bfloat16).to(DEV)
-    bias = torch.randn(8, generator=gen).to(DEV)
-    plain, fused = (torch.full((2, 5, 5, 8), NAN, dtype=torch.bfloat16, device=DEV) for _ in range(2))
+    x, wp, bias, plain, fused = twin_conv(K, (2, 5, 5, 16), 8, 3, torch.bfloat16, seed=3, bias=True)
     K.conv2d(x, wp, plain, kernel=(3, 3), pad=1, bias=bias, act=K.ACT_SIGMOID)
     K.conv2d(x, wp, fused, kernel=(3, 3), pad=1, bias=bias, act=K.ACT_SIGMOID, out_scale=1.0,
              residual_after_act=True, in_scale=None, in_shift=None, in_act=K.ACT_NONE)
@@ -334,10 +316,7 @@ def test_four_outputs_one_act_and_out_scale():
 
 
 def test_single_destination_tuple_is_the_plain_call():
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(1, 4, 5, 16, generator=gen).to(DEV, torch.float16)
-    wp = K.pack_conv_weight(torch.randn(8, 16, 1, 1, generator=gen), 1, torch.float16).to(DEV)
-    plain, tup = (torch.full((1, 4, 5, 8), NAN, dtype=torch.float16, device=DEV) for _ in range(2))
+    x, wp, _, plain, tup = twin_conv(K, (1, 4, 5, 16), 8, 1, torch.float16, seed=5)
     K.conv2d(x, wp, plain, kernel=(1, 1), act=K.ACT_RELU)
     K.conv2d(x, wp, (tup,), kernel=(1, 1), act=(K.ACT_RELU,))
     assert torch.equal(plain, tup)

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from kernel_build import load_templates, run_compile_check
+from kernel_tensors import DEV, rel_err
 
 K = load_templates("conv2d.py", "elementwise.py", "norm.py", module_name="archdsl_kernel_conv2d_ln")
 
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
 EPS = 1e-6
 
 
@@ -59,11 +59,6 @@ def fused(x_nhwc, wt, bias, gamma, beta, dtype, **kw):
 
 def nhwc(x, dtype):
     return x.permute(0, 2, 3, 1).contiguous().to(dtype).to(DEV)
-
-
-def rel_err(out, ref) -> float:
-    out, ref = out.double().cpu(), ref.double().cpu()
-    return ((out - ref).norm() / ref.norm()).item()
 
 
 # ---- the kernel ----------------------------------------------------------------------------------------
@@ -191,6 +186,7 @@ import archdsl  # noqa: E402
 from archdsl.codegen.schedule import make_schedule  # noqa: E402
 from archdsl.passes import optimize  # noqa: E402
 from archdsl.runtime.model import build  # noqa: E402
+from compiled_check import compiled_error, randomize_all  # noqa: E402
 from smaller import EXAMPLES, smaller  # noqa: E402
 from test_passes import assert_same_function  # noqa: E402
 
@@ -275,39 +271,16 @@ def test_convnext_tiny_launches_fall_by_one_per_block():
 # ---- compiled end to end (the generated program under the interpreter) against float64 PyTorch ----------
 
 
-def _randomize(model, seed):
-    """Every weight random, layer norms' γ signed and β nonzero, layer scales large enough to matter."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith("layer_scale") or (name.endswith(".weight") and t.dim() == 1):
-                t.copy_(torch.rand(t.shape, generator=gen) * 1.5 - 0.5)
-            elif name.endswith(".bias") and t.dim() == 1:
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.3)
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) / max(1, t[0].numel()) ** 0.5)
-
-
-def _error(model, x) -> float:
-    reference = archdsl.to_torch(model.graph).eval()
-    reference.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        ref = reference.double()(x.double())
-    return rel_err(model(x), ref)
-
-
 @pytest.mark.slow
 def test_compiled_block_matches_float64():
     model = archdsl.compile(source=net(BLOCK), device="cpu", disable=NO_CHAIN)
     program = model.compiled.program
     assert "in_ln=" in program.source and "fold_layer_norm(" in program.source
     assert "layer_norm" not in program.kernel_counts() and program.launches == 3
-    _randomize(model, seed=3)
+    randomize_all(model, seed=3)
     torch.manual_seed(3)
     x = torch.randn(2, 8, 5, 6) + 2.0
-    assert _error(model, x) <= 1e-5
+    assert compiled_error(model, x) <= 1e-5
 
 
 @pytest.mark.slow
@@ -322,9 +295,9 @@ def test_compiled_small_convnext_matches_float64(disable):
     blocks = sum(1 for n in model.graph.order() if model.graph.op(n) == "layer_scale")
     fused_convs = [n for n in program.graph.order() if program.graph.nodes[n]["attrs"].get("in_ln_eps") is not None]
     assert len(fused_convs) == (blocks if PASS not in disable else 0) and blocks == 18
-    _randomize(model, seed=7)
+    randomize_all(model, seed=7)
     torch.manual_seed(1)
-    assert _error(model, torch.randn(1, *spec["input_shape"])) <= 1e-4
+    assert compiled_error(model, torch.randn(1, *spec["input_shape"])) <= 1e-4
 
 
 # ---- the tuner's key and trial runs, the performance model ----------------------------------------------

@@ -111,6 +111,7 @@ def test_layer_norm_of_a_flat_vector_into_a_slice():
 
 import archdsl  # noqa: E402
 from archdsl.errors import ArchError  # noqa: E402
+from compiled_check import compiled_error, randomize_all  # noqa: E402
 
 EVERY_MODERN_OP = """
 network every_modern_op {
@@ -129,34 +130,6 @@ network every_modern_op {
 """
 
 
-def _randomize_all(model, seed=0):
-    """Every floating parameter and buffer away from its init (layer scales, norm weights, BN
-    statistics): at init a ConvNeXt branch is 1e-6 of the trunk and would hide a wrong block."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif name.endswith(("layer_scale", "ls")) or (name.endswith(".weight") and t.dim() == 1):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) * (0.1 if t.dim() == 1 else 1 / max(1, t[0].numel()) ** 0.5))
-
-
-def _check(model, xs, forbid=None):
-    reference = archdsl.to_torch(model.graph).eval()
-    reference.load_state_dict(model.state_dict())
-    model(*xs)  # the weights are prepared on the first call (torch may be used freely there)
-    out = model(*xs) if forbid is None else forbid(lambda: model(*xs))
-    with torch.no_grad():
-        ref = reference.double()(*(x.double() for x in xs))
-    err = ((out.double() - ref).norm() / ref.norm()).item()
-    assert err <= 1e-4, err
-    return model
-
-
 def test_every_modern_op_compiles_and_matches(monkeypatch):
     # the channels-last stretch as written, so that permute, linear and layer_scale run their own
     # rules (computed channels-first and fused instead by default: tests/test_fuse_modern.py)
@@ -165,7 +138,7 @@ def test_every_modern_op_compiles_and_matches(monkeypatch):
     ops = {compiled.op(n) for n in compiled.nodes}
     assert {"mul", "chunk", "channel_shuffle", "gelu", "permute", "layer_norm", "linear", "layer_scale"} <= ops
     assert "stochastic_depth" not in ops  # an identity at inference: the passes strip it
-    _randomize_all(model)
+    randomize_all(model)
 
     def forbid(call):
         for mod, names in ((F, ("conv2d", "linear", "layer_norm", "gelu", "silu", "hardswish", "hardsigmoid",
@@ -179,7 +152,7 @@ def test_every_modern_op_compiles_and_matches(monkeypatch):
         finally:
             monkeypatch.undo()
 
-    _check(model, [torch.randn(2, 3, 7, 6)], forbid)
+    assert compiled_error(model, torch.randn(2, 3, 7, 6), forbid=forbid) <= 1e-4
     source = model.compiled.program.source
     assert "channel_shuffle(" in source and "mul([" in source and "ACT_GELU_TANH" in source
     # both permutes are views: no copy, the same tensor relabeled
@@ -194,8 +167,8 @@ def test_convnext_with_its_layer_scales_randomized():
     spec = smaller(path)
     model = archdsl.compile(path, device="cpu", network=spec["network"], input_shape=spec["input_shape"],
                             **spec["params"])
-    _randomize_all(model, seed=3)
-    _check(model, [torch.randn(1, *model.graph.shape(model.graph.inputs[0]))])
+    randomize_all(model, seed=3)
+    assert compiled_error(model, torch.randn(1, *model.graph.shape(model.graph.inputs[0]))) <= 1e-4
 
 
 @pytest.mark.parametrize("body", [
@@ -217,8 +190,8 @@ def test_regnet_y_with_its_squeeze_excitation():
     model = archdsl.compile(EXAMPLES / "regnet.arch", device="cpu", input_shape=(3, 64, 64), classes=10, y=True)
     g = model.compiled.program.graph
     assert "mul" not in {g.op(n) for n in g.nodes} and any(g.nodes[n]["attrs"].get("in_gate") for n in g.nodes)
-    _randomize_all(model, seed=5)
-    _check(model, [torch.randn(1, 3, 64, 64)])
+    randomize_all(model, seed=5)
+    assert compiled_error(model, torch.randn(1, 3, 64, 64)) <= 1e-4
 
 
 def test_the_se_product_overwrites_the_expanded_map_never_the_gate():
@@ -237,5 +210,5 @@ network se {
     expanded = g.args(product)[0]
     assert g.shape(expanded) == (16, 5, 5)
     assert plan.kind[product] == "inplace" and plan.over[product] == expanded  # dead after the product
-    _randomize_all(model)
-    _check(model, [torch.randn(2, 8, 5, 5)])
+    randomize_all(model)
+    assert compiled_error(model, torch.randn(2, 8, 5, 5)) <= 1e-4

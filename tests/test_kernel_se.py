@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from kernel_build import check_poison, load_templates, run_compile_check
+from kernel_tensors import DEV, rel_err, sliced, twin_conv
 
 K = load_templates("conv2d.py", module_name="archdsl_kernel_conv2d_se")
 
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
 NAN = float("nan")
 
 # one layer per path (conv_path picks the named one)
@@ -30,18 +30,6 @@ LAYERS = {
     "implicit_flat": dict(c=6, k=8, kernel=(3, 3), stride=(2, 1), pad=(1, 0, 1, 1), groups=2),
     "depthwise": dict(c=12, k=12, kernel=(3, 3), pad=(1, 1, 1, 1), groups=12),
 }
-
-
-def rel_err(out, ref) -> float:
-    out, ref = out.double().cpu(), ref.double().cpu()
-    return ((out - ref).norm() / ref.norm()).item()
-
-
-def sliced(shape, dtype, before=0, after=0):
-    """An NHWC view that is a channel slice of a NaN-filled wider buffer: (view, buffer)."""
-    *lead, c = shape
-    buf = torch.full((*lead, before + c + after), NAN, dtype=dtype, device=DEV)
-    return buf[..., before:before + c], buf
 
 
 def make(layer, n=3, h=5, w=6, dtype=torch.float32, seed=0):
@@ -155,10 +143,7 @@ def test_gate_with_split_k(path):
 
 def test_no_gate_is_the_plain_conv():
     """in_gate=None: bit-identical to a call without the argument."""
-    gen = torch.Generator().manual_seed(11)
-    x = torch.randn(2, 4, 5, 24, generator=gen).to(DEV, torch.bfloat16)
-    wp = K.pack_conv_weight(torch.randn(10, 24, 1, 1, generator=gen), 1, torch.bfloat16).to(DEV)
-    plain, gated_off = (torch.full((2, 4, 5, 10), NAN, dtype=torch.bfloat16, device=DEV) for _ in range(2))
+    x, wp, _, plain, gated_off = twin_conv(K, (2, 4, 5, 24), 10, 1, torch.bfloat16, seed=11)
     K.conv2d(x, wp, plain, kernel=(1, 1), act=K.ACT_SIGMOID)
     K.conv2d(x, wp, gated_off, kernel=(1, 1), act=K.ACT_SIGMOID, in_gate=None)
     assert torch.equal(plain, gated_off)
@@ -314,7 +299,7 @@ def test_the_gate_is_never_overwritten_in_place():
 # Compiled end to end (the generated program under the interpreter) against float64 PyTorch
 # --------------------------------------------------------------------------------------
 
-from test_kernel_modern import _check, _randomize_all  # noqa: E402
+from compiled_check import compiled_error, randomize_all  # noqa: E402
 
 
 def test_compiled_se_network_launches_no_mul_and_matches():
@@ -324,16 +309,16 @@ def test_compiled_se_network_launches_no_mul_and_matches():
     unfused = archdsl.compile(source=se_net("conv(8, 1) -> bn -> relu"), device="cpu",
                               disable=("fuse_gate_into_conv_input",))
     assert unfused.compiled.program.launches == model.compiled.program.launches + 1  # the mul
-    _randomize_all(model, seed=1)
-    _check(model, [torch.randn(3, 8, 5, 5)])
+    randomize_all(model, seed=1)
+    assert compiled_error(model, torch.randn(3, 8, 5, 5)) <= 1e-4
 
 
 def test_compiled_gate_with_prologue_halo_and_residual():
     model = archdsl.compile(source="network n {\n input 16x5x5\n residual {\n conv(16, 1) -> relu as x\n " + SE +
                             "\n bn -> relu -> conv(16, 3, pad=1)\n }\n}\n", device="cpu")
     assert model.compiled.program.source.count("in_gate=t[") == 1
-    _randomize_all(model, seed=4)
-    _check(model, [torch.randn(2, 16, 5, 5)])
+    randomize_all(model, seed=4)
+    assert compiled_error(model, torch.randn(2, 16, 5, 5)) <= 1e-4
 
 
 @pytest.mark.slow
@@ -349,8 +334,8 @@ def test_compiled_mobilenet_v3_with_gated_projections():
     g = model.compiled.program.graph
     assert sum(1 for n in g.nodes if g.nodes[n]["attrs"].get("in_gate")) == 8
     assert "mul" not in {g.op(n) for n in g.nodes}
-    _randomize_all(model, seed=2)
-    _check(model, [torch.randn(2, *g.shape(g.inputs[0]))])
+    randomize_all(model, seed=2)
+    assert compiled_error(model, torch.randn(2, *g.shape(g.inputs[0]))) <= 1e-4
 
 
 # --------------------------------------------------------------------------------------

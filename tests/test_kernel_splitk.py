@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from kernel_build import check_poison, load_templates, run_compile_check
+from kernel_tensors import DEV, rel_err
 
 K = load_templates("conv2d.py", module_name="archdsl_kernel_splitk")
 
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
 ACTS = {K.ACT_NONE: lambda t: t, K.ACT_RELU: torch.relu, K.ACT_TANH: torch.tanh, K.ACT_SIGMOID: torch.sigmoid}
 EPS = {torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
 
@@ -33,11 +33,6 @@ LAYERS = {
 }
 PATHS = {"gemm_1x1": "gemm", "tap_3x3_strided": "implicit_tap", "tap_3x3_grouped": "implicit_tap",
          "flat_5x5_grouped": "implicit_flat"}
-
-
-def rel_err(out, ref) -> float:
-    out, ref = out.double().cpu(), ref.double().cpu()
-    return ((out - ref).norm() / ref.norm()).item()
 
 
 def run_split(*, c, k, kernel, stride=(1, 1), pad=(0, 0, 0, 0), groups=1, n=2, h=6, w=5, dtype=torch.float32,
