@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from archdsl.runtime import tune
 from archdsl.runtime.tune import DeviceInfo, TuneCache, TuneCacheWarning, TuneError, TuneKey, autotune
+from kernel_tensors import DEV, rel_err
 
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
 INFO = DeviceInfo("Fake GPU 80GB", "9.0", "2.13.0", "3.9.0")
 
 
@@ -183,21 +183,31 @@ TIMES = {(16, 16, 16): 3.0, (32, 16, 16): 2.0, (16, 32, 16): 0.5, (32, 32, 16): 
 GEOMETRY = dict(kernel=(3, 3), stride=(1, 1), pad=(1, 1, 1, 1), dilation=(1, 1), groups=1)
 
 
+class FakeTuning:
+    """conv_problem()'s conv, its conv2d wrapped in a Recorder, a ConfigTimer giving TIMES, and `tune`:
+    tune_conv2d over CANDIDATES with them (or with another timer or device)."""
+
+    def __init__(self):
+        self.mod, self.x, self.w, self.out, self.b, self.ref = conv_problem()
+        self.rec = Recorder(self.mod.conv2d)
+        self.timer = ConfigTimer(self.rec, TIMES)
+
+    def tune(self, cache, timer=None, info=INFO):
+        return tune.tune_conv2d(self.x, self.w, self.out, bias=self.b, timer=timer or self.timer, cache=cache,
+                                candidates=CANDIDATES, conv2d=self.rec, info=info, **GEOMETRY)
+
+
 @pytest.mark.slow
 def test_the_fastest_config_by_the_timer_wins_and_is_correct(cache):
-    mod, x, w, out, b, ref = conv_problem()
-    rec = Recorder(mod.conv2d)
-    timer = ConfigTimer(rec, TIMES)
-    result = tune.tune_conv2d(x, w, out, bias=b, timer=timer, cache=cache, candidates=CANDIDATES, conv2d=rec,
-                              info=INFO, **GEOMETRY)
-    assert not result.cached and timer.calls == 4
+    t = FakeTuning()
+    result = t.tune(cache)
+    assert not result.cached and t.timer.calls == 4
     assert result.config == {"block_m": 16, "block_n": 32, "block_k": 16} and result.ms == 0.5
-    assert [t.ms for t in result.trials] == [3.0, 2.0, 0.5, 1.0]
+    assert [trial.ms for trial in result.trials] == [3.0, 2.0, 0.5, 1.0]
     # the winner computes the convolution
-    out.fill_(float("nan"))
-    mod.conv2d(x, w, out, bias=b, **GEOMETRY, **result.config)
-    err = ((out.permute(0, 3, 1, 2).double().cpu() - ref).norm() / ref.norm()).item()
-    assert err < 1e-5
+    t.out.fill_(float("nan"))
+    t.mod.conv2d(t.x, t.w, t.out, bias=t.b, **GEOMETRY, **result.config)
+    assert rel_err(t.out.permute(0, 3, 1, 2), t.ref) < 1e-5
     # recorded on disk under the conv2d key
     (entry,) = json.loads(cache.path.read_text())["entries"].values()
     assert entry["config"] == result.config and entry["ms"] == 0.5 and entry["timer"] == "config-fake"
@@ -208,48 +218,39 @@ def test_the_fastest_config_by_the_timer_wins_and_is_correct(cache):
 
 @pytest.mark.slow
 def test_a_second_lookup_hits_the_cache_without_timing_or_launching(cache):
-    mod, x, w, out, b, _ = conv_problem()
-    rec = Recorder(mod.conv2d)
-    timer = ConfigTimer(rec, TIMES)
-    first = tune.tune_conv2d(x, w, out, bias=b, timer=timer, cache=cache, candidates=CANDIDATES, conv2d=rec,
-                             info=INFO, **GEOMETRY)
-    calls, launches = timer.calls, rec.launches
-    again = tune.tune_conv2d(x, w, out, bias=b, timer=timer, cache=TuneCache(cache.path), candidates=CANDIDATES,
-                             conv2d=rec, info=INFO, **GEOMETRY)
+    t = FakeTuning()
+    first = t.tune(cache)
+    calls, launches = t.timer.calls, t.rec.launches
+    again = t.tune(TuneCache(cache.path))
     assert again.cached and again.config == first.config and again.ms == first.ms
-    assert (timer.calls, rec.launches) == (calls, launches)  # nothing timed, nothing launched
+    assert (t.timer.calls, t.rec.launches) == (calls, launches)  # nothing timed, nothing launched
     # what a runtime would call at load time (no tensors): the same key
-    path = mod.conv_path(x, out, **GEOMETRY)
-    assert tune.lookup_conv2d(cache, INFO, x.shape, out.shape, x.dtype, path=path, **GEOMETRY) == first.config
-    assert tune.lookup_conv2d(cache, INFO, (4, 6, 6, 8), (4, 6, 6, 16), x.dtype, path=path, **GEOMETRY) == {}
+    path = t.mod.conv_path(t.x, t.out, **GEOMETRY)
+    assert tune.lookup_conv2d(cache, INFO, t.x.shape, t.out.shape, t.x.dtype, path=path, **GEOMETRY) == first.config
+    assert tune.lookup_conv2d(cache, INFO, (4, 6, 6, 8), (4, 6, 6, 16), t.x.dtype, path=path, **GEOMETRY) == {}
 
 
 @pytest.mark.slow
 def test_a_different_torch_version_misses_and_tunes_again(cache):
-    mod, x, w, out, b, _ = conv_problem()
-    rec = Recorder(mod.conv2d)
-    timer = ConfigTimer(rec, TIMES)
-    tune.tune_conv2d(x, w, out, bias=b, timer=timer, cache=cache, candidates=CANDIDATES, conv2d=rec, info=INFO,
-                     **GEOMETRY)
+    t = FakeTuning()
+    t.tune(cache)
     newer = DeviceInfo(INFO.name, INFO.capability, "2.14.0.dev", INFO.triton)
     swapped = {**TIMES, (16, 32, 16): 9.0}  # and on the new version another config wins
-    result = tune.tune_conv2d(x, w, out, bias=b, timer=ConfigTimer(rec, swapped), cache=cache,
-                              candidates=CANDIDATES, conv2d=rec, info=newer, **GEOMETRY)
+    result = t.tune(cache, timer=ConfigTimer(t.rec, swapped), info=newer)
     assert not result.cached and result.config == {"block_m": 32, "block_n": 32, "block_k": 16}
     assert len(TuneCache(cache.path)) == 2  # both versions' results kept
 
 
 @pytest.mark.slow
 def test_configs_that_fail_to_compile_or_launch_are_skipped(cache):
-    mod, x, w, out, b, _ = conv_problem()
-    rec = Recorder(mod.conv2d)
+    t = FakeTuning()
     bad = [
         {"block_m": 16, "block_n": 16, "block_k": 16, "path": "gemm"},  # a 3x3 conv: the launcher refuses
         {"block_m": 24, "block_n": 16, "block_k": 16},  # not a power of two: Triton refuses to compile
     ]
     times = {**TIMES, (24, 16, 16): 0.01}
-    result = autotune(rec, bad + CANDIDATES[:2], (x, w, out), ConfigTimer(rec, times),
-                      kwargs=dict(bias=b, **GEOMETRY), key=key("fails"), cache=cache)
+    result = autotune(t.rec, bad + CANDIDATES[:2], (t.x, t.w, t.out), ConfigTimer(t.rec, times),
+                      kwargs=dict(bias=t.b, **GEOMETRY), key=key("fails"), cache=cache)
     assert [t.error is not None for t in result.trials] == [True, True, False, False]
     assert "ValueError" in result.trials[0].error and "gemm" in result.trials[0].error
     assert result.config == CANDIDATES[1]
@@ -291,8 +292,7 @@ def test_the_cpu_candidates_all_run_in_the_interpreter(cache):
     mod, x, w, out, b, ref = conv_problem(torch.bfloat16, seed=3)
     result = tune.tune_conv2d(x, w, out, bias=b, timer=lambda fn: 1.0, cache=cache, info=INFO, **GEOMETRY)
     assert not result.failures and result.config["path"] == "implicit_flat"  # 8 channels: the flat walk
-    err = ((out.permute(0, 3, 1, 2).double().cpu() - ref).norm() / ref.norm()).item()
-    assert err < 1e-2
+    assert rel_err(out.permute(0, 3, 1, 2), ref) < 1e-2
 
 
 # ---- a whole network: what the runtime would consult -------------------------------------------------
