@@ -360,6 +360,10 @@ class Gen:
         """A mistake, `percent`% of the time in a sloppy program, never in a careful one."""
         return not self.careful and self.chance(percent)
 
+    def option(self, percent: int, name: str, values) -> list[str]:
+        """`name=` one of `values`, as a call's argument list, `percent`% of the time (else none)."""
+        return [f"{name}={self.pick(values)}"] if self.chance(percent) else []
+
     def fresh(self, prefix: str) -> str:
         self.counter += 1
         return f"{prefix}{self.counter}"
@@ -543,23 +547,16 @@ class Gen:
                 args[2] = f"pad={self.pick(['0', '2', '(1, 1)'])}"
             if self.sloppy(10):
                 args.append(f"dilation={self.pick(['1', '2'])}")
-            if self.chance(15):
-                args.append(f"groups={self.pick(['1', '2', 'in.c'] if not self.careful else ['1'])}")
-            if self.chance(20):
-                args.append(f"bias={self.pick(['true', 'false'])}")
+            args += self.option(15, "groups", ["1", "2", "in.c"] if not self.careful else ["1"])
+            args += self.option(20, "bias", ["true", "false"])
             return self.maybe_wrong(f"conv({', '.join(args)})", scope)
         if op == "pool":
             return self.pick(["maxpool(3, stride=1, pad=1)", "avgpool(3, stride=1, pad=1, count_include_pad=false)",
                               "maxpool(2, stride=2, ceil_mode=true)", "avgpool(1)", "maxpool((3, 1), stride=1, "
                               "pad=(1, 0))"])
         if op in ("maxpool", "avgpool"):
-            args = [self.pick(["2", "3", "(2, 2)"])]
-            if self.chance(50):
-                args.append(f"stride={self.pick(['1', '2'])}")
-            if self.chance(30):
-                args.append(f"pad={self.pick(['0', '1'])}")
-            if self.chance(20):
-                args.append(f"ceil_mode={self.pick(['true', 'false'])}")
+            args = [self.pick(["2", "3", "(2, 2)"]), *self.option(50, "stride", ["1", "2"]),
+                    *self.option(30, "pad", ["0", "1"]), *self.option(20, "ceil_mode", ["true", "false"])]
             return self.maybe_wrong(f"{op}({', '.join(args)})", scope)
         if op == "fc":
             return self.maybe_wrong(f"fc({self.channels(scope)})", scope)
