@@ -259,3 +259,35 @@ def test_resnet50_tuned_to_tma_computes_bit_for_bit_what_it_computes_tuned_plain
     want, got = plain(x), tma(x)
     assert len(ran) >= len(gemms) - 2 and len(gemms) >= 16, (len(ran), len(gemms))
     assert torch.equal(got, want) and want.abs().max() > 0
+
+
+# --------------------------------------------------------------------------------------
+# The GPU check's tune stage records (and so compiles 16-way) the TMA candidates
+# --------------------------------------------------------------------------------------
+
+
+def _record_smoke_tuning():
+    from archdsl.runtime import perfmodel as pm
+    from archdsl.runtime.tune import DeviceInfo
+    from benchmarks.gpu import check, profiles
+
+    info = DeviceInfo("NVIDIA H200", "9.0", "2.11.0", "3.6.0")
+    report = check.record_task(("tune", profiles.SMOKE.r50, "bfloat16", 2, info, pm.Ceilings.h200_datasheet()))
+    return report["error"], report["records"]
+
+
+@pytest.mark.slow
+def test_the_tune_stage_records_the_tma_candidates_and_they_compile_for_sm90(tmp_path, monkeypatch):
+    import json
+    import multiprocessing
+
+    from benchmarks.gpu import warm
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))  # the spawned children inherit it
+    with multiprocessing.get_context("spawn").Pool(1, initializer=warm._child_init) as pool:
+        error, records = pool.apply(_record_smoke_tuning)
+    assert error is None
+    tma = [r for r in records if r.fn == "_conv_gemm_tma_kernel"]
+    assert tma and all("tensordesc<bf16[" in json.dumps(json.loads(r.spec)["signature"]) for r in tma)
+    summary = warm.compile_records(tma[:1], 1, timeout_s=240)
+    assert summary["compiled"] == 1 and summary["failed"] == 0, summary
