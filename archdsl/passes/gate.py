@@ -8,8 +8,9 @@ loads by gate[n, c] (fp32, rounded to the activation dtype as the mul's store wo
 then the conv's batch-norm prologue if it has one: mul -> bn -> conv stays in that order).  The
 conv gets `in_gate` and the gate as its last input; the mul node goes.
 
-Runs last in the pipeline, after the sibling and chain fusions, which therefore never see a gate
-(neither kernel applies one).  Declined (and said why): the product is a graph output or read by
+Runs before the sibling and chain fusions: a gate saves the expanded map's write and read, more
+than chaining the projection conv would; those passes then decline a gated conv (neither kernel
+applies a gate).  Declined (and said why): the product is a graph output or read by
 anything but one conv's main input; the mul does not multiply one C×H×W map by one C×1×1 gate;
 the conv already has a gate or computes together with other convs (a launch group).
 """
@@ -17,10 +18,9 @@ the conv already has a gate or computes together with other convs (a launch grou
 from __future__ import annotations
 
 from ..ir.graph import Graph
-from ..ops.registry import family
 from .groups import launch_groups
 from .report import PassReport
-from .rewrite import clone, read_through
+from .rewrite import clone, conv_input_reader, read_through
 
 
 def _operands(g: Graph, mul: str) -> tuple[str, str] | None:
@@ -44,14 +44,9 @@ def _why_not(g: Graph, mul: str) -> str | None:
         return "it applies an activation"
     if _operands(g, mul) is None:
         return "it is not one C×H×W map times one C×1×1 gate"
-    users = list(g.out_edges(mul, data="port"))
-    if len(users) != 1:
-        return f"{len(users)} inputs read it (the conv would have to be the only one)"
-    _, user, port = users[0]
-    if g.op(user) not in family("conv"):
-        return f"`{user}` (a {g.op(user)}) reads it"
-    if port != 0:
-        return f"`{user}` reads it as its residual"
+    user, why = conv_input_reader(g, mul)
+    if why is not None:
+        return why
     if g.nodes[user]["attrs"].get("in_gate"):
         return f"`{user}` already has a gate"
     if launch_groups(g).grouped(user):

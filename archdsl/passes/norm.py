@@ -21,10 +21,9 @@ prologue (batch norm, activation, a gate or a layer norm) to its input.
 from __future__ import annotations
 
 from ..ir.graph import Graph
-from ..ops.registry import family
 from .groups import launch_groups
 from .report import PassReport
-from .rewrite import clone, read_through
+from .rewrite import clone, conv_input_reader, read_through
 
 _GEMM_GEOMETRY = {"kernel": (1, 1), "stride": (1, 1), "pad": (0, 0, 0, 0), "dilation": (1, 1), "groups": 1}
 
@@ -48,14 +47,9 @@ def _why_not(g: Graph, ln: str) -> str | None:
         return "it is not over the channels of a C×H×W map"
     if not a["affine"]:
         return "it has no affine weight and bias (only affine layer norms fold)"
-    users = list(g.out_edges(ln, data="port"))
-    if len(users) != 1:
-        return f"{len(users)} inputs read it (the conv would have to be the only one)"
-    _, conv, port = users[0]
-    if g.op(conv) not in family("conv"):
-        return f"`{conv}` (a {g.op(conv)}) reads it"
-    if port != 0:
-        return f"`{conv}` reads it as its residual"
+    conv, why = conv_input_reader(g, ln)
+    if why is not None:
+        return why
     c = g.nodes[conv]["attrs"]
     if any((tuple(c[k]) if isinstance(v, tuple) else c[k]) != v for k, v in _GEMM_GEOMETRY.items()):
         return f"`{conv}` is not a 1x1, stride-1, unpadded, ungrouped conv (the GEMM path)"

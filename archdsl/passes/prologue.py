@@ -19,23 +19,17 @@ from __future__ import annotations
 from ..ir.graph import Graph
 from ..ops.registry import family
 from .report import PassReport
-from .rewrite import clone, read_through
+from .rewrite import clone, conv_input_readers, read_through
 
 
 def _why_not(g: Graph, bn: str) -> str | None:
-    if bn in g.outputs:
-        return "it is a graph output"
-    users = list(g.out_edges(bn, data="port"))
-    if not users:
-        return "nothing reads it"
-    for _, user, port in users:
-        if g.op(user) not in family("conv"):
-            return f"`{user}` (a {g.op(user)}) reads it"
-        if port != 0:
-            return f"`{user}` reads it as its residual"
-        a = g.nodes[user]["attrs"]
+    convs, why = conv_input_readers(g, bn)
+    if why is not None:
+        return why
+    for conv in convs:
+        a = g.nodes[conv]["attrs"]
         if a.get("pre_bn_eps") is not None or a.get("pre_act", "none") != "none":
-            return f"`{user}` already has a prologue"
+            return f"`{conv}` already has a prologue"
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..ops.fused import CONV_DEFAULTS
+from ..ops.registry import family
 
 
 def clone(g: Graph) -> Graph:
@@ -31,6 +32,33 @@ def sole_user(g: Graph, n: str) -> str | None:
     if len(edges) != 1 or n in g.outputs:
         return None
     return edges[0][1]
+
+
+def conv_input_readers(g: Graph, node: str) -> tuple[list[str], str | None]:
+    """(the convs reading `node`, None) when every reader of `node` is a conv reading it as its
+    main input (port 0) -- what a prologue fusion needs: each of them can apply `node` while it
+    loads -- else ([], why not, for the pass's report)."""
+    if node in g.outputs:
+        return [], "it is a graph output"
+    users = list(g.out_edges(node, data="port"))
+    if not users:
+        return [], "nothing reads it"
+    for _, user, port in users:
+        if g.op(user) not in family("conv"):
+            return [], f"`{user}` (a {g.op(user)}) reads it"
+        if port != 0:
+            return [], f"`{user}` reads it as its residual"
+    return sorted({user for _, user, _ in users}), None
+
+
+def conv_input_reader(g: Graph, node: str) -> tuple[str | None, str | None]:
+    """(the one conv reading `node`, None) when it is `node`'s only reader, through its main
+    input; else (None, why not)."""
+    readers = len(g.out_edges(node))
+    if readers != 1 and node not in g.outputs:
+        return None, f"{readers} inputs read it (the conv would have to be the only one)"
+    convs, why = conv_input_readers(g, node)
+    return (convs[0], None) if why is None else (None, why)
 
 
 def as_fused_conv(g: Graph, conv: str) -> dict:
