@@ -67,10 +67,10 @@ for 132 SMs).  Two more grid axes spread it:
   ONE slice of mid -- stage 1 for those columns, epilogue 1 (per column, so exact), the
   rounding -- and that slice's share of the 1x1 conv, sum_{j in slice} mid[., j] * W2[j, .].
   Nothing is recomputed: both GEMMs divide exactly.  The shares are partial sums, so they go
-  to an (split_mid, M, K) fp32 workspace, and ``_chain_reduce_kernel`` adds them in a fixed
-  order and applies epilogue 2 (bias2, residual, act2) on the fp32 sum -- the split-K of
-  ``conv2d.py`` applied to the second GEMM -- at the price of the workspace's round trip
-  and a second launch.
+  to an (split_mid, M, K) fp32 workspace, and conv2d.py's ``_conv_splitk_reduce_kernel`` adds
+  them in a fixed order and applies epilogue 2 (bias2, residual, act2) on the fp32 sum -- the
+  split-K of ``conv2d.py`` applied to the second GEMM, its very reduce kernel -- at the price
+  of the workspace's round trip and a second launch.
 
 Grouped first convs
 -------------------
@@ -152,7 +152,7 @@ def _chain_kernel(
     BLOCK_M pixels and that slice's share of outputs pid_n*N_PER .. +N_PER-1.  SPLIT_MID == 1:
     the share is the whole sum, epilogue 2 is applied and out written.  SPLIT_MID > 1: the fp32
     partial sum goes to ws, an (SPLIT_MID, M, K) contiguous fp32 array, at ws[pid_j, m, k], and
-    ``_chain_reduce_kernel`` finishes.
+    conv2d.py's ``_conv_splitk_reduce_kernel`` finishes.
     Grid: (cdiv(M, BLOCK_M), cdiv(K, N_PER), SPLIT_MID).
     """
     pid_m = tl.program_id(0)
@@ -337,59 +337,18 @@ def _chain_grouped_kernel(
 
 
 @triton.jit
-def _chain_reduce_kernel(
-    ws_ptr, out_ptr, res_ptr, bias2_ptr,
-    M, P, Q,
-    stride_on, stride_op, stride_oq,
-    stride_rn, stride_rp, stride_rq,
-    K: tl.constexpr, SPLIT_MID: tl.constexpr,
-    HAS_BIAS2: tl.constexpr, HAS_RES: tl.constexpr, ACT2: tl.constexpr, INTERPRETED: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """out[n, p, q, k] = act2(ws[0, m, k] + ws[1, m, k] + ... + ws[SPLIT_MID - 1, m, k] + bias2[k]
-                             + residual[n, p, q, k]),   m = (n*P + p)*Q + q
-
-    ws: (SPLIT_MID, M, K) contiguous fp32, the mid slices' partial sums of the 1x1 conv, summed in
-    that fixed order in fp32 (no atomics: the same bits on every run); epilogue 2 is
-    ``_chain_epilogue_store``, exactly what the unsplit kernel applies to its accumulator.
-    out / residual: as in ``_chain_kernel``.  Grid: (cdiv(M, BLOCK_M), cdiv(K, BLOCK_N)).
-    """
-    pid_m = tl.program_id(0)
-    mask_m, n, p, q = _conv_out_pixels(pid_m, M, P, Q, BLOCK_M)
-    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_n = cols < K
-    mask = mask_m[:, None] & mask_n[None, :]
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for sl in range(0, SPLIT_MID):
-        acc += tl.load(ws_ptr + (sl * M + rows)[:, None] * K + cols[None, :], mask=mask, other=0.0)
-    n64 = n.to(tl.int64)
-    out_rows = n64 * stride_on + p * stride_op + q * stride_oq
-    res_rows = n64 * stride_rn + p * stride_rp + q * stride_rq
-    _chain_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n, out_ptr, res_ptr, bias2_ptr,
-                          HAS_BIAS2, HAS_RES, ACT2, INTERPRETED)
-
-
-@triton.jit
 def _chain_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n, out_ptr, res_ptr, bias_ptr,
                           HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
                           INTERPRETED: tl.constexpr):
-    """Store act(acc + bias[cols] + residual) cast to out's dtype, masked to mask_m x mask_n.
+    """Epilogue 2: store act(acc + bias[cols] + residual) cast to out's dtype, masked to mask_m x
+    mask_n -- conv2d.py's ``_conv_epilogue_store`` without a scale or an out_scale, so a split
+    chain's reduce (conv2d.py's ``_conv_splitk_reduce_kernel``) applies the same arithmetic.
 
     acc: (BLOCK_M, BLOCK_N) fp32; out_rows / res_rows: (BLOCK_M,) element offsets of each
     pixel's row in out / residual; cols: (BLOCK_N,) output channels (stride 1 in both).
     """
-    mask = mask_m[:, None] & mask_n[None, :]
-    y = acc
-    if HAS_BIAS:
-        y = y + tl.load(bias_ptr + cols, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    if HAS_RES:
-        y = y + tl.load(res_ptr + res_rows[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    y = _conv_activation(y, ACT)
-    if INTERPRETED:
-        if out_ptr.dtype.element_ty == tl.bfloat16:
-            y = _conv_round_to_bf16(y)
-    tl.store(out_ptr + out_rows[:, None] + cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    _conv_epilogue_store(acc, out_rows, res_rows, cols, mask_m, mask_n, out_ptr, res_ptr, bias_ptr, bias_ptr,
+                         False, HAS_BIAS, HAS_RES, ACT, INTERPRETED, 1.0, False, False, 1)
 
 
 # --------------------------------------------------------------------------------------
@@ -804,12 +763,11 @@ def _chain_launch_plan(kernel, grid, x, out, residual, bias1, act1, bias2, act2,
                   INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
                   **shape_kwargs)
     reduce = None
-    if split_mid > 1:
-        rbm, rbn = (32, 32) if x.device.type == "cpu" else (32, 64)
-        reduce = ((triton.cdiv(m, rbm), triton.cdiv(k, rbn)),
-                  (m, p, q, out.stride(0), out.stride(1), out.stride(2), rs[0], rs[1], rs[2]),
-                  dict(K=k, SPLIT_MID=split_mid, HAS_BIAS2=bias2 is not None, HAS_RES=residual is not None,
-                       ACT2=act2, INTERPRETED=_conv_interpreted(x), BLOCK_M=rbm, BLOCK_N=rbn, num_warps=4))
+    if split_mid > 1:  # conv2d.py's split-K reduce: epilogue 2 is its epilogue without scale or out_scale
+        reduce = _conv_reduce_plan(split_mid, m, k, x.device.type == "cpu", out.stride()[:3], (p, q), rs[:3], False,
+                                   bias2 is not None, residual is not None, act2,
+                                   dict(out_scale=1.0, RES_AFTER_ACT=False, HAS_OUT_SCALE=False), 1,
+                                   _conv_interpreted(x))
     return _ConvPlan(_chain_run, kernel=kernel, grid=grid, args=args, kwargs=kwargs, reduce=reduce,
                      workspace=(split_mid, m, k))
 
@@ -825,14 +783,13 @@ def _chain_run(plan, x, w1_packed, w2_packed, out, residual, bias1, bias2) -> No
     plan.kernel[plan.grid](x, w1_packed, w2_packed, out, residual_, bias1 if bias1 is not None else out, bias2_, ws,
                            *plan.args, **plan.kwargs)
     if plan.reduce:
-        grid, args, kwargs = plan.reduce
-        _chain_reduce_kernel[grid](ws, out, residual_, bias2_, *args, **kwargs)
+        _conv_launch_reduce(plan.reduce, ws, out, residual, None, bias2)
 
 
 def _chain_grouped_plan(x, out, residual, bias1, act1, bias2, act2, groups, c_mid, k, geometry, knobs, split_n,
                         split_mid, allow_tf32) -> _ConvPlan:
     """``chain_plan`` for a grouped first conv (operands checked): ``_chain_grouped_kernel``,
-    and ``_chain_reduce_kernel`` when its programs split mid's slices."""
+    and conv2d.py's ``_conv_splitk_reduce_kernel`` when its programs split mid's slices."""
     kh, kw, sh, sw, pt, pb, pl, pr, dh, dw = geometry
     n, h, w, c = x.shape
     _, p, q, _ = out.shape

@@ -470,9 +470,9 @@ def compile_split(dtype, m, c_mid, k):
     k1 = compile_for(K._chain_kernel, ptrs, consts, warps, stages)
     assert k1.metadata.shared <= SMEM, (dtype, m, c_mid, k, k1.metadata.shared)
     if split_mid > 1:
-        compile_for(K._chain_reduce_kernel, ptrs, dict(K=k, SPLIT_MID=split_mid, HAS_BIAS2=True, HAS_RES=True,
-                                                       ACT2=K.ACT_RELU, INTERPRETED=False, BLOCK_M=32, BLOCK_N=64),
-                    4, 3)
+        compile_for(K._conv_splitk_reduce_kernel, dict(ptrs, scale_ptr="fp32", bias_ptr="fp32"),
+                    dict(SPLIT_K=split_mid, HAS_SCALE=False, HAS_BIAS=True, HAS_RES=True, ACT=K.ACT_RELU,
+                         RES_AFTER_ACT=False, HAS_OUT_SCALE=False, INTERPRETED=False, BLOCK_M=32, BLOCK_N=64), 4, 3)
 
 # ResNet-50 at batch 1: layer3 (14 x 14, mid 256 -> 1024: both splits), layer1 (56 x 56, 64 -> 256: outputs)
 for dtype in (torch.bfloat16, torch.float32):

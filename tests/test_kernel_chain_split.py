@@ -246,7 +246,7 @@ def test_the_gpu_recorder_sees_the_split_chain_a_gpu_launches():
                                   " -> bn -> relu -> conv(1024, 1, bias=false) -> bn -> relu\n}\n")
     records, reports = warm.record([profiles.ProgramSpec(net, "bfloat16", (1,))], 1)
     assert [r["error"] for r in reports] == [None]
-    assert {r.fn for r in records} == {"_chain_kernel", "_chain_reduce_kernel"}
+    assert {r.fn for r in records} == {"_chain_kernel", "_conv_splitk_reduce_kernel"}
     (chain,) = [json.loads(r.spec) for r in records if r.fn == "_chain_kernel"]
     assert chain["signature"]["ws_ptr"] == "*fp32"
     if "constant_keys" in chain:  # Triton 3.9's record format (3.6's differs; the reduce above shows the split)
