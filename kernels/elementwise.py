@@ -243,6 +243,16 @@ def _ew_4d(t):
     return t[:, None, None, :] if t.dim() == 2 else t
 
 
+def _ew_launch(kernel, plan, x, out, *vectors):
+    """Launch `kernel` on x, out and the optional per-channel `vectors` (an absent one passes x's
+    pointer, which the kernel ignores) as `plan` says: (grid, the arguments after the pointers,
+    keyword arguments), or nothing when the plan is () (nothing to do)."""
+    if plan:
+        grid, rest, kwargs = plan
+        xv = _ew_4d(x)
+        kernel[grid](xv, _ew_4d(out), *[xv if v is None else v for v in vectors], *rest, **kwargs)
+
+
 def _ew_pair(x, out, what=""):
     """x and out as checked 4-D views (``_ew_nhwc``) of one shape; `what` prefixes the error."""
     xv, ov = _ew_nhwc(x, "x"), _ew_nhwc(out, "out")
@@ -348,11 +358,7 @@ def mean(inputs, out):
 
 def _ew_affine(x, out, scale, shift, act):
     plan = _host_plan(_ew_affine_plan, (x, out, scale, shift), (act,))
-    if plan:
-        grid, rest, kwargs = plan
-        xv = _ew_4d(x)
-        _ew_channel_affine_kernel[grid](xv, _ew_4d(out), xv if scale is None else scale,
-                                        xv if shift is None else shift, *rest, **kwargs)
+    _ew_launch(_ew_channel_affine_kernel, plan, x, out, scale, shift)
 
 
 def _ew_affine_plan(tensors, act):
@@ -438,10 +444,7 @@ def _ew_mul_plan(tensors, act):
 def channel_shuffle(x, out, groups):
     """out = x with its channels shuffled (ShuffleNet): channel g*(C/groups) + i of x becomes channel
     i*groups + g of out. NHWC tensors of one shape (views allowed); out must not alias x."""
-    plan = _host_plan(_ew_shuffle_plan, (x, out), (groups,))
-    if plan:
-        grid, rest, kwargs = plan
-        _ew_channel_shuffle_kernel[grid](_ew_4d(x), _ew_4d(out), *rest, **kwargs)
+    _ew_launch(_ew_channel_shuffle_kernel, _host_plan(_ew_shuffle_plan, (x, out), (groups,)), x, out)
 
 
 def _ew_shuffle_plan(tensors, groups):

@@ -14,8 +14,8 @@ Each launcher checks its arguments and chooses tiles and grid once per distinct 
 dtypes, devices of its tensors, other arguments) -- once per call site and batch size in a generated
 program -- and keeps that launch plan (host.py's ``_host_plan``); later calls only launch.
 
-Uses elementwise.py's `_ew_row_offsets` in its kernels and its host helpers (`_ew_pair`, `_ew_4d`,
-`_ew_vector`, `_ew_tiles`) in its launchers (generated programs hold every template in one module,
+Uses elementwise.py's `_ew_row_offsets` in its kernels and its host helpers (`_ew_pair`, `_ew_vector`,
+`_ew_tiles`, `_ew_launch`) in its launchers (generated programs hold every template in one module,
 elementwise.py before norm.py; the tests load the two together).
 """
 
@@ -175,10 +175,7 @@ def _norm_layer_norm_kernel(
 def lrn(x, out, *, size, alpha, beta, k):
     """out = local_response_norm(x, size, alpha, beta, k) across channels (PyTorch semantics:
     alpha is divided by size; the window is zero-padded, size//2 before and (size-1)//2 after)."""
-    plan = _host_plan(_norm_lrn_plan, (x, out), (size, alpha, beta, k))
-    if plan:
-        grid, rest, kwargs = plan
-        _norm_lrn_kernel[grid](_ew_4d(x), _ew_4d(out), *rest, **kwargs)
+    _ew_launch(_norm_lrn_kernel, _host_plan(_norm_lrn_plan, (x, out), (size, alpha, beta, k)), x, out)
 
 
 def _norm_lrn_plan(tensors, size, alpha, beta, k):
@@ -193,10 +190,7 @@ def _norm_lrn_plan(tensors, size, alpha, beta, k):
 
 def softmax(x, out):
     """out = softmax(x) over the channel (last) axis: x (N, F) or NHWC (N, H, W, C)."""
-    plan = _host_plan(_norm_softmax_plan, (x, out), ())
-    if plan:
-        grid, rest, kwargs = plan
-        _norm_softmax_kernel[grid](_ew_4d(x), _ew_4d(out), *rest, **kwargs)
+    _ew_launch(_norm_softmax_kernel, _host_plan(_norm_softmax_plan, (x, out), ()), x, out)
 
 
 def _norm_softmax_plan(tensors):
@@ -221,11 +215,7 @@ def layer_norm(x, out, *, weight=None, bias=None, eps=1e-5):
     """out = layer_norm(x) over the channel (last) axis of each position: x (N, F) or NHWC
     (N, H, W, C); weight and bias contiguous (C,) vectors, both or neither. out may be x."""
     plan = _host_plan(_norm_layer_norm_plan, (x, out, weight, bias), (eps,))
-    if plan:
-        grid, rest, kwargs = plan
-        xv = _ew_4d(x)
-        _norm_layer_norm_kernel[grid](xv, _ew_4d(out), xv if weight is None else weight,
-                                      xv if bias is None else bias, *rest, **kwargs)
+    _ew_launch(_norm_layer_norm_kernel, plan, x, out, weight, bias)
 
 
 def _norm_layer_norm_plan(tensors, eps):
