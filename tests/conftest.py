@@ -46,3 +46,15 @@ def tvm():
     except TorchvisionUnavailable as exc:
         reason = str(exc)
     pytest.fail(f"torchvision: {reason}", pytrace=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Small float64 forwards are a few hundred tiny ops: one thread runs them several times faster
+    than two (and far faster than two on a busy machine, where OpenMP threads spin)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -22,6 +22,7 @@ from torch import nn
 
 import archdsl
 from archdsl.cli import main as cli_main
+from tv import random_tv, randomize_tv
 
 
 HERE = Path(__file__).resolve().parent
@@ -65,50 +66,14 @@ CASES = [pytest.param(m, kw, id=m) for m, kw in FAST.items()] + \
     [pytest.param(m, kw, id=m, marks=pytest.mark.slow) for m, kw in SLOW.items()]
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Float64 weights uniform with variance 2/fan_in; BN statistics and affine terms away from
-    1, 0, 0, 1 (which would hide a wrong eps or swapped statistics)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in module.modules():
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                mod.running_mean.copy_(0.1 * torch.randn(mod.num_features, generator=gen, dtype=torch.float64))
-                mod.running_var.uniform_(0.5, 1.5, generator=gen)
-                mod.num_batches_tracked.zero_()
-                if mod.affine:
-                    mod.weight.uniform_(0.5, 1.5, generator=gen)
-                    mod.bias.copy_(0.1 * torch.randn(mod.num_features, generator=gen, dtype=torch.float64))
-                continue
-            for p in mod.parameters(recurse=False):
-                if p.dim() > 1:
-                    p.uniform_(-(6 / p[0].numel()) ** 0.5, (6 / p[0].numel()) ** 0.5, generator=gen)
-                else:
-                    p.uniform_(-0.1, 0.1, generator=gen)
-    return module
+    """A float64 module's weights random (tests/tv.py: randomize_tv), in eval mode."""
+    return randomize_tv(module, torch.Generator().manual_seed(seed))
 
 
 def tv_model(tvm, name: str, kwargs: dict) -> nn.Module:
-    """torchvision's model in float64 with random weights (built on meta: no init time)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        try:
-            with torch.device("meta"):
-                m = getattr(tvm, name)(weights=None, **kwargs)
-            m.to_empty(device="cpu")
-        except NotImplementedError:  # RegNet computes its widths with tensors: build it for real
-            m = getattr(tvm, name)(weights=None, **kwargs)
-    finally:
-        torch.set_default_dtype(old)
-    return randomize(m).eval()
+    """torchvision's model in float64 with random weights, in eval mode."""
+    return random_tv(tvm, name, kwargs, torch.Generator().manual_seed(0))
 
 
 def import_and_compare(module: nn.Module, path: Path, shape: tuple[int, int, int], batch: int = 2) -> str:

@@ -24,6 +24,7 @@ import torch
 
 import archdsl
 from archdsl.errors import ArchError
+from tv import build_tv, random_tv
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -102,74 +103,8 @@ def load_ours(v: Variant, side: int | None = None) -> archdsl.Graph:
     return archdsl.load(EXAMPLES / v.file, v.network, v.params, (3, side, side) if side else None)
 
 
-def build_tv(tvm, model: str, device: str = "meta", dtype=torch.float32, **kwargs) -> torch.nn.Module:
-    """The torchvision model on the meta device (shapes only).  RegNet computes its stage widths with
-    torch and reads them back (`.tolist()`), which meta tensors cannot do: that part runs on the CPU."""
-    from torchvision.models import regnet
-
-    params = regnet.BlockParams.from_init_params  # bound: callable as it is
-    descriptor = regnet.BlockParams.__dict__["from_init_params"]  # restored as it was
-
-    def on_cpu(*args, **kwargs):
-        with torch.device("cpu"):
-            return params(*args, **kwargs)
-
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    regnet.BlockParams.from_init_params = on_cpu
-    try:
-        with torch.device(device):
-            return getattr(tvm, model)(weights=None, **kwargs)
-    finally:
-        torch.set_default_dtype(old)
-        regnet.BlockParams.from_init_params = descriptor
-
-
-def randomize(m: torch.nn.Module, gen: torch.Generator) -> torch.nn.Module:
-    """Every tensor of the state dict filled, none left at torchvision's init (see the docstring)."""
-    m.to_empty(device="cpu")
-    norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm)
-    filled = set()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, norms):
-                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                    c = mod.num_features
-                    mod.running_mean.copy_(0.1 * torch.randn(c, generator=gen, dtype=torch.float64))
-                    mod.running_var.uniform_(0.5, 1.5, generator=gen)
-                    mod.num_batches_tracked.zero_()
-                    filled |= {id(mod.running_mean), id(mod.running_var), id(mod.num_batches_tracked)}
-                if mod.weight is not None:
-                    mod.weight.uniform_(0.5, 1.5, generator=gen)
-                    mod.bias.copy_(0.1 * torch.randn(mod.bias.shape, generator=gen, dtype=torch.float64))
-                    filled |= {id(mod.weight), id(mod.bias)}
-                continue
-            for name, p in mod.named_parameters(recurse=False):
-                if id(p) in filled:
-                    continue
-                if name == "layer_scale":  # ConvNeXt: far from its 1e-6 init, so the branch counts
-                    p.uniform_(0.5, 1.5, generator=gen)
-                elif p.dim() > 1:
-                    bound = (6 / p[0].numel()) ** 0.5  # He-uniform: activations keep their scale
-                    p.uniform_(-bound, bound, generator=gen)
-                else:
-                    p.uniform_(-0.1, 0.1, generator=gen)
-                filled.add(id(p))
-    left = [k for k, t in m.state_dict(keep_vars=True).items() if id(t) not in filled]
-    assert not left, f"randomize does not know how to fill {left[:5]}"
-    return m.eval()
-
-
 def shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(t.shape) for k, t in module.state_dict().items()}
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ---- 1. parameter counts of every variant ----------------------------------------------------------
@@ -178,7 +113,7 @@ def one_thread():
 @pytest.mark.parametrize("v", VARIANTS, ids=VARIANT_IDS)
 def test_param_count_is_torchvisions(tvm, v):
     ours = archdsl.analyze(load_ours(v))
-    theirs = build_tv(tvm, v.model, **v.tv_kwargs)
+    theirs = build_tv(tvm, v.model, v.tv_kwargs)
     assert ours.params == sum(p.numel() for p in theirs.parameters())
     assert ours.params + ours.buffers == sum(t.numel() for t in theirs.state_dict().values())
     weights = tvm.get_model_weights(v.model)
@@ -243,7 +178,7 @@ def test_the_compiler_waits_only_for_the_modern_files():
 
 def compare_outputs(tvm, v: Variant, side: int):
     gen = torch.Generator().manual_seed(0)
-    theirs = randomize(build_tv(tvm, v.model, dtype=torch.float64, **v.tv_kwargs), gen)
+    theirs = random_tv(tvm, v.model, v.tv_kwargs, gen)
     g = load_ours(v, side)
     with torch.device("meta"):
         ours = archdsl.to_torch(g)

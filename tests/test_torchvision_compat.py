@@ -29,6 +29,7 @@ import torch
 
 import archdsl
 from archdsl.elaborate.loader import load_file
+from tv import build_tv, random_tv
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -101,11 +102,6 @@ CASES = [
 ]
 assert {c.model for c in CASES} == DOCUMENTED_PARAMS.keys()
 CASE_IDS = [c.id for c in CASES]
-
-
-def build_tv(tvm, model: str, kwargs: dict, device: str) -> torch.nn.Module:
-    with torch.device(device):
-        return getattr(tvm, model)(weights=None, **kwargs)
 
 
 def load_ours(case: Case, input_shape=None) -> archdsl.Graph:
@@ -229,58 +225,6 @@ def test_state_dict_matches_torchvision(tvm, case):
 # ---- 3. the PyTorch backend, with torchvision's weights ------------------------------------------------
 
 
-def random_tv(tvm, case: Case, gen: torch.Generator) -> torch.nn.Module:
-    """The torchvision model in float64 with random weights, in eval mode.
-
-    Built on the meta device and filled here, which is several times faster than letting
-    torchvision initialize float32 weights and converting them (VGG has 138 M).  Weights are
-    uniform with variance 2/fan_in (He), so activations keep their scale through the ReLUs;
-    batch norms get non-trivial affine parameters and running statistics (fresh ones are
-    1, 0, 0, 1, which would hide a wrong eps or a swapped mean and variance).
-    """
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        m = build_tv(tvm, case.model, case.kwargs(), "meta")
-    finally:
-        torch.set_default_dtype(old)
-    m.to_empty(device="cpu")
-    filled = set()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                c = mod.num_features
-                mod.running_mean.copy_(0.1 * torch.randn(c, generator=gen, dtype=torch.float64))
-                mod.running_var.uniform_(0.5, 1.5, generator=gen)
-                mod.num_batches_tracked.zero_()
-                filled |= {id(mod.running_mean), id(mod.running_var), id(mod.num_batches_tracked)}
-                if mod.affine:
-                    mod.weight.uniform_(0.5, 1.5, generator=gen)
-                    mod.bias.copy_(0.1 * torch.randn(c, generator=gen, dtype=torch.float64))
-                    filled |= {id(mod.weight), id(mod.bias)}
-                continue
-            for p in mod.parameters(recurse=False):
-                if p.dim() > 1:
-                    bound = (6 / p[0].numel()) ** 0.5
-                    p.uniform_(-bound, bound, generator=gen)
-                else:
-                    p.uniform_(-0.1, 0.1, generator=gen)
-                filled.add(id(p))
-    left = [k for k, v in m.state_dict(keep_vars=True).items() if id(v) not in filled]
-    assert not left, f"random_tv does not know how to fill {left[:5]}"
-    return m.eval()
-
-
-@pytest.fixture
-def one_thread():
-    """These small float64 forwards are a few hundred tiny ops: one thread runs them several times
-    faster than two (and far faster than two on a busy machine, where OpenMP threads spin)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # A float64 forward of a large model takes seconds (VGGs ~25 s on a busy 2-core machine, ResNets and
 # DenseNets 5-14 s): those are the slow tier; the models measured under 3 s stay in the fast one.
 FAST_FORWARDS = {"squeezenet1_0", "squeezenet1_1", "resnet18"}
@@ -290,7 +234,7 @@ FORWARD_CASES = [c if c.model in FAST_FORWARDS else pytest.param(c, marks=pytest
 @pytest.mark.parametrize("case", FORWARD_CASES, ids=CASE_IDS)
 def test_to_torch_computes_what_torchvision_does(tvm, case, one_thread):
     gen = torch.Generator().manual_seed(0)
-    theirs = random_tv(tvm, case, gen)
+    theirs = random_tv(tvm, case.model, case.kwargs(), gen)
     size = 64  # small and fast, yet every last convolution still sees a map of 2x2 or more
     g = load_ours(case, input_shape=(3, size, size))
     with torch.device("meta"):  # no memory and no initialization: the weights are torchvision's

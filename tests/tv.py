@@ -113,3 +113,85 @@ def import_torchvision_models() -> types.ModuleType:
             + (f" (its compiled ops did not load: {compiled_ops_error})" if compiled_ops_error else "")
             + f": {type(exc).__name__}: {exc}") from exc
     return models
+
+
+# ---- torchvision's models with random weights: the references the tests compare with ----------------
+
+
+def build_tv(tvm, model: str, kwargs: dict | None = None, device: str = "meta", dtype=None):
+    """torchvision's `model` built with `kwargs` on `device` (meta: shapes only, no memory and no init
+    time), its floating tensors in `dtype` (torch's default when None).  RegNet computes its stage
+    widths with torch and reads them back (`.tolist()`), which meta tensors cannot do: that part runs
+    on the CPU."""
+    import torch
+    from torchvision.models import regnet
+
+    params = regnet.BlockParams.from_init_params  # bound: callable as it is
+    descriptor = regnet.BlockParams.__dict__["from_init_params"]  # restored as it was
+
+    def on_cpu(*args, **kw):
+        with torch.device("cpu"):
+            return params(*args, **kw)
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or old)
+    regnet.BlockParams.from_init_params = on_cpu
+    try:
+        with torch.device(device):
+            return getattr(tvm, model)(weights=None, **(kwargs or {}))
+    finally:
+        torch.set_default_dtype(old)
+        regnet.BlockParams.from_init_params = descriptor
+
+
+def randomize_tv(m, gen):
+    """Every tensor of m's state dict filled from `gen`, none left at its init, m in eval mode.
+
+    Weights are uniform with variance 2/fan_in (He), so activations keep their scale through the
+    ReLUs; batch and layer norms get affine terms (and BN running statistics) away from the fresh
+    1, 0 (, 0, 1), which would hide a wrong eps or a swapped mean and variance; ConvNeXt's layer
+    scales are far from their 1e-6 init, so the branch counts.  Fails on a tensor it cannot fill.
+    """
+    import torch
+
+    norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm)
+    filled = set()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, norms):
+                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                    c = mod.num_features
+                    mod.running_mean.copy_(0.1 * torch.randn(c, generator=gen, dtype=torch.float64))
+                    mod.running_var.uniform_(0.5, 1.5, generator=gen)
+                    mod.num_batches_tracked.zero_()
+                    filled |= {id(mod.running_mean), id(mod.running_var), id(mod.num_batches_tracked)}
+                if mod.weight is not None:
+                    mod.weight.uniform_(0.5, 1.5, generator=gen)
+                    mod.bias.copy_(0.1 * torch.randn(mod.bias.shape, generator=gen, dtype=torch.float64))
+                    filled |= {id(mod.weight), id(mod.bias)}
+                continue
+            for name, p in mod.named_parameters(recurse=False):
+                if id(p) in filled:
+                    continue
+                if name == "layer_scale":
+                    p.uniform_(0.5, 1.5, generator=gen)
+                elif p.dim() > 1:
+                    bound = (6 / p[0].numel()) ** 0.5
+                    p.uniform_(-bound, bound, generator=gen)
+                else:
+                    p.uniform_(-0.1, 0.1, generator=gen)
+                filled.add(id(p))
+    left = [k for k, t in m.state_dict(keep_vars=True).items() if id(t) not in filled]
+    assert not left, f"randomize_tv does not know how to fill {left[:5]}"
+    return m.eval()
+
+
+def random_tv(tvm, model: str, kwargs: dict | None, gen):
+    """torchvision's `model` in float64 with random weights (``randomize_tv``), in eval mode: built on
+    the meta device and filled here, several times faster than letting torchvision initialize float32
+    weights and converting them (VGG has 138 M)."""
+    import torch
+
+    m = build_tv(tvm, model, kwargs, dtype=torch.float64)
+    m.to_empty(device="cpu")
+    return randomize_tv(m, gen)
