@@ -184,6 +184,7 @@ autotuner can set them; on CPU tensors (the interpreter) the defaults are small.
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU, ACT_GELU, ACT_GELU_TANH = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
@@ -505,6 +506,7 @@ def _conv_gemm_kernel(
     stride_oc=1,  # out's channel stride: 1, or a channel shuffle's groups (codegen/plan.py)
     # the layer norm of A's rows folded in (``_conv_ln_correct``), last: off by default
     ln_c_ptr=None, ln_eps=0.0, HAS_LN: tl.constexpr = False,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out = epilogue(prologue(A) @ B): act(... * scale + bias + residual) and its variants.
 
@@ -525,6 +527,9 @@ def _conv_gemm_kernel(
     K (the reduction length) is a compile-time constant, like the geometry of a conv layer.
     Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N),).  Accumulates in fp32.
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     pid_m, pid_n = _conv_tile_order(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), SWIZZLE_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -570,6 +575,7 @@ def _conv_gemm_tma_kernel(
     INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWIZZLE_M: tl.constexpr,
     K_ITERS: tl.constexpr, NUM_PROGS: tl.constexpr, TILES_PER_PROG: tl.constexpr,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """``_conv_gemm_kernel``'s product and epilogue (one destination, no prologue), with A and B
     read through TMA tensor descriptors by a persistent grid.
@@ -587,6 +593,9 @@ def _conv_gemm_tma_kernel(
     pairs is one flat loop with a constexpr trip count, so the compiler's pipeliner sees across
     tile boundaries (and Triton 3.6's interpreter, which needs constexpr bounds, runs it).
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -773,6 +782,7 @@ def _conv_implicit_gemm_kernel(
     # the gate (squeeze-and-excitation), last: off by default
     gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
     stride_oc=1,  # out's channel stride: 1, or a channel shuffle's groups (codegen/plan.py)
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[n, p, q, g*KG + k] = act(sum_{r,s,c} x[n, ih, iw, g*CG + c] * w[(r*KW + s)*CG + c, g*KG + k]
                                     * scale + bias + residual)
@@ -791,6 +801,9 @@ def _conv_implicit_gemm_kernel(
     and BLOCK_K channels per iteration (CG a multiple of 16).
     Grid: (cdiv(M, BLOCK_M) * cdiv(KG, BLOCK_N), G).
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     g = tl.program_id(1)
     pid_m, pid_n = _conv_tile_order(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(KG, BLOCK_N), SWIZZLE_M)
 
@@ -850,6 +863,7 @@ def _conv_gemm_splitk_kernel(
     HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
     # the gate (squeeze-and-excitation), last: off by default
     gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """ws[sl] = prologue(A[:, slice sl]) @ B[slice sl, :] in fp32, for ``_conv_gemm_kernel``'s A, B.
 
@@ -857,6 +871,9 @@ def _conv_gemm_splitk_kernel(
     slice ends at K).  ws: (S, M, N) contiguous fp32.  Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), S).
     ``_conv_splitk_reduce_kernel`` then sums the slices and applies the epilogue.
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     pid_m, pid_n = _conv_tile_order(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), SWIZZLE_M)
     sl = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -894,6 +911,7 @@ def _conv_implicit_splitk_kernel(
     HAS_PRE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_IN_SHIFT: tl.constexpr, IN_ACT: tl.constexpr,
     # the gate (squeeze-and-excitation), last: off by default
     gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """ws[sl] = one slice of ``_conv_implicit_gemm_kernel``'s reduction, in fp32, before any epilogue.
 
@@ -901,6 +919,9 @@ def _conv_implicit_splitk_kernel(
     as ``_conv_implicit_mainloop`` walks them).  ws: (S, M, K_TOTAL) contiguous fp32, columns
     the global output channels g*KG + k.  Grid: (cdiv(M, BLOCK_M) * cdiv(KG, BLOCK_N), G, S).
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     g = tl.program_id(1)
     sl = tl.program_id(2)
     pid_m, pid_n = _conv_tile_order(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(KG, BLOCK_N), SWIZZLE_M)
@@ -943,6 +964,7 @@ def _conv_splitk_reduce_kernel(
     RES_AFTER_ACT: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     stride_oc=1,  # out's channel stride (see ``_conv_epilogue_store``)
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out = epilogue(ws[0] + ws[1] + ... + ws[SPLIT_K - 1]), summed in that order in fp32.
 
@@ -953,6 +975,9 @@ def _conv_splitk_reduce_kernel(
     their accumulator.  A fixed order and no atomics: the same bits on every run.
     Grid: (cdiv(M, BLOCK_M), cdiv(N, BLOCK_N)).
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     pid_m = tl.program_id(0)
     mask_m, n, p, q = _conv_out_pixels(pid_m, M, P, Q, BLOCK_M)
     rows_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
@@ -996,6 +1021,7 @@ def _conv_depthwise_kernel(
     # the gate (squeeze-and-excitation), last: off by default
     gate_ptr=None, gate_hw=1, stride_gn=0, stride_gc=0, HAS_GATE: tl.constexpr = False,
     stride_oc=1,  # out's channel stride: 1, or a channel shuffle's groups (codegen/plan.py)
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[n, p, q, c] = act(sum_{r,s} x[n, ih, iw, c] * w[r*KW + s, c] * scale + bias + residual)
     with ih = p*SH - PH + r*DH, iw = q*SW - PW + s*DW (x is 0 outside the image).
@@ -1008,6 +1034,9 @@ def _conv_depthwise_kernel(
     gate[n, c] first) as in the other paths.
     Grid: (cdiv(M, BLOCK_M), cdiv(C, BLOCK_C)).
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     pid_m = tl.program_id(0)
     pid_c = tl.program_id(1)
 
@@ -1440,17 +1469,17 @@ def _conv_run_nothing(pl, *tensors):
     """An empty output: nothing to launch."""
 
 
-def _conv_reduce_plan(slices, m, n, cpu, out_strides, pq, res_strides, has_scale, has_bias, has_res, act,
+def _conv_reduce_plan(slices, m, n, device, out_strides, pq, res_strides, has_scale, has_bias, has_res, act,
                       epilogue_tail, stride_oc, interpreted):
     """(grid, positional, keyword) arguments of ``_conv_splitk_reduce_kernel`` after split-K's
     slices; out / residual addressed by (n, p, q) strides over pq = (P, Q) (a matrix: (1, 1) and
     (row stride, 0, 0))."""
-    bm, bn = (32, 32) if cpu else (32, 64)
+    bm, bn = (32, 32) if device.type == "cpu" else (32, 64)
     grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
     args = (m, n, pq[0], pq[1], *out_strides, *res_strides)
     kwargs = dict(SPLIT_K=slices, HAS_SCALE=has_scale, HAS_BIAS=has_bias, HAS_RES=has_res, ACT=act,
                   INTERPRETED=interpreted, BLOCK_M=bm, BLOCK_N=bn, **epilogue_tail, stride_oc=stride_oc,
-                  num_warps=4)
+                  num_warps=4, **_host_pdl(device))
     return grid, args, kwargs
 
 
@@ -1485,6 +1514,7 @@ def _conv_gemm_plan(a, w_packed, outs, residual, scale, bias, acts, *, allow_tf3
     fusion = fusion or _conv_fusion_consts(None, None, ACT_NONE, False, 1.0)
     slices, slice_iters = _conv_split_plan(split_k, "gemm", m, n, kdim, (bm, bn, bk), a.device) \
         if len(outs) == 1 and ln_eps is None else (1, 0)
+    pdl = _host_pdl(a.device)
     common = dict(INPUT_PRECISION=_conv_input_precision(a.dtype, allow_tf32), INTERPRETED=_conv_interpreted(a),
                   BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SWIZZLE_M=swizzle_m)
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
@@ -1493,8 +1523,8 @@ def _conv_gemm_plan(a, w_packed, outs, residual, scale, bias, acts, *, allow_tf3
         return _ConvPlan(
             None, slices=slices, m=m, n=n, device=a.device, grid=(tiles, slices),
             args=(m, n, kdim, a.stride(0), w_packed.stride(0)),
-            kwargs=dict(**common, SLICE_ITERS=slice_iters, **prologue, num_warps=warps, num_stages=stages),
-            reduce=_conv_reduce_plan(slices, m, n, cpu, (dummy.stride(0), 0, 0), (1, 1),
+            kwargs=dict(**common, SLICE_ITERS=slice_iters, **prologue, num_warps=warps, num_stages=stages, **pdl),
+            reduce=_conv_reduce_plan(slices, m, n, a.device, (dummy.stride(0), 0, 0), (1, 1),
                                      (residual.stride(0) if residual is not None else 0, 0, 0),
                                      scale is not None, bias is not None, residual is not None, acts[0], tail,
                                      dummy.stride(-1), _conv_interpreted(a)))
@@ -1514,7 +1544,7 @@ def _conv_gemm_plan(a, w_packed, outs, residual, scale, bias, acts, *, allow_tf3
             stride_o1m=more[0].stride(0), stride_o2m=more[1].stride(0), stride_o3m=more[2].stride(0),
             N1=ends[0], N2=ends[1], N3=ends[2],
             NUM_OUT=len(outs), ACT1=more_acts[0], ACT2=more_acts[1], ACT3=more_acts[2], **fusion,
-            stride_oc=dummy.stride(1), num_warps=warps, num_stages=stages,
+            stride_oc=dummy.stride(1), num_warps=warps, num_stages=stages, **pdl,
             # passed only when on: every launch without a layer norm keeps its specialization
             **({} if ln_eps is None else dict(ln_eps=float(ln_eps), HAS_LN=True))))
 
@@ -1577,7 +1607,7 @@ def _conv_tma_plan(a, w_packed, out, residual, scale, bias, act, fusion, common,
         kwargs=dict(HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=act,
                     RES_AFTER_ACT=tail["RES_AFTER_ACT"], HAS_OUT_SCALE=tail["HAS_OUT_SCALE"], **common,
                     K_ITERS=triton.cdiv(kdim, bk), NUM_PROGS=programs, TILES_PER_PROG=triton.cdiv(tiles, programs),
-                    num_warps=warps, num_stages=stages))
+                    num_warps=warps, num_stages=stages, **_host_pdl(a.device)))
 
 
 def _conv_launch_tma(t, a, w_packed, out, residual, scale, bias):
@@ -1807,7 +1837,7 @@ def conv_plan(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dila
                   out.stride(0), out.stride(1), out.stride(2), rs[0], rs[1], rs[2]),
             kwargs=dict(KH=kh, KW=kw, SH=sh, SW=sw, PH=pt, PW=pl, DH=dh, DW=dw, **has,
                         INTERPRETED=_conv_interpreted(x), BLOCK_M=bm, BLOCK_C=bc, **fusion, stride_oc=out.stride(3),
-                        num_warps=num_warps or warps, num_stages=num_stages or stages))
+                        num_warps=num_warps or warps, num_stages=num_stages or stages, **_host_pdl(x.device)))
 
     if path not in ("implicit_flat", "implicit_tap"):
         raise ValueError(f"unknown path {path!r}")
@@ -1826,8 +1856,9 @@ def conv_plan(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dila
         return _ConvPlan(
             _conv_run_implicit, unwrap=unwrap, slices=slices, m=m, k=k, device=x.device, grid=grid + (slices,),
             args=(m, h, w, p, q, kg, k, x.stride(0), x.stride(1), x.stride(2)),
-            kwargs=dict(**geometry, **common, SLICE_ITERS=slice_iters, **prologue, num_warps=warps, num_stages=stages),
-            reduce=_conv_reduce_plan(slices, m, k, cpu, out.stride()[:3], (p, q), rs[:3], scale is not None,
+            kwargs=dict(**geometry, **common, SLICE_ITERS=slice_iters, **prologue, num_warps=warps, num_stages=stages,
+                        **_host_pdl(x.device)),
+            reduce=_conv_reduce_plan(slices, m, k, x.device, out.stride()[:3], (p, q), rs[:3], scale is not None,
                                      bias is not None, residual is not None, act, tail, out.stride(-1),
                                      _conv_interpreted(x)))
     return _ConvPlan(
@@ -1835,7 +1866,7 @@ def conv_plan(x, w_packed, out, *, kernel, stride=(1, 1), pad=(0, 0, 0, 0), dila
         args=(m, h, w, p, q, kg, k, x.stride(0), x.stride(1), x.stride(2),
               out.stride(0), out.stride(1), out.stride(2), rs[0], rs[1], rs[2]),
         kwargs=dict(**geometry, **has, **common, **fusion, stride_oc=out.stride(3),
-                    num_warps=warps, num_stages=stages))
+                    num_warps=warps, num_stages=stages, **_host_pdl(x.device)))
 
 
 def _conv_run_linear(pl, x, w_packed, out, residual, scale, bias, *prologue):

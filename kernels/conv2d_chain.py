@@ -105,6 +105,7 @@ workarounds as in ``conv2d.py`` apply: ``_conv_mma`` widens blocks to fp32 befor
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 CHAIN_MAX_MID = 256  # the largest C_mid whose (BLOCK_M, C_mid) tile the kernel keeps on chip
 
@@ -131,6 +132,7 @@ def _chain_kernel(
     INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
     MID_SLICE: tl.constexpr, SPLIT_MID: tl.constexpr, N_PER: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[n, p, q, k] = act2(sum_j mid[n, p, q, j] * w2[j, k] + bias2[k] + residual[n, p, q, k])
     mid[n, p, q, j]    = round_to_x_dtype(act1(sum_{r,s,c} x[n, ih, iw, c] * w1[(r*KW + s)*C + c, j]
@@ -155,6 +157,9 @@ def _chain_kernel(
     conv2d.py's ``_conv_splitk_reduce_kernel`` finishes.
     Grid: (cdiv(M, BLOCK_M), cdiv(K, N_PER), SPLIT_MID).
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_j = tl.program_id(2)
@@ -245,6 +250,7 @@ def _chain_grouped_kernel(
     SUB: tl.constexpr, SUB_REAL: tl.constexpr, SUB_C: tl.constexpr, N_SUB: tl.constexpr, SUBS_PER: tl.constexpr,
     SPLIT_MID: tl.constexpr, N_PER: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """``_chain_kernel``'s result for a GROUPED first conv (see "Grouped first convs" above).
 
@@ -264,6 +270,9 @@ def _chain_grouped_kernel(
     only one slice of mid is live, and stage 1 is recomputed once per output tile (N_PER /
     BLOCK_N times).  Grid: (cdiv(M, BLOCK_M), cdiv(K, N_PER), SPLIT_MID).
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_j = tl.program_id(2)
@@ -761,10 +770,10 @@ def _chain_launch_plan(kernel, grid, x, out, residual, bias1, act1, bias2, act2,
                   WALK=_CHAIN_WALKS[walk], HAS_BIAS1=bias1 is not None, ACT1=act1,
                   HAS_BIAS2=bias2 is not None, HAS_RES=residual is not None, ACT2=act2,
                   INPUT_PRECISION=_conv_input_precision(x.dtype, allow_tf32), INTERPRETED=_conv_interpreted(x),
-                  **shape_kwargs)
+                  **shape_kwargs, **_host_pdl(x.device))
     reduce = None
     if split_mid > 1:  # conv2d.py's split-K reduce: epilogue 2 is its epilogue without scale or out_scale
-        reduce = _conv_reduce_plan(split_mid, m, k, x.device.type == "cpu", out.stride()[:3], (p, q), rs[:3], False,
+        reduce = _conv_reduce_plan(split_mid, m, k, x.device, out.stride()[:3], (p, q), rs[:3], False,
                                    bias2 is not None, residual is not None, act2,
                                    dict(out_scale=1.0, RES_AFTER_ACT=False, HAS_OUT_SCALE=False), 1,
                                    _conv_interpreted(x))

@@ -18,6 +18,7 @@ program -- and keeps that launch plan (host.py's ``_host_plan``); later calls on
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 ACT_NONE, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_RELU6, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SILU, ACT_GELU, ACT_GELU_TANH = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
 
@@ -96,6 +97,7 @@ def _ew_sum_kernel(
     DIVISOR: tl.constexpr,      # the sum is divided by this (1 for add, the input count for mean)
     ACT: tl.constexpr,          # activation applied last (ACT_* constant)
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out = act((x0 + x1 [+ x2 [+ x3]]) / DIVISOR), elementwise over NHWC tensors of one shape.
 
@@ -104,6 +106,9 @@ def _ew_sum_kernel(
     accumulated in fp32, in input order. `out` may alias an input (each element is read and
     written by the same program).
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     # -- the tile: BLOCK_R rows (n, h, w) x BLOCK_C channels
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -138,6 +143,7 @@ def _ew_channel_affine_kernel(
     ACT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
     so_c=1,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[r, c] = act(x[r, c] * scale[c] + shift[c]) for c < C_IN, and 0 for C_IN <= c < C_OUT.
 
@@ -150,6 +156,9 @@ def _ew_channel_affine_kernel(
     activations, channel copies (no scale, no shift, no act) and zero channel padding
     (C_OUT > C_IN). `out` may alias `x` when C_OUT == C_IN.
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     # -- the tile: BLOCK_R rows x BLOCK_C output channels
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -182,12 +191,16 @@ def _ew_mul_kernel(
     sb_n, sb_h, sb_w, sb_c,
     ACT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out = act(a * b) over an (N, H, W, C) output; a and b are read through their own strides,
     stride 0 on a broadcast axis (squeeze-and-excitation: b is (N, 1, 1, C), strides (C, 0, 0, 1)).
 
     out has unit channel stride. Grid: (cdiv(R, BLOCK_R), cdiv(C, BLOCK_C)). `out` may alias an
     operand of its own shape (each element is read and written by the same program)."""
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = (r < R)[:, None] & (c < C)[None, :]
@@ -207,11 +220,15 @@ def _ew_channel_shuffle_kernel(
     so_n, so_h, so_w,
     GROUPS: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """ShuffleNet's channel shuffle as index arithmetic: out[r, i*GROUPS + g] = x[r, g*PER_GROUP + i]
     (channels viewed as GROUPS x PER_GROUP, transposed). Each program stores a contiguous run of
     output channels and gathers its inputs (within one row: the same cache lines).
     Grid: (cdiv(R, BLOCK_R), cdiv(C, BLOCK_C))."""
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = (r < R)[:, None] & (c < C)[None, :]
@@ -269,15 +286,17 @@ def _ew_vector(v, c, what):
 
 def _ew_tiles(t, channels=None, widest=128):
     """A tiled walk over the rows (n, h, w) of the 4-D view t and `channels` (t's own by default):
-    (rows, grid, BLOCK_R / BLOCK_C constexprs) with tiles up to `widest` channels wide and about
-    2048 elements per program; None when there is nothing to do (no rows or no channels)."""
+    (rows, grid, BLOCK_R / BLOCK_C constexprs and ``_host_pdl``'s launch keywords) with tiles up to
+    `widest` channels wide and about 2048 elements per program; None when there is nothing to do
+    (no rows or no channels)."""
     n, h, w, c = t.shape
     rows, channels = n * h * w, c if channels is None else channels
     if rows == 0 or channels == 0:
         return None
     block_c = min(triton.next_power_of_2(channels), widest)
     block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
-    return rows, (triton.cdiv(rows, block_r), triton.cdiv(channels, block_c)), dict(BLOCK_R=block_r, BLOCK_C=block_c)
+    return rows, (triton.cdiv(rows, block_r), triton.cdiv(channels, block_c)), dict(BLOCK_R=block_r, BLOCK_C=block_c,
+                                                                                    **_host_pdl(t.device))
 
 
 def _ew_sum_check(inputs, out):

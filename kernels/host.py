@@ -1,6 +1,6 @@
 """Host-side helpers of a generated program: weight folding and packing, a small reader of
-safetensors files (so a generated program needs nothing but torch and triton), and the launch
-plans every launcher keeps (``_host_plan``).
+safetensors files (so a generated program needs nothing but torch and triton), the launch
+plans every launcher keeps (``_host_plan``), and the switch of programmatic dependent launch.
 
 Weights arrive under their reference names (PyTorch's state_dict keys, e.g. torchvision's) and
 are prepared once, at load time: batch norm is folded into the convolution before it, fc
@@ -99,7 +99,7 @@ def _host_plan_lookup(planner, tensors, args):
     when it cannot be built (an argument not a tensor, or not hashable): such a call is planned
     afresh every time, and the planner's checks say what is wrong."""
     try:
-        key = (planner, tuple(map(_host_sig, tensors)), args, tuple(map(type, args)))
+        key = (planner, tuple(map(_host_sig, tensors)), args, tuple(map(type, args)), PROGRAMMATIC_LAUNCH)
         return key, _HOST_PLANS.get(key)
     except (AttributeError, TypeError):
         return None, None
@@ -122,3 +122,34 @@ def _host_plan(planner, tensors, args):
     if plan is None:
         plan = _host_plan_keep(key, planner(tensors, *args))
     return plan
+
+
+# ---- programmatic dependent launch (Hopper) ----------------------------------------------------
+# Between two kernels of a stream a GPU idles: the next grid is launched only once the previous one
+# has finished and flushed.  With programmatic dependent launch (sm_90+) the next grid is launched
+# as soon as every program of the previous one has started, its programs wait on the GPU
+# (``gdc_wait``) until the previous grid's writes are visible, and only then touch memory -- so
+# the launch latency hides behind the previous kernel's last wave.  Each kernel of these templates
+# takes a PDL constexpr: on, it waits first thing (nothing before it reads or writes memory: by
+# induction every earlier kernel has finished too, so reusing a buffer stays safe) and then lets
+# the next grid launch.  Off by default until a GPU measures it faster (benchmarks/gpu's pdl_ab
+# stage); a program turns it on by setting its module's PROGRAMMATIC_LAUNCH (plans made before are
+# kept apart: the switch is part of every plan's key; a captured CUDA graph keeps its launches).
+
+PROGRAMMATIC_LAUNCH = False
+_HOST_PDL_DEVICES = {}  # CUDA device index -> whether it has programmatic dependent launch (sm_90+)
+
+
+def _host_pdl(device):
+    """The keyword arguments that launch a template's kernel with programmatic dependent launch on
+    `device`: {} unless PROGRAMMATIC_LAUNCH is on and the device is a GPU that has it (or meta:
+    the warm recorder, which plays an sm_90, records those specializations)."""
+    if not PROGRAMMATIC_LAUNCH or device.type not in ("cuda", "meta"):
+        return {}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index not in _HOST_PDL_DEVICES:
+            _HOST_PDL_DEVICES[index] = torch.cuda.get_device_capability(index)[0] >= 9
+        if not _HOST_PDL_DEVICES[index]:
+            return {}
+    return {"PDL": True, "launch_pdl": True}

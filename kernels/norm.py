@@ -21,6 +21,7 @@ elementwise.py before norm.py; the tests load the two together).
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 
 # --------------------------------------------------------------------------------------------
@@ -37,6 +38,7 @@ def _norm_lrn_kernel(
     alpha_over_size, beta, k,
     SIZE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[r, c] = x[r, c] / (k + alpha/SIZE * sum_{c'} x[r, c']^2) ** beta, the sum over
     c' in [c - SIZE//2, c + (SIZE-1)//2] with channels outside [0, C) counting as zero
@@ -46,6 +48,9 @@ def _norm_lrn_kernel(
     (cdiv(R, BLOCK_R), cdiv(C, BLOCK_C)). The window is gathered with SIZE shifted, masked loads
     of the tile (neighbouring channels come from cache).
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     # -- the tile: BLOCK_R rows x BLOCK_C channels
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -76,6 +81,7 @@ def _norm_softmax_kernel(
     sx_n, sx_h, sx_w,
     so_n, so_h, so_w,
     C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[r, :] = softmax(x[r, :]) over the C channels of each row r = (n, h, w).
 
@@ -85,6 +91,9 @@ def _norm_softmax_kernel(
     second writes exp(x - m) / l. With C <= BLOCK_C each sweep is a single chunk. C is a
     constexpr: Triton 3.6's interpreter cannot loop up to a bound passed at run time.
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     # -- BLOCK_R rows; running max and normalizer per row
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     r_mask = r < R
@@ -122,6 +131,7 @@ def _norm_layer_norm_kernel(
     so_n, so_h, so_w,
     eps,
     C: tl.constexpr, HAS_AFFINE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * w + b over the C channels of each row
     r = (n, h, w): layer norm of each position's vector (LayerNorm2d; nn.LayerNorm on the last axis).
@@ -131,6 +141,9 @@ def _norm_layer_norm_kernel(
     chunks (one when C <= BLOCK_C; the later ones re-read from cache): the mean, then the biased
     variance as the mean of (x - mean)^2 (no E[x^2] - mean^2 cancellation), then the result.
     C is a constexpr (the interpreter loops only to a compile-time bound, as in softmax)."""
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     r_mask = r < R
     x_rows = x_ptr + _ew_row_offsets(r, H, W, sx_n, sx_h, sx_w)[:, None]

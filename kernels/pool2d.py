@@ -19,6 +19,7 @@ result is rounded once, to out's dtype, on the store.
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 
 # --------------------------------------------------------------------------------------------
@@ -37,6 +38,7 @@ def _pool_window_kernel(
     IS_MAX: tl.constexpr,             # True: max pooling; False: average pooling
     COUNT_INCLUDE_PAD: tl.constexpr,  # average pooling's divisor rule (ignored for max)
     BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[n, p, q, c] = max or mean of x[n, p*SH - PH + i*DH, q*SW - PW + j*DW, c] over the
     KH x KW window, positions outside [0, H) x [0, W) skipped.
@@ -47,6 +49,9 @@ def _pool_window_kernel(
     divisor: the window clipped to the padded input [-PH, H + PH) x [-PW, W + PW) when
     COUNT_INCLUDE_PAD, else clipped to the real input [0, H) x [0, W). Max pooling propagates NaN.
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     # -- which tile: one output row p of image n, BLOCK_Q columns, BLOCK_C channels
     pid_np = tl.program_id(0)
     n = pid_np // P
@@ -104,6 +109,7 @@ def _pool_adaptive_avg_kernel(
     sx_n, sx_h, sx_w,
     so_n, so_h, so_w,
     MAX_WINDOW: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[n, i, j, c] = mean of x[n, h, w, c] over PyTorch's adaptive window
     h in [floor(i*H/P), ceil((i+1)*H/P)), w in [floor(j*W/Q), ceil((j+1)*W/Q)).
@@ -115,6 +121,9 @@ def _pool_adaptive_avg_kernel(
     interpreter cannot loop up to a bound computed in the kernel (this window's `count`). P = Q = 1 is global
     average pooling (the window is the whole image).
     """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
     # -- which output pixel (n, i, j) and channel block
     pid = tl.program_id(0)
     j = pid % Q
@@ -193,7 +202,7 @@ def _pool_window_plan(tensors, kernel, stride, pad, dilation, is_max, count_incl
     return (_pool_window_kernel, grid,
             (h, w, p, q, c, *x.stride()[:3], *out.stride()[:3], sh, sw, ph, pw, dh, dw),
             dict(KH=kh, KW=kw, IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad),
-                 BLOCK_Q=block_q, BLOCK_C=block_c))
+                 BLOCK_Q=block_q, BLOCK_C=block_c, **_host_pdl(x.device)))
 
 
 def _pool_launch(x, out, kernel, stride, pad, dilation, is_max, count_include_pad):
@@ -231,7 +240,7 @@ def _pool_adaptive_plan(tensors):
     block_hw = min(triton.next_power_of_2(win_h * win_w), max(1, 2048 // block_c))
     grid = (n * p * q, triton.cdiv(c, block_c))
     return (_pool_adaptive_avg_kernel, grid, (h, w, p, q, c, *x.stride()[:3], *out.stride()[:3]),
-            dict(MAX_WINDOW=win_h * win_w, BLOCK_HW=block_hw, BLOCK_C=block_c))
+            dict(MAX_WINDOW=win_h * win_w, BLOCK_HW=block_hw, BLOCK_C=block_c, **_host_pdl(x.device)))
 
 
 def global_avg_pool(x, out):

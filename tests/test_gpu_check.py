@@ -162,13 +162,15 @@ def test_the_command_line_names_its_stages():
 def test_the_warm_stage_covers_every_program_the_main_run_launches():
     from benchmarks.gpu.check import MAIN_RUN
 
-    specs = {(p.net.name, p.dtype, p.disable): p.batches for p in profiles.programs(profiles.FULL, MAIN_RUN)}
-    assert specs[("resnet50", "bfloat16", ())] == (1, 32, 256)  # correctness, e2e, chain A/B, layers
-    assert specs[("resnet50", "bfloat16", profiles.NO_CHAIN)] == (1, 32, 256)
-    assert specs[("resnet50", "float32", ())] == (1, 32, 256)
-    assert specs[("googlenet", "bfloat16", ())] == (8,)
-    assert specs[("mobilenet_v3", "bfloat16", ())] == specs[("efficientnet", "bfloat16", ())] == (1, 8, 32)
-    assert len(specs) == 10  # resnet50 x 3 dtypes, without the chain, 4 zoo nets, 2 modern nets
+    specs = {(p.net.name, p.dtype, p.disable, p.pdl): p.batches for p in profiles.programs(profiles.FULL, MAIN_RUN)}
+    assert specs[("resnet50", "bfloat16", (), False)] == (1, 32, 256)  # correctness, e2e, chain A/B, layers
+    assert specs[("resnet50", "bfloat16", profiles.NO_CHAIN, False)] == (1, 32, 256)
+    assert specs[("resnet50", "bfloat16", (), True)] == (1, 32, 256)  # the PDL A/B's other program
+    assert specs[("resnet50", "float32", (), False)] == (1, 32, 256)
+    assert specs[("googlenet", "bfloat16", (), False)] == (8,)
+    modern = [specs[(name, "bfloat16", (), False)] for name in ("mobilenet_v3", "efficientnet")]
+    assert modern == [(1, 8, 32)] * 2
+    assert len(specs) == 11  # resnet50 x 3 dtypes, without the chain, with PDL, 4 zoo nets, 2 modern nets
     assert profiles.programs(profiles.FULL, ("stack", "peaks")) == []
 
 
@@ -318,10 +320,13 @@ def test_the_smoke_run_passes_every_stage_and_collects(tmp_path, capsys):
     assert warm_rows and warm_rows[0]["kernels"] >= 5
     assert {r["provider"] for r in rows if r["stage"] == "e2e" and r["kind"] == "timing"} == set(check.E2E)
     assert {r["chain"] for r in rows if r["stage"] == "chain_ab" and r["kind"] == "timing"} == {True, False}
+    pdl = [r for r in rows if r["stage"] == "pdl_ab" and r["kind"] == "timing"]
+    assert {r["pdl"] for r in pdl} == {True, False} and all(r["ok"] for r in pdl if r["pdl"])  # the same bits
     assert len([r for r in rows if r["stage"] == "layers" and r["kind"] == "timing"]) == 6
     assert (out / "env.json").exists() and (out / runner.TIMELINE).exists()
     assert "verdicts: " in printed and "geometric-mean speedup" in printed.splitlines()[-1]  # the table comes last
-    assert Path(collect.collect(str(out), str(tmp_path / "results"))).joinpath("results.md").exists()
+    results_md = Path(collect.collect(str(out), str(tmp_path / "results"))).joinpath("results.md")
+    assert "Programmatic dependent launch A/B" in results_md.read_text()
 
 
 def test_the_recorder_sees_the_split_k_launches_a_gpu_makes():

@@ -19,6 +19,7 @@ Stages, in order of value (each started only while its budget is left; see profi
   chain_ab     ResNet-50 bf16 graphed, with and without the conv-chain fusion
   layers       every distinct ResNet-50 conv launch against the cuDNN convs it replaces: µs, TFLOP/s, %
                of the roofline floor
+  pdl_ab       ResNet-50 bf16 graphed, with and without programmatic dependent launch (same bits)
   e2e_fp16     fp16 end to end, if time is left
 
 `--only tune` (a run of its own): stack; tune (ResNet-50 bf16's conv, chain and linear launches at
@@ -311,17 +312,24 @@ def stage_torch_compile(ctx: Context) -> None:
     bench_e2e(ctx, "torch_compile", "bfloat16", providers=("eager_cl_graph", "torch_compile"))
 
 
+def _ab_setup(ctx: Context, seed: int):
+    """What an A/B stage of ResNet-50 bf16 needs: its graph, reference weights, a timer and one
+    input per end-to-end batch size."""
+    torch = _torch()
+    opts, p = ctx.options, ctx.options.profile
+    graph = p.r50.load()
+    gen = torch.Generator().manual_seed(seed)
+    shape = graph.shape(graph.inputs[0])
+    xs = {b: torch.randn(b, *shape, generator=gen).to(device=opts.device, dtype=torch.bfloat16)
+          for b in p.e2e_batches}
+    return graph, reference_state(graph, 0), make_timer(p, opts.device), xs
+
+
 def stage_chain_ab(ctx: Context) -> None:
     """ResNet-50 bf16 in a CUDA graph with and without the chain fusion: time and agreement."""
     torch = _torch()
     opts, p = ctx.options, ctx.options.profile
-    graph = p.r50.load()
-    state = reference_state(graph, 0)
-    timer = make_timer(p, opts.device)
-    gen = torch.Generator().manual_seed(99)
-    shape = graph.shape(graph.inputs[0])
-    xs = {b: torch.randn(b, *shape, generator=gen).to(device=opts.device, dtype=torch.bfloat16)
-          for b in p.e2e_batches}
+    graph, state, timer, xs = _ab_setup(ctx, 99)
     outs = {}
     for disable in ((), NO_CHAIN):
         model = compiled_model(graph, "bfloat16", opts.device, graphed=True, disable=disable)
@@ -338,6 +346,36 @@ def stage_chain_ab(ctx: Context) -> None:
                 row["tol"] = tolerance("bfloat16", None)
                 row["ok"] = row["err_vs_chain"] <= row["tol"]
             ctx.emit(**row)
+        del model
+        _free(opts.device)
+
+
+def stage_pdl_ab(ctx: Context) -> None:
+    """ResNet-50 bf16 in a CUDA graph with and without programmatic dependent launch (kernels/host.py:
+    each kernel launches while the previous one finishes and waits on the GPU for its writes): time,
+    and the outputs, which must be the same bits."""
+    torch = _torch()
+    opts, p = ctx.options, ctx.options.profile
+    graph, state, timer, xs = _ab_setup(ctx, 98)
+    outs = {}
+    for pdl in (False, True):
+        model = compiled_model(graph, "bfloat16", opts.device, graphed=True)
+        model.load_state_dict(state)
+        module = model._module  # shared by every model of this source: the switch goes back off below
+        module.PROGRAMMATIC_LAUNCH = pdl
+        try:
+            for b, x in xs.items():
+                with torch.inference_mode():
+                    outs[(pdl, b)] = _first(model(x)).clone()  # captured here, with the switch as set
+                    t = timer(lambda: model(x))
+                row = dict(stage="pdl_ab", kind="timing", net=p.r50.name, provider="archdsl_graph",
+                           dtype="bfloat16", batch=b, pdl=pdl, ms=t.median_ms, q10_ms=t.q10_ms, q90_ms=t.q90_ms,
+                           iters=t.iters, img_s=b / (t.median_ms * 1e-3))
+                if pdl:  # the same kernels on the same data: the same bits
+                    row["ok"] = bool(torch.equal(outs[(pdl, b)], outs[(False, b)]))
+                ctx.emit(**row)
+        finally:
+            module.PROGRAMMATIC_LAUNCH = False
         del model
         _free(opts.device)
 
@@ -651,6 +689,7 @@ STAGES = {
     "e2e": (stage_e2e, "bf16 end to end: eager, channels-last, graphed, archdsl plain/graphed"),
     "chain_ab": (stage_chain_ab, "chain fusion on/off, graphed"),
     "layers": (stage_layers, "every distinct ResNet-50 conv launch vs cuDNN"),
+    "pdl_ab": (stage_pdl_ab, "programmatic dependent launch on/off, graphed"),
     "modern": (stage_modern, "MobileNetV3, EfficientNet-B0: correctness, end to end vs cuDNN graphed"),
     "e2e_fp16": (stage_e2e_fp16, "fp16 end to end"),
     "torch_compile": (stage_torch_compile, 'torch.compile(mode="max-autotune") (its own run)'),
@@ -658,7 +697,8 @@ STAGES = {
     "tune": (stage_tune, "tune ResNet-50's conv, chain and linear launches into OUT/tune.json (its own run)"),
     "tuned_e2e": (stage_tuned_e2e, "ResNet-50 graphed, this run's tuning table against the defaults"),
 }
-MAIN_RUN = ("stack", "warm", "peaks", "correctness", "zoo", "e2e", "chain_ab", "layers", "modern", "e2e_fp16")
+MAIN_RUN = ("stack", "warm", "peaks", "correctness", "zoo", "e2e", "chain_ab", "layers", "pdl_ab", "modern",
+            "e2e_fp16")
 ONLY = {"torch-compile": ("stack", "warm", "torch_compile"), "pytest-gpu": ("stack", "pytest_gpu"),
         "tune": ("stack", "tune", "tuned_e2e")}
 # Budgets of the stages profiles.FULL_BUDGETS does not hold (seconds that must be left to start):

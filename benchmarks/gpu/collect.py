@@ -114,7 +114,7 @@ def sections(rows: list[dict]) -> list[tuple[str, list[str], list[list]]]:
                       r["poisoned_rerun_identical"], r["graph_equals_plain"], r["graph_second_input_equals_plain"],
                       _verdict(r)] for r in checks]))
     e2e = [r for r in rows if r.get("kind") == "timing" and r.get("provider")
-           and r.get("stage") not in ("chain_ab", "tuned_e2e")]
+           and r.get("stage") not in ("chain_ab", "pdl_ab", "tuned_e2e")]
     if e2e:
         out.append(("End to end (median)", ["stage", "provider", "dtype", "batch", "ms", "images/s", "err", "status"],
                     [[r["stage"], r["provider"], r["dtype"], r["batch"], r.get("ms"), r.get("img_s"), r.get("err"),
@@ -123,6 +123,11 @@ def sections(rows: list[dict]) -> list[tuple[str, list[str], list[list]]]:
     if chain:
         out.append(("Chain fusion A/B (graphed)", ["chain", "batch", "ms", "images/s", "verdict"],
                     [[r["chain"], r["batch"], r.get("ms"), r.get("img_s"), _verdict(r)] for r in chain]))
+    pdl = [r for r in rows if r.get("stage") == "pdl_ab" and r.get("kind") == "timing"]
+    if pdl:
+        out.append(("Programmatic dependent launch A/B (graphed)", ["pdl", "batch", "ms", "images/s", "verdict"],
+                    [[r["pdl"], r["batch"], r.get("ms"), r.get("img_s"), _verdict(r)]
+                     for r in pdl]))
     tuning = [r for r in rows if r.get("kind") == "tune"]
     if tuning:
         out.append(("Tuning (launches by where their configuration comes from)",

@@ -85,7 +85,7 @@ class Profile:
 # Budgets: the most each stage is expected to take on an H200 with the warm cache (README: the
 # estimates and how they were derived).  A stage starts only if its budget is left.
 FULL_BUDGETS = {"stack": 15, "warm": 150, "peaks": 10, "correctness": 90, "zoo": 40, "e2e": 75, "chain_ab": 30,
-                "layers": 60, "modern": 60, "e2e_fp16": 60, "torch_compile": 300, "pytest_gpu": 240}
+                "layers": 60, "pdl_ab": 30, "modern": 60, "e2e_fp16": 60, "torch_compile": 300, "pytest_gpu": 240}
 SMOKE_BUDGETS = {name: 0 for name in FULL_BUDGETS}
 
 FULL = Profile(
@@ -113,18 +113,19 @@ class ProgramSpec:
     dtype: str
     batches: tuple[int, ...]
     disable: tuple[str, ...] = ()
+    pdl: bool = False  # launched with programmatic dependent launch (the program's PROGRAMMATIC_LAUNCH)
 
     def label(self) -> str:
         off = f" without {','.join(self.disable)}" if self.disable else ""
-        return f"{self.net.name} {self.dtype}{off} batch {','.join(map(str, self.batches))}"
+        return f"{self.net.name} {self.dtype}{off}{' pdl' if self.pdl else ''} batch {','.join(map(str, self.batches))}"
 
 
 def programs(profile: Profile, stages: tuple[str, ...]) -> list[ProgramSpec]:
-    """Every program the given stages launch, merged by (net, dtype, disabled passes)."""
+    """Every program the given stages launch, merged by (net, dtype, disabled passes, PDL)."""
     wanted: dict[tuple, set[int]] = {}
 
-    def add(net, dtype, batches, disable=()):
-        wanted.setdefault((net, dtype, disable), set()).update(batches)
+    def add(net, dtype, batches, disable=(), pdl=False):
+        wanted.setdefault((net, dtype, disable, pdl), set()).update(batches)
 
     if "correctness" in stages:
         for dtype in profile.r50_dtypes:
@@ -139,9 +140,12 @@ def programs(profile: Profile, stages: tuple[str, ...]) -> list[ProgramSpec]:
         add(profile.r50, "bfloat16", profile.e2e_batches, NO_CHAIN)
     if "layers" in stages:
         add(profile.r50, "bfloat16", profile.layer_batches)
+    if "pdl_ab" in stages:
+        add(profile.r50, "bfloat16", profile.e2e_batches)
+        add(profile.r50, "bfloat16", profile.e2e_batches, pdl=True)
     if "modern" in stages:
         for net in profile.modern:
             add(net, "bfloat16", (profile.zoo_batch, *profile.modern_batches))
     if "e2e_fp16" in stages:
         add(profile.r50, "float16", profile.e2e_batches)
-    return [ProgramSpec(net, dtype, tuple(sorted(b)), disable) for (net, dtype, disable), b in wanted.items()]
+    return [ProgramSpec(net, dtype, tuple(sorted(b)), disable, pdl) for (net, dtype, disable, pdl), b in wanted.items()]

@@ -102,6 +102,7 @@ def run_program_on_meta(spec, batch: int) -> None:
     module = import_program(build(graph, spec.dtype, disable=spec.disable).program.source)
     if hasattr(module, "_conv_sm_count"):  # split-K is chosen from the SM count: the GPU's, not meta's 0
         module._conv_sm_count = lambda device: TARGET_SMS
+    module.PROGRAMMATIC_LAUNCH = spec.pdl  # set either way: a pool child reuses modules across tasks
     meta = torch.device("meta")
     state = {k: v.detach() for k, v in to_torch(graph).eval().state_dict().items()}
     network = module.Network(state, meta)
@@ -271,7 +272,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="full", choices=sorted(PROFILES))
-    ap.add_argument("--stages", default="correctness,zoo,e2e,chain_ab,layers,e2e_fp16")
+    ap.add_argument("--stages", default="correctness,zoo,e2e,chain_ab,layers,pdl_ab,modern,e2e_fp16")
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--save", help="write the records to this JSON file; do not compile")
     ap.add_argument("--timeout", type=float, default=300.0)
