@@ -99,7 +99,9 @@ def _host_plan_lookup(planner, tensors, args):
     when it cannot be built (an argument not a tensor, or not hashable): such a call is planned
     afresh every time, and the planner's checks say what is wrong."""
     try:
-        key = (planner, tuple(map(_host_sig, tensors)), args, tuple(map(type, args)), PROGRAMMATIC_LAUNCH)
+        # (absent tensors skip the call: a conv2d call passes ten, about half of them None)
+        key = (planner, tuple([t if t is None else _host_sig(t) for t in tensors]), args, tuple(map(type, args)),
+               PROGRAMMATIC_LAUNCH)
         return key, _HOST_PLANS.get(key)
     except (AttributeError, TypeError):
         return None, None
