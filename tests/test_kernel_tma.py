@@ -291,3 +291,32 @@ def test_the_tune_stage_records_the_tma_candidates_and_they_compile_for_sm90(tmp
     assert tma and all("tensordesc<bf16[" in json.dumps(json.loads(r.spec)["signature"]) for r in tma)
     summary = warm.compile_records(tma[:1], 1, timeout_s=240)
     assert summary["compiled"] == 1 and summary["failed"] == 0, summary
+
+
+# --------------------------------------------------------------------------------------
+# GPU tier (skipped without CUDA): ResNet-50's 1x1 layers through TMA at full size
+# --------------------------------------------------------------------------------------
+
+GPU_1X1 = [(64, 56, 256), (256, 56, 64), (512, 28, 128), (1024, 14, 256), (2048, 7, 512)]  # (c, h, k), batch 4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("c,h,k", GPU_1X1, ids=[f"c{c}h{h}k{k}" for c, h, k in GPU_1X1])
+def test_gpu_tma_kernel_runs_on_hopper_and_matches_float64(c, h, k, dtype, kernels_run):
+    t = {name: (v.cuda() if isinstance(v, torch.Tensor) else v)
+         for name, v in make(dtype, n=4, h=h, w=h, c=c, k=k, seed=c).items()}
+    buf = torch.full((4, h, h, k + 16), float("nan"), dtype=dtype, device="cuda")
+    out = buf[..., 8:8 + k]
+    run(t, out, act=K.ACT_RELU, tma=True, split_k=1)
+    plain = torch.empty_like(out)
+    run(t, plain, act=K.ACT_RELU, split_k=1)
+    torch.cuda.synchronize()
+    has_tma = torch.cuda.get_device_capability()[0] >= 9
+    assert kernels_run == (["_conv_gemm_tma_kernel"] if has_tma else ["_conv_gemm_kernel"]) + ["_conv_gemm_kernel"]
+    check_poison(out, buf, 8, 8)
+    ref = reference({name: (v.cpu() if isinstance(v, torch.Tensor) else v) for name, v in t.items()}, K.ACT_RELU)
+    got = out.double().cpu()
+    tol = EPS[dtype] * ref.abs().max().item()
+    torch.testing.assert_close(got, ref, rtol=EPS[dtype], atol=tol)
+    torch.testing.assert_close(got, plain.double().cpu(), rtol=EPS[dtype], atol=tol)  # the same sums
