@@ -4,10 +4,10 @@ preparation code; `generate` assembles them with the kernel templates into a mod
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import re
 import shlex
-import sys
 import tokenize
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,24 +39,24 @@ def kernel_dir() -> Path:
 
 
 @functools.cache
-def template_module(*names: str) -> ModuleType:
-    """host.py, then the templates `names` (file names in kernels/, in the order given), executed
-    in one fresh module: what a generated program holds, for archdsl's own use of the kernels
-    (the tuner, the perf model's default blocks, weight folding).  Each file is compiled under
-    its own path, so Triton finds the kernels' source; a later template may call an earlier
-    one's helpers by name, as in a generated program.  One module per distinct `names`."""
-    module = ModuleType("archdsl_templates_" + "_".join(Path(n).stem for n in ("host.py", *names)))
-    sys.modules[module.__name__] = module
-    for name in ("host.py", *names):
-        path = kernel_dir() / name
-        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
-    return module
-
-
 def host_helpers() -> ModuleType:
     """kernels/host.py as a module: the generated programs' weight folding and safetensors
     reader, used by archdsl itself too (one copy of that code)."""
-    return template_module()
+    spec = importlib.util.spec_from_file_location("archdsl_kernels_host", kernel_dir() / "host.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def template_source(*names: str) -> str:
+    """host.py, common.py and the templates `names` (file names in kernels/) as one program's
+    text, in a generated program's order: what archdsl's own use of the kernels imports (the
+    tuner, the performance model's default blocks: ``runtime.launches.template_module``).  One
+    text, so that it imports from one file -- also in a fresh process that compiles a kernel
+    recorded from it (benchmarks/gpu/warm.py) -- and a template may call an earlier one's helpers."""
+    wanted = {"host.py", "common.py", *names}
+    return "from __future__ import annotations\n\n" + "\n\n".join(
+        text for name, text in templates() if name in wanted)
 
 
 def templates() -> list[tuple[str, str]]:

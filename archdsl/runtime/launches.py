@@ -5,6 +5,7 @@ launch, and its signature, the shape part of a tuning key.  Shared by `tune.py` 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Sequence
@@ -12,10 +13,18 @@ from typing import Sequence
 from ..ops.registry import act_codes
 
 
-def kernel_module(name: str = "conv2d") -> ModuleType:
-    """kernels/<name>.py loaded as a module, after host.py (``template_module``)."""
-    from ..codegen.emit import template_module
+@functools.cache
+def template_module(*names: str) -> ModuleType:
+    """host.py, common.py and the templates `names` as one imported program (``template_source``):
+    kernels/ as a generated program holds them, for the tuner and the performance model."""
+    from ..codegen.emit import template_source
+    from .model import import_program
 
+    return import_program(template_source(*names))
+
+
+def kernel_module(name: str = "conv2d") -> ModuleType:
+    """kernels/<name>.py with what it needs (``template_module``)."""
     return template_module(f"{name}.py")
 
 

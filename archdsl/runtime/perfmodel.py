@@ -536,7 +536,7 @@ def predict_memory(problem: Problem, ceilings: Ceilings) -> Prediction:
 def _kernel_defaults():
     """conv2d.py and conv2d_chain.py in one module, as in a generated program (the chain template
     calls conv2d's helpers): their default-block functions."""
-    from ..codegen.emit import template_module
+    from .launches import template_module
 
     return template_module("conv2d.py", "conv2d_chain.py")
 

@@ -670,7 +670,7 @@ def tuning_launches(schedule, batch: int) -> list:
 def chain_module():
     """kernels/conv2d.py and conv2d_chain.py in one module, as a generated program pastes them
     (the chain template calls conv2d's helpers by name): ``template_module``."""
-    from ..codegen.emit import template_module
+    from .launches import template_module
 
     return template_module("conv2d.py", "conv2d_chain.py")
 
