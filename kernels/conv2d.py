@@ -98,7 +98,7 @@ itself instead of a stored product:
 
 The rounding is the one the separate mul kernel's store would do, so in fp16 / bf16 the GEMM
 sees bit for bit the operands of the unfused program (a GPU's cast rounds to nearest even;
-under the interpreter ``_conv_round_to_bf16`` does it).  ``n`` is the row's sample: ``m //
+under the interpreter ``_common_round_to_bf16`` does it: common.py).  ``n`` is the row's sample: ``m //
 (H*W)`` on the GEMM path, the output pixel's image on the others.  The halo stays 0 (0 * gate).
 
 Several outputs
@@ -241,17 +241,6 @@ def _conv_mma(a, b, acc, INPUT_PRECISION: tl.constexpr, INTERPRETED: tl.constexp
 
 
 @triton.jit
-def _conv_round_to_bf16(y):
-    """fp32 -> bf16 rounded to nearest, ties to even, in integer arithmetic (finite y).
-
-    Used under the interpreter only, whose fp32 -> bf16 cast truncates; a GPU's cast rounds.
-    """
-    bits = y.to(tl.uint32, bitcast=True)
-    bits = bits + 0x7FFF + ((bits >> 16) & 1)
-    return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
-
-
-@triton.jit
 def _conv_activation(y, ACT: tl.constexpr):
     """act(y) on an fp32 block; ACT is one of the ACT_* codes (none, relu, tanh, sigmoid, relu6,
     hardsigmoid, hardswish, silu, gelu, gelu in its tanh form).
@@ -304,10 +293,7 @@ def _conv_gate(a, mask, gate_rows, chans, gate_ptr, stride_gc, INTERPRETED: tl.c
     """
     s = tl.load(gate_ptr + gate_rows[:, None] + (chans * stride_gc)[None, :], mask=mask, other=0.0)
     y = a.to(tl.float32) * s.to(tl.float32)
-    if INTERPRETED:
-        if a.dtype == tl.bfloat16:
-            y = _conv_round_to_bf16(y)
-    return y.to(a.dtype)
+    return _common_cast(y, a.dtype, INTERPRETED)
 
 
 @triton.jit
@@ -330,10 +316,7 @@ def _conv_prologue(a, mask, chans, chan_mask, in_scale_ptr, in_shift_ptr,
         y = y + tl.load(in_shift_ptr + chans, mask=chan_mask, other=0.0).to(tl.float32)[None, :]
     y = _conv_activation(y, IN_ACT)
     y = tl.where(mask, y, 0.0)
-    if INTERPRETED:
-        if a.dtype == tl.bfloat16:
-            y = _conv_round_to_bf16(y)
-    return y.to(a.dtype)
+    return _common_cast(y, a.dtype, INTERPRETED)
 
 
 @triton.jit
@@ -373,10 +356,8 @@ def _conv_epilogue(acc, res_rows, cols, mask_m, mask_n, res_ptr, scale_ptr, bias
 @triton.jit
 def _conv_store(y, out_ptr, out_rows, out_cols, mask, INTERPRETED: tl.constexpr):
     """out[out_rows, out_cols] = y (fp32) cast to out's dtype, masked; channels have stride 1."""
-    if INTERPRETED:
-        if out_ptr.dtype.element_ty == tl.bfloat16:
-            y = _conv_round_to_bf16(y)
-    tl.store(out_ptr + out_rows[:, None] + out_cols[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + out_rows[:, None] + out_cols[None, :], _common_cast(y, out_ptr.dtype.element_ty, INTERPRETED),
+             mask=mask)
 
 
 @triton.jit

@@ -12,13 +12,14 @@ memory traffic.
 Depends on ``conv2d.py``
 ------------------------
 This template calls device and host helpers of ``conv2d.py`` (``_conv_mma``,
-``_conv_activation``, ``_conv_round_to_bf16``, ``_conv_out_pixels``, ``_conv_flat_block``,
-``_conv_tap_block``, ``_conv_pair``, ``_conv_pads``, ``_conv_pow2``, ``_conv_clamp_block``,
-``_conv_input_precision``, ``_conv_interpreted``, ``_conv_check_vec``, ``_conv_sm_count``, the
-``ACT_*`` codes, ``pack_conv_weight``) without importing it: the code generator pastes every template into
-one module, in file-name order, so ``conv2d.py`` is always defined before this file.  To use
-it on its own, execute ``conv2d.py`` and then this file in one namespace (the tests do exactly
-that).
+``_conv_activation``, ``_conv_out_pixels``, ``_conv_flat_block``, ``_conv_tap_block``,
+``_conv_pair``, ``_conv_pads``, ``_conv_pow2``, ``_conv_clamp_block``, ``_conv_input_precision``,
+``_conv_interpreted``, ``_conv_check_vec``, ``_conv_sm_count``, the ``ACT_*`` codes,
+``pack_conv_weight``), of ``common.py`` (``_common_cast``) and of ``host.py`` without importing
+them: the code generator pastes every template into one module, host.py first, then in file-name
+order, so ``conv2d.py`` is always defined before this file.  To use it on its own, execute
+``host.py``, ``common.py``, ``conv2d.py`` and then this file in one namespace (the tests do
+exactly that).
 
 What it computes
 ----------------
@@ -98,8 +99,8 @@ and picks the same split for ResNet-50's chains.
 Numerics: fp32, fp16 or bf16 inputs, fp32 accumulation for both GEMMs, IEEE fp32 products
 for fp32 inputs unless ``allow_tf32``.  Under the interpreter (CPU tensors) the same two
 workarounds as in ``conv2d.py`` apply: ``_conv_mma`` widens blocks to fp32 before
-``tl.dot``, and fp32 -> bf16 roundings (of ``mid`` and of a bf16 output) use
-``_conv_round_to_bf16``, because the interpreter's cast truncates.
+``tl.dot``, and fp32 -> bf16 roundings (of ``mid`` and of a bf16 output) go through
+common.py's ``_common_cast``, because the interpreter's cast truncates.
 """
 
 import torch
@@ -209,10 +210,7 @@ def _chain_kernel(
     y = _conv_activation(y, ACT1)
     if SPLIT_MID * MID_SLICE != C_MID:
         y = tl.where(mask_j[None, :], y, 0.0)   # act1(0) may be nonzero (sigmoid(0) = 0.5)
-    if INTERPRETED:
-        if x_ptr.dtype.element_ty == tl.bfloat16:
-            y = _conv_round_to_bf16(y)
-    mid = y.to(x_ptr.dtype.element_ty)        # (BLOCK_M, MID_SLICE): stays on chip
+    mid = _common_cast(y, x_ptr.dtype.element_ty, INTERPRETED)  # (BLOCK_M, MID_SLICE): stays on chip
 
     # -- stage 3: the 1x1 conv over this program's N_PER outputs, BLOCK_N at a time ----
     out_rows = n64 * stride_on + p * stride_op + q * stride_oq
@@ -331,10 +329,7 @@ def _chain_grouped_kernel(
                 y = y + tl.load(bias1_ptr + offs_j, mask=mask_j, other=0.0).to(tl.float32)[None, :]
             y = _conv_activation(y, ACT1)
             y = tl.where(mask_j[None, :], y, 0.0)   # padding columns: exactly 0 (act1(0) may not be)
-            if INTERPRETED:
-                if x_ptr.dtype.element_ty == tl.bfloat16:
-                    y = _conv_round_to_bf16(y)
-            mid = y.to(x_ptr.dtype.element_ty)
+            mid = _common_cast(y, x_ptr.dtype.element_ty, INTERPRETED)
             b2 = tl.load(w2_ptr + offs_j[:, None] * K + cols[None, :], mask=mask_j[:, None] & mask_n[None, :],
                          other=0.0)
             acc2 = _conv_mma(mid, b2, acc2, INPUT_PRECISION, INTERPRETED)

@@ -97,6 +97,7 @@ def _ew_sum_kernel(
     DIVISOR: tl.constexpr,      # the sum is divided by this (1 for add, the input count for mean)
     ACT: tl.constexpr,          # activation applied last (ACT_* constant)
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    INTERPRETED: tl.constexpr = False,  # CPU tensors: round bf16 stores as a GPU does (common.py)
     PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out = act((x0 + x1 [+ x2 [+ x3]]) / DIVISOR), elementwise over NHWC tensors of one shape.
@@ -130,7 +131,7 @@ def _ew_sum_kernel(
         acc = acc / DIVISOR
     y = _ew_activation(acc, ACT)
     o_rows = _ew_row_offsets(r, H, W, so_n, so_h, so_w)
-    tl.store(out_ptr + o_rows[:, None] + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + o_rows[:, None] + cols, _common_cast(y, out_ptr.dtype.element_ty, INTERPRETED), mask=mask)
 
 
 @triton.jit
@@ -143,6 +144,7 @@ def _ew_channel_affine_kernel(
     ACT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
     so_c=1,
+    INTERPRETED: tl.constexpr = False,  # CPU tensors: round bf16 stores as a GPU does (common.py)
     PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[r, c] = act(x[r, c] * scale[c] + shift[c]) for c < C_IN, and 0 for C_IN <= c < C_OUT.
@@ -178,7 +180,7 @@ def _ew_channel_affine_kernel(
     y = _ew_activation(y, ACT)
     y = tl.where(c_in[None, :], y, 0.0)
     o_rows = _ew_row_offsets(r, H, W, so_n, so_h, so_w)
-    tl.store(out_ptr + o_rows[:, None] + c[None, :] * so_c, y.to(out_ptr.dtype.element_ty),
+    tl.store(out_ptr + o_rows[:, None] + c[None, :] * so_c, _common_cast(y, out_ptr.dtype.element_ty, INTERPRETED),
              mask=r_mask[:, None] & (c < C_OUT)[None, :])
 
 
@@ -191,6 +193,7 @@ def _ew_mul_kernel(
     sb_n, sb_h, sb_w, sb_c,
     ACT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    INTERPRETED: tl.constexpr = False,  # CPU tensors: round bf16 stores as a GPU does (common.py)
     PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out = act(a * b) over an (N, H, W, C) output; a and b are read through their own strides,
@@ -209,7 +212,7 @@ def _ew_mul_kernel(
     y = tl.load(a_ptr + a_off, mask=mask).to(tl.float32) * tl.load(b_ptr + b_off, mask=mask).to(tl.float32)
     y = _ew_activation(y, ACT)
     o_rows = _ew_row_offsets(r, H, W, so_n, so_h, so_w)
-    tl.store(out_ptr + o_rows[:, None] + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + o_rows[:, None] + c[None, :], _common_cast(y, out_ptr.dtype.element_ty, INTERPRETED), mask=mask)
 
 
 @triton.jit
@@ -220,6 +223,7 @@ def _ew_channel_shuffle_kernel(
     so_n, so_h, so_w,
     GROUPS: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    INTERPRETED: tl.constexpr = False,  # unused (a copy rounds nothing); the tiles' keywords carry it
     PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """ShuffleNet's channel shuffle as index arithmetic: out[r, i*GROUPS + g] = x[r, g*PER_GROUP + i]
@@ -235,7 +239,7 @@ def _ew_channel_shuffle_kernel(
     src = (c % GROUPS) * PER_GROUP + c // GROUPS
     x = tl.load(x_ptr + _ew_row_offsets(r, H, W, sx_n, sx_h, sx_w)[:, None] + src[None, :], mask=mask)
     o_rows = _ew_row_offsets(r, H, W, so_n, so_h, so_w)
-    tl.store(out_ptr + o_rows[:, None] + c[None, :], x.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + o_rows[:, None] + c[None, :], x.to(out_ptr.dtype.element_ty), mask=mask)  # a copy: no rounding
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,6 +300,7 @@ def _ew_tiles(t, channels=None, widest=128):
     block_c = min(triton.next_power_of_2(channels), widest)
     block_r = min(triton.next_power_of_2(rows), max(1, 2048 // block_c))
     return rows, (triton.cdiv(rows, block_r), triton.cdiv(channels, block_c)), dict(BLOCK_R=block_r, BLOCK_C=block_c,
+                                                                                    INTERPRETED=t.device.type == "cpu",
                                                                                     **_host_pdl(t.device))
 
 

@@ -38,6 +38,7 @@ def _norm_lrn_kernel(
     alpha_over_size, beta, k,
     SIZE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    INTERPRETED: tl.constexpr = False,  # CPU tensors: round bf16 stores as a GPU does (common.py)
     PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[r, c] = x[r, c] / (k + alpha/SIZE * sum_{c'} x[r, c']^2) ** beta, the sum over
@@ -71,7 +72,7 @@ def _norm_lrn_kernel(
     d = k + alpha_over_size * sq
     y = x / tl.exp2(beta * tl.log2(d))
     o_rows = out_ptr + _ew_row_offsets(r, H, W, so_n, so_h, so_w)[:, None]
-    tl.store(o_rows + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(o_rows + c[None, :], _common_cast(y, out_ptr.dtype.element_ty, INTERPRETED), mask=mask)
 
 
 @triton.jit
@@ -81,6 +82,7 @@ def _norm_softmax_kernel(
     sx_n, sx_h, sx_w,
     so_n, so_h, so_w,
     C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    INTERPRETED: tl.constexpr = False,  # CPU tensors: round bf16 stores as a GPU does (common.py)
     PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[r, :] = softmax(x[r, :]) over the C channels of each row r = (n, h, w).
@@ -120,7 +122,7 @@ def _norm_softmax_kernel(
         mask = r_mask[:, None] & (c < C)[None, :]
         x = tl.load(x_rows + c[None, :], mask=mask, other=0.0).to(tl.float32)
         y = tl.exp(x - m[:, None]) * inv_l[:, None]
-        tl.store(o_rows + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(o_rows + c[None, :], _common_cast(y, out_ptr.dtype.element_ty, INTERPRETED), mask=mask)
 
 
 @triton.jit
@@ -131,6 +133,7 @@ def _norm_layer_norm_kernel(
     so_n, so_h, so_w,
     eps,
     C: tl.constexpr, HAS_AFFINE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    INTERPRETED: tl.constexpr = False,  # CPU tensors: round bf16 stores as a GPU does (common.py)
     PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * w + b over the C channels of each row
@@ -177,7 +180,7 @@ def _norm_layer_norm_kernel(
         if HAS_AFFINE:
             y = y * tl.load(w_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
             y = y + tl.load(b_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(o_rows + c[None, :], y.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(o_rows + c[None, :], _common_cast(y, out_ptr.dtype.element_ty, INTERPRETED), mask=mask)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ def _pool_window_kernel(
     IS_MAX: tl.constexpr,             # True: max pooling; False: average pooling
     COUNT_INCLUDE_PAD: tl.constexpr,  # average pooling's divisor rule (ignored for max)
     BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr,
+    INTERPRETED: tl.constexpr = False,  # CPU tensors: round bf16 stores as a GPU does (common.py)
     PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[n, p, q, c] = max or mean of x[n, p*SH - PH + i*DH, q*SW - PW + j*DW, c] over the
@@ -99,7 +100,7 @@ def _pool_window_kernel(
 
     # -- store the tile
     out_ptrs = out_ptr + n.to(tl.int64) * so_n + p * so_h + q[:, None] * so_w + c[None, :]
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=q_mask[:, None] & c_mask[None, :])
+    tl.store(out_ptrs, _common_cast(acc, out_ptr.dtype.element_ty, INTERPRETED), mask=q_mask[:, None] & c_mask[None, :])
 
 
 @triton.jit
@@ -109,6 +110,7 @@ def _pool_adaptive_avg_kernel(
     sx_n, sx_h, sx_w,
     so_n, so_h, so_w,
     MAX_WINDOW: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+    INTERPRETED: tl.constexpr = False,  # CPU tensors: round bf16 stores as a GPU does (common.py)
     PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
 ):
     """out[n, i, j, c] = mean of x[n, h, w, c] over PyTorch's adaptive window
@@ -154,7 +156,7 @@ def _pool_adaptive_avg_kernel(
 
     # -- store one pixel's channel block
     out_ptrs = out_ptr + n.to(tl.int64) * so_n + i * so_h + j * so_w + c
-    tl.store(out_ptrs, mean.to(out_ptr.dtype.element_ty), mask=c_mask)
+    tl.store(out_ptrs, _common_cast(mean, out_ptr.dtype.element_ty, INTERPRETED), mask=c_mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ def _pool_window_plan(tensors, kernel, stride, pad, dilation, is_max, count_incl
     return (_pool_window_kernel, grid,
             (h, w, p, q, c, *x.stride()[:3], *out.stride()[:3], sh, sw, ph, pw, dh, dw),
             dict(KH=kh, KW=kw, IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad),
-                 BLOCK_Q=block_q, BLOCK_C=block_c, **_host_pdl(x.device)))
+                 BLOCK_Q=block_q, BLOCK_C=block_c, INTERPRETED=x.device.type == "cpu", **_host_pdl(x.device)))
 
 
 def _pool_launch(x, out, kernel, stride, pad, dilation, is_max, count_include_pad):
@@ -240,7 +242,8 @@ def _pool_adaptive_plan(tensors):
     block_hw = min(triton.next_power_of_2(win_h * win_w), max(1, 2048 // block_c))
     grid = (n * p * q, triton.cdiv(c, block_c))
     return (_pool_adaptive_avg_kernel, grid, (h, w, p, q, c, *x.stride()[:3], *out.stride()[:3]),
-            dict(MAX_WINDOW=win_h * win_w, BLOCK_HW=block_hw, BLOCK_C=block_c, **_host_pdl(x.device)))
+            dict(MAX_WINDOW=win_h * win_w, BLOCK_HW=block_hw, BLOCK_C=block_c, INTERPRETED=x.device.type == "cpu",
+                 **_host_pdl(x.device)))
 
 
 def global_avg_pool(x, out):

@@ -27,14 +27,15 @@ KERNELS = TESTS.parent / "kernels"
 
 
 def load_templates(*names, module_name):
-    """host.py, then the templates `names` (file names in kernels/) executed in order in one fresh
-    module, as in a generated program (which always holds host.py: the launch-plan cache).
+    """host.py, common.py, then the templates `names` (file names in kernels/) executed in order in
+    one fresh module, as in a generated program (which always holds host.py, the launch-plan
+    cache, and common.py, the device helpers every kernel calls).
 
     Each file is compiled under its own path so that Triton (inspect) finds the kernels' source.
     """
     mod = types.ModuleType(module_name)
     sys.modules[module_name] = mod
-    for name in ("host.py", *names):
+    for name in ("host.py", "common.py", *names):
         path = KERNELS / name
         exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), mod.__dict__)
     return mod
