@@ -64,7 +64,10 @@ def from_torch(module, input_shape: tuple[int, int, int] = (3, 224, 224), name: 
         lines += ["}", ""]
     c, h, w = input_shape
     lines.append(f"network {net} {{")
-    lines.append(f"{INDENT}input {c} x {h} x {w}")
+    image = "input"  # the input node's name: not one of the top module's labels
+    while image in module._modules:
+        image += "_"
+    lines.append(f"{INDENT}input {'' if image == 'input' else image + ': '}{c} x {h} x {w}")
     r = Renderer()
     for chain in body:
         lines += r.statement(chain, 1)

@@ -18,6 +18,8 @@ def value(v) -> str:
     if isinstance(v, float):
         text = repr(v)
         return text if "e" in text or "." in text else text + ".0"
+    if isinstance(v, str):  # a choice (gelu's approximate="tanh"), not a name
+        return f'"{v}"'
     if isinstance(v, tuple):
         return "(" + ", ".join(value(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     return str(v)
@@ -88,10 +90,10 @@ class Renderer:
                                           branches=True)
 
     def braces(self, stmts: list, depth: int, branches: bool = False) -> str:
-        lines = []
-        for chain in stmts:
-            lines += self.statement(chain, depth + 1, paren=branches)
-        flat = "; ".join(line.strip() for line in lines)
+        per_stmt = [self.statement(chain, depth + 1, paren=branches) for chain in stmts]
+        lines = [line for stmt in per_stmt for line in stmt]
+        # a branch wrapped over lines is one parenthesised chain: its lines rejoin with spaces
+        flat = "; ".join((" " if branches else "; ").join(line.strip() for line in stmt) for stmt in per_stmt)
         if "\n" not in flat and len(lines) <= 3 and len(flat) + depth * 4 < 70 and not any("{" in ln for ln in lines):
             return "{ " + flat + " }"
         return "{\n" + "\n".join(lines) + "\n" + INDENT * depth + "}"

@@ -150,6 +150,7 @@ def is_sequence(scope: Scope) -> bool:
     return issubclass(cls, nn.Sequential) and cls.forward is nn.Sequential.forward and numbered
 
 
+_NUMBERED = (nn.Sequential, nn.ModuleList, nn.ModuleDict)  # containers whose elements archdsl numbers
 LABEL_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z|[0-9]+\Z")  # `-` only quoted (RegNet's `block1-0`)
 
 
@@ -168,10 +169,15 @@ def place(traced: Traced, module: nn.Module) -> tuple[Scope, dict[str, tuple[str
         else:
             home[n.id], label[n.id] = n.scope, None
     for n in traced.nodes:
-        for seg in (n.path or ()):
+        for i, seg in enumerate(n.path or ()):
             if not LABEL_OK.match(seg):
                 raise ArchError(f"the module name `{seg}` (in `{n.what}`) cannot be an archdsl label", n.loc,
                                 hint="labels are letters, digits, `_` and `-`, starting with a letter or `_`")
+            parent = module.get_submodule(".".join(n.path[:i])) if seg.isdigit() else None
+            if parent is not None and not isinstance(parent, _NUMBERED):
+                raise ArchError(f"the module name `{seg}` (in `{n.what}`) is a number in {type(parent).__name__}, "
+                                "which is not a sequence", n.loc, hint="archdsl numbers the elements of sequences (nn.Sequential, nn.ModuleList) "
+                                            "by position; elsewhere a label starts with a letter or `_`")
     _rewrite_concat_prefixes(traced)
     _hoist_concats(traced, home)
     root = Scope((), type(module))

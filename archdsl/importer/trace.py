@@ -70,6 +70,14 @@ class _Tracer(fx.Tracer):
         return _qualified(type(m)) in FOREIGN_LEAVES or super().is_leaf_module(m, qualname)
 
 
+class _GraphModule(fx.GraphModule):
+    """fx's GraphModule without its generated forward, which the importer never calls (it interprets
+    the graph): fx writes `self.in(x)` for a module named `in`, a SyntaxError."""
+
+    def recompile(self):
+        return None
+
+
 def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -273,6 +281,26 @@ _JOIN_FUNCS = {operator.add: "add", torch.add: "add", operator.iadd: "add", oper
                torch.mul: "mul", operator.imul: "mul"}
 _JOIN_METHODS = {"add": "add", "add_": "add", "mul": "mul", "mul_": "mul"}
 _SHAPE_ONLY = {"size", "dim"}  # methods whose result only feeds view/reshape arguments
+_IN_PLACE_FUNCS = {operator.iadd, operator.imul}  # `y += x`: y itself changes
+_IN_PLACE_METHODS = {"relu_", "add_", "mul_"}
+
+
+def _modified_in_place(node: fx.Node, gm: fx.GraphModule) -> fx.Node | None:
+    """The tensor that `node` overwrites (`nn.ReLU(inplace=True)`, `F.relu(x, inplace=True)`,
+    `x.relu_()`, `y += x`), or None: what forward reads of it afterwards is `node`'s result."""
+    if not node.args or not isinstance(node.args[0], fx.Node):
+        return None
+    if node.op == "call_module":
+        in_place = getattr(gm.get_submodule(node.target), "inplace", False) is True
+    elif node.op == "call_method":
+        in_place = node.target in _IN_PLACE_METHODS
+    elif node.op == "call_function":
+        in_place = node.target in _IN_PLACE_FUNCS or \
+            (node.target in _ACT_FUNCS and node.target.__module__.endswith("functional") and
+             _arg(node, 1, "inplace", False) is True)
+    else:
+        in_place = False
+    return node.args[0] if in_place else None
 
 
 def _arg(node: fx.Node, i: int, name: str, default=None):
@@ -291,6 +319,7 @@ class _Lowering:
         self.gm, self.root = gm, root
         self.nodes: list[OpNode] = []
         self.alias: dict[str, str] = {}  # fx node -> the OpNode it is the same tensor as
+        self.overwritten: dict[str, str] = {}  # OpNode -> the OpNode whose result replaced it in place
         self.classes: dict[tuple[str, ...], type] = {(): type(root)}
         self.calls: dict[str, int] = {}
         self.input: str | None = None
@@ -302,7 +331,10 @@ class _Lowering:
 
     # -- helpers
     def ref(self, a) -> str:
-        return self.alias.get(a.name, a.name)
+        name = self.alias.get(a.name, a.name)
+        while name in self.overwritten:
+            name = self.overwritten[name]
+        return name
 
     def shape(self, node: fx.Node) -> tuple[int, ...]:
         meta = node.meta.get("tensor_meta")
@@ -333,6 +365,9 @@ class _Lowering:
         for node in self.gm.graph.nodes:
             handler = getattr(self, f"on_{node.op}")
             handler(node)
+            target = _modified_in_place(node, self.gm)
+            if target is not None and self.ref(target) != self.ref(node):
+                self.overwritten[self.ref(target)] = self.ref(node)
 
     def on_placeholder(self, node: fx.Node) -> None:
         if self.input is not None:
@@ -549,7 +584,7 @@ def trace(module: nn.Module, input_shape: tuple[int, int, int]) -> Traced:
                         _traceback_loc(exc),
                         hint="archdsl import needs a forward without data-dependent control flow "
                              "(see torch.fx's limitations)") from None
-    gm = fx.GraphModule(module, graph)
+    gm = _GraphModule(module, graph)
     x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
     param = next(iter(module.parameters()), None)
     if param is not None:
