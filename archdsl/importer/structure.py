@@ -176,8 +176,9 @@ def place(traced: Traced, module: nn.Module) -> tuple[Scope, dict[str, tuple[str
             parent = module.get_submodule(".".join(n.path[:i])) if seg.isdigit() else None
             if parent is not None and not isinstance(parent, _NUMBERED):
                 raise ArchError(f"the module name `{seg}` (in `{n.what}`) is a number in {type(parent).__name__}, "
-                                "which is not a sequence", n.loc, hint="archdsl numbers the elements of sequences (nn.Sequential, nn.ModuleList) "
-                                            "by position; elsewhere a label starts with a letter or `_`")
+                                "which is not a sequence", n.loc,
+                                hint="archdsl numbers the elements of sequences (nn.Sequential, nn.ModuleList) by "
+                                     "position; elsewhere a label starts with a letter or `_`")
     _rewrite_concat_prefixes(traced)
     _hoist_concats(traced, home)
     root = Scope((), type(module))

@@ -151,6 +151,8 @@ def _conv(m: nn.Conv2d, shape_in) -> tuple[str, dict]:
 def _bn(m: nn.modules.batchnorm._BatchNorm, shape_in) -> tuple[str, dict]:
     if not m.track_running_stats:
         raise ValueError("track_running_stats=False (archdsl's bn keeps running statistics)")
+    if m.momentum is None:
+        raise ValueError("momentum=None, a cumulative average (archdsl's bn takes a momentum in [0, 1])")
     return "bn", {"eps": m.eps, "momentum": m.momentum, "affine": m.affine}
 
 
