@@ -28,7 +28,7 @@ def from_torch(module, input_shape: tuple[int, int, int] = (3, 224, 224), name: 
     from torch import nn
 
     from ..elaborate import loads
-    from .blocks import compress_tree, extract, rename_tensors
+    from .blocks import compress_tree, extract, label_clashing_ops, rename_tensors
     from .emit import Emitter
     from .render import RESERVED, INDENT, Renderer, value
     from .structure import place
@@ -45,6 +45,9 @@ def from_torch(module, input_shape: tuple[int, int, int] = (3, 224, 224), name: 
     defs = extract(emitter.block_scopes, taken)
     body = compress_tree(body, sequence=False)
     rename_tensors(body)
+    label_clashing_ops(body, positional=False)
+    for d in defs:
+        label_clashing_ops(d.body, positional=d.sequence)
     net = name or re.sub(r"\W", "_", type(module).__name__.lower()).strip("_") or "imported"
     if not net.isidentifier() or net in RESERVED:
         raise ArchError(f"--name {net!r}: a network name is a letter or `_` followed by letters, digits, `_`", NO_LOC)

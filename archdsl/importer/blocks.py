@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..errors import NO_LOC, ArchError
 from ..ops import OPS
 from .render import RESERVED
 from .structure import Call, Dense, Group, Join, Lit, Loop, Output, Ref, Residual, Scope
@@ -125,6 +126,72 @@ def rename_tensors(body: list) -> None:
                 visit(getattr(e, attr))
 
     visit(body)
+
+
+@dataclass
+class _JoinNode:
+    op: str  # the op whose name the join's node gets (`add` for `residual`, `concat` for `dense`)
+
+
+def _refuse_labels_after_joins(level: list) -> None:
+    """A module named like a join's node (`self.add` after `x + f(x)`) cannot be labelled so: the
+    join took the name first."""
+    claimed: set[str] = set()
+    for e in level:
+        if isinstance(e, _JoinNode):
+            name, k = e.op, 0
+            while name in claimed:
+                k += 1
+                name = f"{e.op}_{k}"
+            claimed.add(name)
+        elif getattr(e, "label", None):
+            if e.label in claimed:
+                raise ArchError(f"the module name `{e.label}` is the name archdsl gives a join (`{e.label}`) made "
+                                "before it in the same module's forward", NO_LOC,
+                                hint="rename the module (archdsl names an unlabelled join after its op)")
+            claimed.add(e.label)
+
+
+def label_clashing_ops(body: list, positional: bool) -> None:
+    """An unlabelled op is named after its op (`relu`, then `relu_1`, ...) when it is made, and a
+    later label that repeats such a name is an error: `F.relu(...)` before a module called `relu`.
+    In a scope with such a label, the unlabelled ops of that kind get labels of their own (they
+    have no weights: no state-dict key changes).  Positional scopes number them instead; labelled
+    groups open positional scopes, so only this level's transparent constructs are looked into."""
+    level: list = []
+
+    def collect(e):
+        if isinstance(e, list):
+            for x in e:
+                collect(x)
+        elif isinstance(e, Group) and e.label:
+            label_clashing_ops(e.body, positional=True)
+            level.append(e)
+        elif isinstance(e, (Group, Residual, Dense, Join)):
+            level.append(e)
+            for attr in ("body", "branches", "shortcut"):
+                if getattr(e, attr, None) is not None:
+                    collect(getattr(e, attr))
+            if not isinstance(e, Group):  # the join's node is made after its branches
+                level.append(_JoinNode("add" if isinstance(e, Residual) else "concat" if isinstance(e, Dense)
+                                       else e.kind))
+        elif isinstance(e, Call):
+            level.append(e)
+
+    collect(body)
+    if positional:
+        return
+    _refuse_labels_after_joins(level)
+    labels = {e.label for e in level if getattr(e, "label", None)}
+    kinds = {e.name for e in level if isinstance(e, Call) and not e.block and e.label is None and e.repeat is None
+             and any(lb == e.name or re.fullmatch(re.escape(e.name) + r"_\d+", lb) for lb in labels)}
+    for e in level:
+        if isinstance(e, Call) and e.name in kinds and not e.block and e.label is None and e.repeat is None:
+            k = 1
+            while f"{e.name}_{k}" in labels:
+                k += 1
+            e.label = f"{e.name}_{k}"
+            labels.add(e.label)
 
 
 # ---- runs ------------------------------------------------------------------------------------------
