@@ -56,7 +56,10 @@ AWKWARD = ["block", "network", "input", "output", "let", "if", "for", "in", "as"
            "concat", "add", "mean", "mul", "true", "false", "and", "or", "not", "def", "sequence", "x", "import",
            "conv", "bn", "relu", "fc", "sigmoid", "flatten", "maxpool", "dropout", "identity", "i", "c", "stride",
            "_", "_0", "a-b", "layer-1", "ReLU", "Conv2d", "block1", "net", "self", "input_", "t1", "chain"]
-# a number names a module only in a sequence (nn.Sequential, nn.ModuleList): elsewhere it is refused
+# a number names a module only in a sequence (nn.Sequential, nn.ModuleList): elsewhere it is refused;
+# a join's name (`add`) names no branch of that join: the import may write the branch after the join
+JOINS = ("add", "concat", "mul")
+ATTRIBUTES = ("steps", "training", "forward", "body", "proj", "names", "join")  # the classes' own attributes
 
 
 # ---- module classes the generator composes ------------------------------------------------------
@@ -296,11 +299,11 @@ class Gen:
     def coin(self, p=0.5) -> bool:
         return self.rng.random() < p
 
-    def names(self, n: int, base: str) -> list[str]:
+    def names(self, n: int, base: str, avoid=()) -> list[str]:
         out: list[str] = []
         while len(out) < n:
             name = self.rng.choice(AWKWARD) if self.coin(self.awkward) else f"{base}{len(out) + 1}"
-            if name not in out and name not in ("steps", "training", "forward", "body", "proj", "names", "join"):
+            if name not in out and name not in (*ATTRIBUTES, *avoid):
                 out.append(name)
         return out
 
@@ -480,7 +483,7 @@ class Gen:
                 shape = (sum(s[0] for s in outs), *outs[0][1:])
             else:
                 fs = [self.same_body(shape, depth + 1) for _ in range(n)]
-            names = self.names(len(fs), "branch")
+            names = self.names(len(fs), "branch", avoid=JOINS)
             return (lambda: Branches([f() for f in fs], join, names)), shape
         if kind == "dense":
             body, s = self.conv_bn_act(shape)
@@ -585,6 +588,7 @@ REFUSED = {
     "module_list_branches": (lambda c, h, w: nn.ModuleList([nn.Conv2d(c, 2, 1), nn.Conv2d(c, 3, 1)]),
                              lambda m, x: torch.cat([b(x) for b in m.bad], 1)),
     "number_as_name": (None, None),
+    "named_like_a_join_before_it": (_conv_c, None),
 }
 
 
@@ -599,11 +603,15 @@ class Refused(nn.Module):
             self.bad = make(*shape)
         if kind == "number_as_name":
             self.add_module("0", nn.Conv2d(shape[0], 4, 1))
+        if kind == "named_like_a_join_before_it":
+            self.add_module("add", nn.Conv2d(shape[0], 4, 1))
 
     def forward(self, x):
         x = self.front(x)
         if self.kind == "number_as_name":
             return getattr(self, "0")(x)
+        if self.kind == "named_like_a_join_before_it":
+            return getattr(self, "add")(x + self.bad(x))
         return REFUSED[self.kind][1](self, x)
 
 
@@ -821,3 +829,20 @@ def test_a_cumulative_batch_norm_is_refused():
     module = Chain([("mod", "bn", nn.BatchNorm2d(3, momentum=None))])
     with pytest.raises(ArchError, match="momentum=None"):
         archdsl.from_torch(module, (3, 6, 6))
+
+
+def test_a_functional_op_before_a_module_named_like_it(tmp_path, one_thread):
+    """`F.relu(...)` then `self.relu(...)` (called once): the unlabelled op was named `relu` first,
+    then the label `relu` was "already used" (internal error); such ops now get labels of their own."""
+    module = Chain([("mod", "conv", nn.Conv2d(3, 4, 1)), ("fn", "F.relu", None), ("mod", "relu", nn.ReLU()),
+                    ("fn", "F.relu", None), ("mod", "relu_1", nn.Conv2d(4, 4, 1))])
+    text = import_and_check(randomize(module.double()), tmp_path / "r.arch", (3, 6, 6))
+    assert "conv: conv(4, 1) -> relu_2: relu -> relu: relu -> relu_3: relu" in text
+
+
+def test_a_module_named_like_a_join_before_it_is_refused_clearly():
+    """`self.add(x + self.a(x))`: the add's node is named `add` before the module is; the import
+    wrote a file that did not elaborate (internal error), now it says why (see REFUSED)."""
+    module = refused_module(0, "named_like_a_join_before_it")
+    with pytest.raises(ArchError, match="module name `add` is the name archdsl gives a join"):
+        archdsl.from_torch(module, SHAPE)
