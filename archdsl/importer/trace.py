@@ -196,7 +196,7 @@ def _act(op: str):
 
 
 def _flatten_module(m: nn.Flatten, shape_in) -> tuple[str, dict]:
-    if m.start_dim != 1 or m.end_dim != -1:
+    if m.start_dim != 1 or m.end_dim not in (-1, len(shape_in)):  # to the last dim: -1, or its index
         raise ValueError(f"nn.Flatten({m.start_dim}, {m.end_dim}) (archdsl flattens from dim 1 to the end)")
     return "flatten", {}
 
