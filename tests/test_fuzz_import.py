@@ -117,6 +117,8 @@ class ResidualAdd(nn.Module):
         if self.order == 3:
             y += s
             out = y
+        elif self.order == 4:
+            out = y.add(s)
         else:
             out = y + s if self.order == 0 else (s + y if self.order == 1 else torch.add(s, y))
         return FUNCS[self.act](out) if self.act else out
@@ -183,7 +185,7 @@ class Branches(nn.Module):
     def forward(self, x):
         outs = [getattr(self, name)(x) for name in self.names]
         if self.join == "cat":
-            return torch.cat(outs, 1)
+            return torch.cat(outs, 1) if len(self.names) == 2 else torch.cat(tuple(outs), dim=-3)
         total = outs[0]
         for o in outs[1:]:
             total = total + o
@@ -210,7 +212,8 @@ class SqueezeExcite(nn.Module):
     def forward(self, x):
         s = self.avgpool(x) if self.pool_kind == "adaptive" else x.mean((2, 3), keepdim=True)
         s = FUNCS[self.gate](self.fc2(F.relu(self.fc1(s))))
-        return s * x if self.gate_first else x * s
+        return (s * x if self.gate_first else x * s) if self.pool_kind == "adaptive" else \
+            (torch.mul(s, x) if self.gate_first else x.mul(s))
 
 
 class Shuffle(nn.Module):
@@ -250,10 +253,10 @@ class Head(nn.Module):
     """A classifier: features, then a flattening (module, function, view, reshape or a spatial mean),
     then `fc` (a Linear or a small MLP, maybe with BatchNorm1d / Softmax)."""
 
-    def __init__(self, body, flat, fc, how):
+    def __init__(self, body, flat, fc, how, size=1):
         super().__init__()
         self.body, self.flat_kind, self.fc = body, how, fc
-        self.flat = flat
+        self.flat, self.pick_size = flat, size
 
     def forward(self, x):
         x = self.body(x)
@@ -267,6 +270,8 @@ class Head(nn.Module):
             x = torch.mean(x, dim=[-2, -1])
         elif self.flat_kind == "view":
             x = x.view(x.size(0), -1)
+        elif self.flat_kind == "F.adaptive":
+            x = F.adaptive_avg_pool2d(x, self.pick_size).view(-1, x.shape[1])
         else:
             x = x.reshape(x.shape[0], -1)
         return self.fc(x)
@@ -430,7 +435,7 @@ class Gen:
                         nn.Conv2d(c, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU())
                     proj = partial(nn.Conv2d, c, out, 1, stride, bias=False)
                     shape = out_shape(body(), shape)
-            order, act = self.pick(0, 1, 2, 3), self.pick(None, "F.relu", ".relu", "F.relu_inplace")
+            order, act = self.pick(0, 1, 2, 3, 4), self.pick(None, "F.relu", ".relu", "F.relu_inplace")
             return (lambda: ResidualAdd(body(), proj() if proj else None, order, act)), shape
         if kind == "preact":
             body = self.same_body(shape, depth)
@@ -511,14 +516,15 @@ class Gen:
         names = self.names(len(parts), "stage")
         body = lambda: Chain([("mod", n, p()) for n, p in zip(names, parts)])  # noqa: E731
         if self.coin(0.6):  # a classifier head
-            how = self.pick("module", "torch.flatten", "view", "reshape", "mean", "torch.mean")
-            pool = self.pick("adaptive", "none") if how not in ("mean", "torch.mean") else "none"
-            if pool == "none" and how not in ("mean", "torch.mean") and shape[0] * shape[1] * shape[2] > 512:
+            how = self.pick("module", "torch.flatten", "view", "reshape", "mean", "torch.mean", "F.adaptive")
+            pooled = ("mean", "torch.mean", "F.adaptive")
+            pool = self.pick("adaptive", "none") if how not in pooled else "none"
+            if pool == "none" and how not in pooled and shape[0] * shape[1] * shape[2] > 512:
                 pool = "adaptive"
             inner = body
             if pool == "adaptive":
                 body = lambda: nn.Sequential(inner(), nn.AdaptiveAvgPool2d(1))  # noqa: E731
-            flat_n = shape[0] if pool == "adaptive" or how in ("mean", "torch.mean") else shape[0] * shape[1] * shape[2]
+            flat_n = shape[0] if pool == "adaptive" or how in pooled else shape[0] * shape[1] * shape[2]
             classes = self.rng.randint(2, 10)
             hidden = self.rng.randint(4, 16)
             bias, tail = self.coin(0.8), self.pick(None, None, "bn1d", "softmax", "dropout", "layer_norm")
@@ -532,7 +538,8 @@ class Gen:
                            "layer_norm": [nn.LayerNorm(hidden)]}.get(tail, [])
                 layers.append(nn.Linear(hidden, classes, bias=bias))
                 return nn.Sequential(*layers, *([nn.Softmax(dim=1)] if tail == "softmax" else []))
-            return Head(body(), nn.Flatten() if how == "module" else None, fc(), how)
+            flat = self.pick(nn.Flatten(), nn.Flatten(1, -1), nn.Flatten(1, 3)) if how == "module" else None
+            return Head(body(), flat, fc(), how, self.pick(1, (1, 1)))
         return body()
 
 
@@ -846,3 +853,10 @@ def test_a_module_named_like_a_join_before_it_is_refused_clearly():
     module = refused_module(0, "named_like_a_join_before_it")
     with pytest.raises(ArchError, match="module name `add` is the name archdsl gives a join"):
         archdsl.from_torch(module, SHAPE)
+
+
+def test_a_flatten_module_to_the_last_dim_by_index(tmp_path, one_thread):
+    """nn.Flatten(1, 3) on N×C×H×W is nn.Flatten(): it was refused ("archdsl flattens from dim 1
+    to the end") while torch.flatten(x, 1, 3) was imported."""
+    module = Head(nn.Conv2d(3, 4, 3), nn.Flatten(1, 3), nn.Linear(64, 5), "module")
+    import_and_check(randomize(module.double()), tmp_path / "f.arch", (3, 6, 6))
