@@ -11,6 +11,8 @@ module path and the source line.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import operator
 import re
@@ -587,6 +589,10 @@ def trace(module: nn.Module, input_shape: tuple[int, int, int]) -> Traced:
                         hint="archdsl import needs a forward without data-dependent control flow "
                              "(see torch.fx's limitations)") from None
     gm = _GraphModule(module, graph)
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(inputs) > 1:  # before the forward pass, which could not run on one tensor
+        raise _fail("a forward with more than one input", inputs[1], f"the forward of {type(module).__name__}",
+                    hint="archdsl import takes modules called on one image tensor")
     x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
     param = next(iter(module.parameters()), None)
     if param is not None:
@@ -594,8 +600,11 @@ def trace(module: nn.Module, input_shape: tuple[int, int, int]) -> Traced:
     try:
         _propagate_shapes(gm, x)
     except Exception as exc:  # noqa: BLE001 - e.g. an input size the network cannot take
+        cause = exc.__cause__ or exc  # ShapeProp wraps the error of the node that failed
+        failed = next((n for n in graph.nodes if "tensor_meta" not in n.meta), None)  # shapes go in order
         raise ArchError(f"{type(module).__name__} does not run on an input of {'x'.join(map(str, input_shape))}: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", None,
+                        f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}",
+                        _loc(failed) if failed is not None else None,
                         hint="pass the input shape the network takes with --input CxHxW") from None
     lowering = _Lowering(gm, module)
     lowering.foreign = foreign
@@ -611,17 +620,20 @@ def trace(module: nn.Module, input_shape: tuple[int, int, int]) -> Traced:
 def _propagate_shapes(gm: fx.GraphModule, x: torch.Tensor) -> None:
     """Every node's output shape: with fake tensors (no arithmetic), or for real when an op has
     no fake kernel."""
-    try:
-        from torch._subclasses.fake_tensor import FakeTensorMode
+    # ShapeProp prints the traceback of a failing node to stderr before it raises: the user gets
+    # the ArchError that trace() makes of it, not a traceback
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            from torch._subclasses.fake_tensor import FakeTensorMode
 
-        mode = FakeTensorMode(allow_non_fake_inputs=True)
+            mode = FakeTensorMode(allow_non_fake_inputs=True)
+            with torch.no_grad():
+                ShapeProp(gm, fake_mode=mode).propagate(x)
+            return
+        except Exception:  # noqa: BLE001 - fall back to a real forward pass
+            pass
         with torch.no_grad():
-            ShapeProp(gm, fake_mode=mode).propagate(x)
-        return
-    except Exception:  # noqa: BLE001 - fall back to a real forward pass
-        pass
-    with torch.no_grad():
-        ShapeProp(gm).propagate(x)
+            ShapeProp(gm).propagate(x)
 
 
 def _traceback_loc(exc: BaseException) -> SrcLoc | None:
