@@ -33,7 +33,10 @@ test at the end of the file.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import textwrap
 from functools import partial
 from pathlib import Path
@@ -596,6 +599,7 @@ REFUSED = {
                              lambda m, x: torch.cat([b(x) for b in m.bad], 1)),
     "number_as_name": (None, None),
     "named_like_a_join_before_it": (_conv_c, None),
+    "input_too_small": (lambda c, h, w: nn.Conv2d(c, 4, h + 1), lambda m, x: m.bad(x)),
 }
 
 
@@ -707,7 +711,8 @@ def check_refused(module: nn.Module, spec: str, tmp_path: Path) -> None:
 def test_what_archdsl_cannot_express_is_refused(kind, tmp_path, capsys):
     seed = list(REFUSED).index(kind)
     check_refused(refused_module(seed, kind), f"{seed}, {kind!r}", tmp_path)
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
 
 
 @pytest.mark.slow
@@ -860,3 +865,35 @@ def test_a_flatten_module_to_the_last_dim_by_index(tmp_path, one_thread):
     to the end") while torch.flatten(x, 1, 3) was imported."""
     module = Head(nn.Conv2d(3, 4, 3), nn.Flatten(1, 3), nn.Linear(64, 5), "module")
     import_and_check(randomize(module.double()), tmp_path / "f.arch", (3, 6, 6))
+
+
+def test_the_text_does_not_depend_on_the_process(tmp_path):
+    """Another process, with another string-hash seed (set iteration order), writes the same text."""
+    seeds = list(FAST_SEEDS)[:5]
+    script = tmp_path / "import_seeds.py"
+    script.write_text(textwrap.dedent(f"""\
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        import archdsl
+        from test_fuzz_import import SHAPE, random_module
+
+        for seed in {seeds!r}:
+            sys.stdout.write(archdsl.from_torch(random_module(seed), SHAPE))
+        """))
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "".join(archdsl.from_torch(random_module(seed), SHAPE) for seed in seeds)
+
+
+def test_a_module_that_does_not_run_on_the_input_says_where_without_a_traceback(capsys):
+    """ShapeProp printed the traceback of the failing node to stderr, and the error quoted its
+    wrapper ("ShapeProp error for: node=... with meta={...}") instead of the cause; a forward with
+    two inputs was reported as one that does not run on the input shape."""
+    with pytest.raises(ArchError) as info:
+        archdsl.from_torch(refused_module(0, "input_too_small"), SHAPE)
+    assert "Kernel size can't be greater than actual input size" in info.value.message
+    assert info.value.loc.file == __file__ and "ShapeProp" not in info.value.message
+    with pytest.raises(ArchError, match="a forward with more than one input"):
+        archdsl.from_torch(refused_module(0, "two_inputs"), SHAPE)
+    assert "Traceback" not in capsys.readouterr().err
