@@ -173,12 +173,20 @@ def place(traced: Traced, module: nn.Module) -> tuple[Scope, dict[str, tuple[str
             if not LABEL_OK.match(seg):
                 raise ArchError(f"the module name `{seg}` (in `{n.what}`) cannot be an archdsl label", n.loc,
                                 hint="labels are letters, digits, `_` and `-`, starting with a letter or `_`")
-            parent = module.get_submodule(".".join(n.path[:i])) if seg.isdigit() else None
-            if parent is not None and not isinstance(parent, _NUMBERED):
+            if not (seg.isdigit() and n.stateful):  # a layer without weights needs no name of its own
+                continue
+            parent = module.get_submodule(".".join(n.path[:i]))
+            if not isinstance(parent, _NUMBERED):
                 raise ArchError(f"the module name `{seg}` (in `{n.what}`) is a number in {type(parent).__name__}, "
                                 "which is not a sequence", n.loc,
                                 hint="archdsl numbers the elements of sequences (nn.Sequential, nn.ModuleList) by "
                                      "position; elsewhere a label starts with a letter or `_`")
+            if i == 0:
+                raise ArchError(f"the top module is a {type(module).__name__} whose layers are numbered (`{n.what}`): "
+                                "a network's own elements cannot be numbers", n.loc,
+                                hint="archdsl numbers the layers of a labelled group, not of the network itself: "
+                                     "import a module that holds it as an attribute (its state-dict keys then start "
+                                     "with that attribute's name)")
     _rewrite_concat_prefixes(traced)
     _hoist_concats(traced, home)
     root = Scope((), type(module))
