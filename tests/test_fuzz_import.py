@@ -809,6 +809,15 @@ def test_a_number_naming_a_module_outside_a_sequence_is_refused_clearly():
         archdsl.from_torch(module, (3, 6, 6))
 
 
+def test_a_top_level_sequential_is_refused_clearly():
+    """Refused with "cannot reproduce the module path `0`" and a hint about nn.ModuleList loops;
+    now the error says what it is (the xfail below is the import that should work)."""
+    module = nn.Sequential(nn.ReLU(), nn.Conv2d(3, 4, 1))
+    with pytest.raises(ArchError, match=r"top module is a Sequential whose layers are numbered \(`1`\)"):
+        archdsl.from_torch(module, (3, 6, 6))
+    assert "relu -> sigmoid" in archdsl.from_torch(nn.Sequential(nn.ReLU(), nn.Sigmoid()), (3, 6, 6))
+
+
 @pytest.mark.xfail(strict=True, raises=ArchError, reason="a top-level nn.Sequential numbers its layers `0`, `1`, …, "
                    "and a network's body is not positional (only labelled groups and `sequence` blocks are) while "
                    "labels cannot be numbers: the language needs a positional network body")
