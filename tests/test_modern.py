@@ -225,6 +225,27 @@ def test_sequence_block_numbers_its_elements_inside_a_numbered_sequence():
                            "features.last.0", "features.last.1", "features.last.2"]
 
 
+def test_a_sequence_network_numbers_its_own_elements():
+    """`network … sequence` is a top-level nn.Sequential: its elements are numbered as `0`, `1`,
+    … (labelled ones keep their label and still take a position); the input takes none."""
+    text = """
+    block cna(c) sequence { conv(c, 3, pad=1, bias=false) -> bn -> relu }
+    network t(width = 4) sequence {
+        input image: 3 x 8 x 8
+        conv(width, 3, pad=1) -> relu
+        cna(width) * 2
+        head: { global_avgpool -> flatten } -> fc(10)
+    }"""
+    order = archdsl.loads(text).order()
+    assert order == ["image", "0", "1", "2.0", "2.1", "2.2", "3.0", "3.1", "3.2", "head.0", "head.1", "5"]
+    assert archdsl.loads(text, input_shape=(3, 6, 6)).order() == order
+    keys = list(archdsl.to_torch(archdsl.loads(text)).state_dict())
+    assert keys[:2] == ["0.weight", "0.bias"] and keys[-2:] == ["5.weight", "5.bias"]
+    # the same body in a plain network: named after the ops
+    plain = archdsl.loads(text.replace(") sequence {\n        input", ") {\n        input")).order()
+    assert plain[:4] == ["image", "conv", "relu", "cna.0"]
+
+
 def test_quoted_names_hold_reserved_words_dashes_and_spliced_expressions():
     text = """
     block unit(c) { "block": (conv(c, 1) -> relu) }

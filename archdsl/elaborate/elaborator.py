@@ -67,10 +67,11 @@ class Namer:
     def full(self, segment: str) -> str:
         return f"{self.prefix}.{segment}" if self.prefix else segment
 
-    def claim(self, label: str | None, hint: str, loc: SrcLoc) -> str:
+    def claim(self, label: str | None, hint: str, loc: SrcLoc, numbered: bool = True) -> str:
+        """The name of the next element; `numbered=False` (a network's input) takes no position."""
         self.members.append(hint)
         index = self.next_index
-        if self.positional:
+        if self.positional and numbered:
             self.next_index += 1
         if label is not None:
             name = self.full(label)
@@ -138,7 +139,7 @@ class Elaborator:
         # the graph records plain values (1/2 as 0.5: JSON, reports and generated code take it);
         # the network body still computes with the exact rationals
         self.graph.graph.update(name=name or net.name, params={k: _plain(v) for k, v in params.items()})
-        ctx = Ctx(Env(dict(params)), Namer(self.claimed, "", positional=False), network_top=True)
+        ctx = Ctx(Env(dict(params)), Namer(self.claimed, "", positional=net.sequence), network_top=True)
         self._input_override = input_shape
         cur = self.seq(net.body, None, ctx)
         if not self.graph.inputs:
@@ -266,7 +267,7 @@ class Elaborator:
         else:
             dims = tuple(self.evaluator.integer(d, ctx.env, "an input dimension", 1) for d in st.dims)
         label = st.name or "input"
-        name = ctx.namer.claim(label, "input", st.loc)
+        name = ctx.namer.claim(label, "input", st.loc, numbered=False)
         attrs = dict(zip("chw", dims))
         value = self._add_node(name, OPS["input"], attrs, [], st.loc)
         self.graph.inputs.append(name)

@@ -286,7 +286,7 @@ class BlockDef:
     params: tuple[Param, ...]
     body: Body
     is_network: bool
-    sequence: bool = False  # `block name(...) sequence { ... }`: unlabelled elements numbered by position
+    sequence: bool = False  # `block/network name(...) sequence { ... }`: unlabelled elements numbered by position
 
 
 @dataclass(frozen=True)

@@ -319,8 +319,9 @@ class ToAst(Transformer):
 
     @v_args(meta=True)
     def network_def(self, meta, children):
-        name, params, body = children
-        return ast.BlockDef(self._loc(name), str(name), params or (), body, is_network=True)
+        name, params, sequence, body = children
+        return ast.BlockDef(self._loc(name), str(name), params or (), body, is_network=True,
+                            sequence=sequence is not None)
 
     @v_args(meta=True)
     def network_alias(self, meta, children):
