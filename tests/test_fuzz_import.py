@@ -7,7 +7,7 @@ methods, in place or not), max / average / adaptive pooling (padding, dilation, 
 count_include_pad; modules and functions), Dropout, LRN, Softmax, Linear (on a feature map too),
 and heads (global pooling, `mean`, `view`, `reshape`, `flatten`, Linear / MLP with BatchNorm1d,
 LayerNorm, Dropout, Softmax).  They are put together in nn.Sequential nests and custom
-nn.Module subclasses: forwards mixing modules and functional calls, residual adds (`x + f(x)`,
+nn.Module subclasses (the top module too is one or the other): forwards mixing modules and functional calls, residual adds (`x + f(x)`,
 `y += proj(x)`, pre-activation blocks whose in-place activation overwrites the x the shortcut
 reads), concatenations and sums of branches, dense `cat([x, f(x)])` and DenseNet's loop,
 squeeze-excitation gates (`x * sigmoid(...)`), channel shuffle and `chunk`, loops over
@@ -27,7 +27,7 @@ control flow, shared weights, a number naming a module outside a sequence, ...) 
 The fast tier draws 15 valid modules and one refused module of each of the 29 kinds, and
 checks that another process (another string-hash seed) writes the same text (about 6 s); the
 slow tier draws 300 valid and 100 refused modules (about 25 s).  Not generated as valid: a
-top-level nn.Sequential with weights (refused; the xfail below says why), parallel branches or
+top-level nn.Sequential with a forward of its own (refused), parallel branches or
 DenseNet layers in an uncalled nn.ModuleList (refused: the list is not one piece), a module
 named like a join made before it (`self.add` after `x + y`: refused), modules that return
 several tensors or take several, train-mode behaviour.  Bugs found here have a named
@@ -519,6 +519,9 @@ class Gen:
         for _ in range(self.rng.randint(1, 4)):
             f, shape = self.block(shape) if self.coin(0.7) else self.leaf(shape)
             parts.append(f)
+        if self.coin(0.25):  # a top-level nn.Sequential: `network … sequence`, layers `0`, `1`, …
+            head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(shape[0], 10)] if self.coin() else []
+            return nn.Sequential(*[p() for p in parts], *head)
         names = self.names(len(parts), "stage")
         body = lambda: Chain([("mod", n, p()) for n, p in zip(names, parts)])  # noqa: E731
         if self.coin(0.6):  # a classifier head
@@ -812,21 +815,32 @@ def test_a_number_naming_a_module_outside_a_sequence_is_refused_clearly():
         archdsl.from_torch(module, (3, 6, 6))
 
 
-def test_a_top_level_sequential_is_refused_clearly():
+class NumberedOwnForward(nn.Sequential):
+    """An nn.Sequential subclass whose forward skips a layer: its numbers are not positions."""
+
+    def forward(self, x):
+        return self[1](x)
+
+
+def test_a_top_level_sequential_with_a_forward_of_its_own_is_refused_clearly():
     """Refused with "cannot reproduce the module path `0`" and a hint about nn.ModuleList loops;
-    now the error says what it is (the xfail below is the import that should work)."""
-    module = nn.Sequential(nn.ReLU(), nn.Conv2d(3, 4, 1))
-    with pytest.raises(ArchError, match=r"top module is a Sequential whose layers are numbered \(`1`\)"):
+    now the error says what it is."""
+    module = NumberedOwnForward(nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1))
+    with pytest.raises(ArchError, match=r"top module is a NumberedOwnForward whose layers are numbered \(`1`\), but "
+                                        r"its own forward does not run them in order"):
         archdsl.from_torch(module, (3, 6, 6))
-    assert "relu -> sigmoid" in archdsl.from_torch(nn.Sequential(nn.ReLU(), nn.Sigmoid()), (3, 6, 6))
 
 
-@pytest.mark.xfail(strict=True, raises=ArchError, reason="a top-level nn.Sequential numbers its layers `0`, `1`, …, "
-                   "and a network's body is not positional (only labelled groups and `sequence` blocks are) while "
-                   "labels cannot be numbers: the language needs a positional network body")
 def test_a_top_level_sequential(tmp_path, one_thread):
-    module = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
-    import_and_check(randomize(module.double()), tmp_path / "t.arch", (3, 6, 6))
+    """A top-level nn.Sequential was refused (a network's body was not positional); it is now a
+    `network … sequence`, whose state-dict keys are `0.weight`, `1.running_mean`, … and whose
+    input takes no position."""
+    module = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                           nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()), nn.Conv2d(4, 4, 1),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    text = import_and_check(randomize(module.double()), tmp_path / "t.arch", (3, 6, 6))
+    assert "network sequential_net sequence {" in text and "block sequential() sequence {" in text
+    assert "relu -> sigmoid" in archdsl.from_torch(nn.Sequential(nn.ReLU(), nn.Sigmoid()), (3, 6, 6))
 
 
 class GeluUnit(nn.Module):

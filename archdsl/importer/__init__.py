@@ -31,7 +31,7 @@ def from_torch(module, input_shape: tuple[int, int, int] = (3, 224, 224), name: 
     from .blocks import compress_tree, extract, label_clashing_ops, rename_tensors
     from .emit import Emitter
     from .render import RESERVED, INDENT, Renderer, value
-    from .structure import place
+    from .structure import is_sequence, place
     from .trace import trace
 
     if not isinstance(module, nn.Module):
@@ -43,9 +43,10 @@ def from_torch(module, input_shape: tuple[int, int, int] = (3, 224, 224), name: 
     body = emitter.body(root)
     taken: set[str] = set()
     defs = extract(emitter.block_scopes, taken)
-    body = compress_tree(body, sequence=False)
+    positional = is_sequence(root)  # a top-level nn.Sequential: `network … sequence`, layers `0`, `1`, …
+    body = compress_tree(body, sequence=positional)
     rename_tensors(body)
-    label_clashing_ops(body, positional=False)
+    label_clashing_ops(body, positional=positional)
     for d in defs:
         label_clashing_ops(d.body, positional=d.sequence)
     net = name or re.sub(r"\W", "_", type(module).__name__.lower()).strip("_") or "imported"
@@ -66,7 +67,7 @@ def from_torch(module, input_shape: tuple[int, int, int] = (3, 224, 224), name: 
             lines += r.statement(chain, 1)
         lines += ["}", ""]
     c, h, w = input_shape
-    lines.append(f"network {net} {{")
+    lines.append(f"network {net} {'sequence ' if positional else ''}{{")
     image = "input"  # the input node's name: not one of the top module's labels
     while image in module._modules:
         image += "_"

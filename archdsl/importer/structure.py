@@ -181,12 +181,12 @@ def place(traced: Traced, module: nn.Module) -> tuple[Scope, dict[str, tuple[str
                                 "which is not a sequence", n.loc,
                                 hint="archdsl numbers the elements of sequences (nn.Sequential, nn.ModuleList) by "
                                      "position; elsewhere a label starts with a letter or `_`")
-            if i == 0:
-                raise ArchError(f"the top module is a {type(module).__name__} whose layers are numbered (`{n.what}`): "
-                                "a network's own elements cannot be numbers", n.loc,
-                                hint="archdsl numbers the layers of a labelled group, not of the network itself: "
-                                     "import a module that holds it as an attribute (its state-dict keys then start "
-                                     "with that attribute's name)")
+            if i == 0 and not is_sequence(Scope((), type(module), nodes=[n])):
+                raise ArchError(f"the top module is a {type(module).__name__} whose layers are numbered (`{n.what}`), "
+                                "but its own forward does not run them in order", n.loc,
+                                hint="archdsl numbers the layers of a `network … sequence` (an nn.Sequential) by "
+                                     "position; a forward of its own needs labels: import a module that holds it "
+                                     "as an attribute, or name its layers")
     _rewrite_concat_prefixes(traced)
     _hoist_concats(traced, home)
     root = Scope((), type(module))
