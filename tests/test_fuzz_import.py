@@ -52,7 +52,7 @@ from torch import nn
 import archdsl
 from archdsl.cli import main as cli_main
 from archdsl.errors import ArchError
-from test_import import randomize
+from test_import import import_and_compare, randomize
 
 SHAPE = (3, 16, 16)
 MAX_C = 24
@@ -649,22 +649,7 @@ def refused_module(seed: int, kind: str | None = None) -> nn.Module:
 
 
 def import_and_check(module: nn.Module, path: Path, shape=SHAPE) -> str:
-    """test_import's import_and_compare, with the module run on a copy of the input: a module that
-    overwrites its input in place (a pre-activation block first) must not change what ours reads."""
-    text = archdsl.from_torch(module, shape)
-    path.write_text(text)
-    assert cli_main(["check", str(path)]) == 0
-    with torch.device("meta"):
-        ours = archdsl.build_torch(path)
-    ours.load_state_dict(module.state_dict(), strict=True, assign=True)
-    ours.eval()
-    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    with torch.no_grad():
-        want, got = module(x.clone()), ours(x)
-    scale = want.abs().max().item()
-    assert torch.isfinite(want).all() and (want[0] - want[-1]).abs().max() > 1e-3 * scale, "degenerate output"
-    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9 * scale)
-    return text
+    return import_and_compare(module, path, shape)
 
 
 def check_imports(seed: int, tmp_path: Path) -> None:

@@ -77,7 +77,9 @@ def tv_model(tvm, name: str, kwargs: dict) -> nn.Module:
 
 
 def import_and_compare(module: nn.Module, path: Path, shape: tuple[int, int, int], batch: int = 2) -> str:
-    """from_torch -> FILE -> check -> build_torch -> strict load -> the same float64 outputs."""
+    """from_torch -> FILE -> check -> build_torch -> strict load -> the same float64 outputs.  The
+    module runs on a copy of the input: one that overwrites its input in place (a pre-activation
+    block first) must not change what ours reads."""
     text = archdsl.from_torch(module, shape)
     path.write_text(text)
     assert cli_main(["check", str(path)]) == 0
@@ -87,7 +89,7 @@ def import_and_compare(module: nn.Module, path: Path, shape: tuple[int, int, int
     ours.eval()
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     with torch.no_grad():
-        want, got = module(x), ours(x)
+        want, got = module(x.clone()), ours(x)
     if isinstance(got, tuple):
         got = got[0]
     scale = want.abs().max().item()
