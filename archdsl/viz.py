@@ -72,7 +72,7 @@ STYLES = {
 
 CATEGORY = {
     "conv": "conv", "fc": "fc",
-    "maxpool": "pool", "avgpool": "pool", "global_avgpool": "pool", "adaptive_avgpool": "pool",
+    "maxpool": "pool", "avgpool": "pool", "global_avgpool": "pool", "adaptive_avgpool": "pool", "upsample": "pool",
     "bn": "norm", "lrn": "norm",
     "relu": "act", "tanh": "act", "sigmoid": "act", "softmax": "act",
     "dropout": "reg", "drop_path": "reg",

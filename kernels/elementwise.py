@@ -1,5 +1,6 @@
 """Elementwise kernels: n-ary add / mean (residual and fractal joins), per-channel scale and shift
-(inference batch norm, standalone activations), and channel copies into concat buffers.
+(inference batch norm, standalone activations), channel copies into concat buffers, and the
+copies that move rows: channel shuffle and nearest-neighbour upsampling.
 
 Layout: every activation is NHWC (N, H, W, C) with unit channel stride, or a flat (N, F) vector
 (treated as (N, 1, 1, F)). Tensors may be views: a channel slice of a wider buffer has strides
@@ -242,6 +243,41 @@ def _ew_channel_shuffle_kernel(
     tl.store(out_ptr + o_rows[:, None] + c[None, :], x.to(out_ptr.dtype.element_ty), mask=mask)  # a copy: no rounding
 
 
+@triton.jit
+def _ew_upsample_kernel(
+    x_ptr, out_ptr,
+    R, H, W, C,
+    sx_n, sx_h, sx_w,
+    so_n, so_h, so_w,
+    SCALE_H: tl.constexpr, SCALE_W: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    INTERPRETED: tl.constexpr = False,  # unused (a copy rounds nothing); the tiles' keywords carry it
+    PDL: tl.constexpr = False,  # programmatic dependent launch (host.py's _host_pdl)
+):
+    """Nearest-neighbour upsampling: out[n, h, w, c] = x[n, h // SCALE_H, w // SCALE_W, c].
+
+    out is (N, H, W, C), H and W being SCALE_H and SCALE_W times x's; both have unit channel
+    stride and their own row strides (R = N*H*W output rows; out may be a channel slice of a
+    concat buffer). Grid: (cdiv(R, BLOCK_R), cdiv(C, BLOCK_C)): each program stores a tile of
+    output rows and reads each source row once per output row that repeats it (from cache).
+    """
+    if PDL:  # programmatic dependent launch (host.py): the previous grid's writes first, then the next grid may launch
+        gdc_wait()
+        gdc_launch_dependents()
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (r < R)[:, None] & (c < C)[None, :]
+    # -- the output row (n, h, w) and the input row it repeats (n, h // SCALE_H, w // SCALE_W)
+    w = r % W
+    nh = r // W
+    h = nh % H
+    n = (nh // H).to(tl.int64)
+    x_rows = n * sx_n + (h // SCALE_H) * sx_h + (w // SCALE_W) * sx_w
+    o_rows = n * so_n + h * so_h + w * so_w
+    x = tl.load(x_ptr + x_rows[:, None] + c[None, :], mask=mask)
+    tl.store(out_ptr + o_rows[:, None] + c[None, :], x.to(out_ptr.dtype.element_ty), mask=mask)  # a copy: no rounding
+
+
 # --------------------------------------------------------------------------------------------
 # Host functions
 # --------------------------------------------------------------------------------------------
@@ -481,3 +517,26 @@ def _ew_shuffle_plan(tensors, groups):
         return ()
     rows, grid, blocks = tiles
     return grid, (rows, h, w, c, c // groups, *xv.stride()[:3], *ov.stride()[:3]), dict(GROUPS=groups, **blocks)
+
+
+def upsample_nearest(x, out, scale):
+    """out = x upsampled by whole factors scale = (sh, sw), nearest neighbour: out[n, h, w, c] =
+    x[n, h // sh, w // sw, c] (PyTorch's Upsample(scale_factor=s, mode="nearest")). out may be a
+    channel slice of a concat buffer."""
+    _ew_launch(_ew_upsample_kernel, _host_plan(_ew_upsample_plan, (x, out), tuple(scale)), x, out)
+
+
+def _ew_upsample_plan(tensors, sh, sw):
+    x, out = tensors
+    xv, ov = _ew_nhwc(x, "x"), _ew_nhwc(out, "out")
+    if min(sh, sw) < 1 or int(sh) != sh or int(sw) != sw:
+        raise ValueError(f"upsample_nearest: scale must be whole factors of at least 1, got {(sh, sw)}")
+    n, h, w, c = xv.shape
+    if tuple(ov.shape) != (n, h * sh, w * sw, c) or x.dtype != out.dtype:
+        raise ValueError(f"upsample_nearest by {(sh, sw)}: x is {tuple(x.shape)} {x.dtype}, so out must be "
+                         f"{(n, h * sh, w * sw, c)} {x.dtype}, got {tuple(out.shape)} {out.dtype}")
+    tiles = _ew_tiles(ov)
+    if tiles is None:
+        return ()
+    rows, grid, blocks = tiles
+    return grid, (rows, *ov.shape[1:], *xv.stride()[:3], *ov.stride()[:3]), dict(SCALE_H=sh, SCALE_W=sw, **blocks)

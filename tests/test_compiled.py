@@ -72,7 +72,7 @@ network every_kernel {
     add { @b; conv(10, 3, pad=1, groups=2) } -> lrn(3) -> avgpool(3, stride=2, pad=1, ceil_mode=true)
     mean { identity; pad_channels(12) -> conv(10, 1) } -> adaptive_avgpool((2, 3)) as c
     @c -> global_avgpool -> flatten -> bn -> fc(5) -> softmax as d
-    @c -> flatten -> dropout(0.5) -> fc(4) as e
+    @c -> upsample((2, 1)) -> flatten -> dropout(0.5) -> fc(4) as e
     output d, e
 }
 """
@@ -90,10 +90,11 @@ def test_forward_launches_no_pytorch_convolution_pooling_or_linear(monkeypatch):
         raise AssertionError("a PyTorch convolution, pooling, normalization or linear op was called")
 
     for mod, names in ((F, ("conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "linear",
-                            "local_response_norm", "batch_norm", "softmax", "relu", "tanh", "sigmoid")),
+                            "local_response_norm", "batch_norm", "softmax", "relu", "tanh", "sigmoid",
+                            "interpolate")),
                        (torch, ("conv2d", "max_pool2d", "batch_norm", "matmul", "mm", "addmm", "bmm", "relu",
                                 "softmax", "tanh", "sigmoid", "cat")),
-                       (torch._C._nn, ("avg_pool2d", "adaptive_avg_pool2d", "linear"))):
+                       (torch._C._nn, ("avg_pool2d", "adaptive_avg_pool2d", "linear", "upsample_nearest2d"))):
         for name in names:
             monkeypatch.setattr(mod, name, forbidden)
     monkeypatch.setattr(torch.Tensor, "__matmul__", forbidden)

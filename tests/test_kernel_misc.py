@@ -159,7 +159,7 @@ def _run_nchw(cfg, ref_fn, call, *, exact=False, scale=1.0):
     out.check_untouched()
     if exact:
         assert not torch.isnan(out.view).any(), "unwritten (NaN) output elements"
-        assert torch.equal(out.view.double(), ref64), "max pooling must select exactly PyTorch's values"
+        assert torch.equal(out.view.double(), ref64), "a selection or a copy must give exactly PyTorch's values"
     else:
         assert_close(out.view, ref64, nhwc(torch_at(ref_fn, [x], dtype)), dtype, str(cfg))
 
@@ -375,6 +375,30 @@ def test_pad_channels(cfg):
     ew.pad_channels(as_arg(x, cfg["slice_in"], gen), out.view)
     out.check_untouched()
     assert torch.equal(out.view, F.pad(x, (0, extra)))
+
+
+def _upsample_cfg(rng):
+    return dict(n=_batch(rng), c=_channels(rng), h=rng.randint(1, 7), w=rng.randint(1, 7),
+                scale=rng.choice([(1, 1), (2, 2), (2, 2), (3, 3), (2, 1), (1, 3), (4, 2)]))
+
+
+@pytest.mark.parametrize("cfg", _cases("upsample", 12, _upsample_cfg, 0))
+def test_upsample_nearest(cfg):
+    """A copy: exactly PyTorch's nearest-neighbour upsampling by the same factors, in every dtype,
+    from and into channel slices (a concat's buffer) without touching their neighbours."""
+    sh, sw = cfg["scale"]
+    _run_nchw(cfg, lambda t: F.interpolate(t, scale_factor=(float(sh), float(sw)), mode="nearest"),
+              lambda x, out: ew.upsample_nearest(x, out, cfg["scale"]), exact=True)
+
+
+def test_upsample_nearest_refuses_what_it_cannot_write():
+    x = torch.randn(2, 3, 4, 5, device=DEVICE)
+    for out, scale, message in ((torch.empty(2, 6, 8, 4), (2, 2), "out must be"),
+                                (torch.empty(2, 6, 8, 5, dtype=torch.float16), (2, 2), "out must be"),
+                                (torch.empty(2, 3, 4, 5), (0, 1), "at least 1"),
+                                (torch.empty(2, 6, 4, 5), (2, 1.5), "whole factors")):
+        with pytest.raises(ValueError, match=message):
+            ew.upsample_nearest(x, out.to(DEVICE), scale)
 
 
 def test_nan_propagates_like_pytorch():

@@ -8,7 +8,9 @@ a formula written out in the test; nothing is pasted.  Configurations are drawn 
 
 from __future__ import annotations
 
+import json
 import random
+from fractions import Fraction
 
 import pytest
 import torch
@@ -525,6 +527,19 @@ def test_receptive_field_matches_gradient(what, body, model):
     assert ours_rf(shape, body) == measured
 
 
+def test_receptive_field_through_an_upsample():
+    """upsample(s) is a 1×1 window of stride 1/s: after a stride-2 conv and an upsample(2) the jump
+    is back to 1; an upsample of the input makes it a fraction, shown as a decimal, and a field
+    of a fractional size is shown rounded up (the JSON too)."""
+    body = "conv(4, 3, stride=2, pad=1) -> upsample(2) -> conv(4, 3, pad=1)"
+    assert ours_rf((2, 40, 40), body) == (5, 5, 1, 1, -2, -2)
+    g = build((2, 8, 8), "upsample((2, 4)) -> conv(2, 2)")
+    rf = row(analyze(g), g.outputs[-1]).rf
+    assert (rf.h, rf.w, rf.jump_h, rf.jump_w) == (Fraction(3, 2), Fraction(5, 4), Fraction(1, 2), Fraction(1, 4))
+    assert rf.shown() == {"size": [2, 2], "jump": [0.5, 0.25], "start": [0, 0]} and rf.text() == "2/0.5×0.25"
+    assert json.loads(json.dumps(analyze(g).to_json()))["layers"][-1]["rf"] == rf.shown()
+
+
 def graph_model(g):
     """A torch function that follows the graph `g`, with all-ones weights and every pooling window
     replaced by a depthwise all-ones convolution of the same geometry (so the gradient reaches
@@ -620,7 +635,7 @@ def test_receptive_field_model_follows_torch_ops():
 # ---- 5. activation counting --------------------------------------------------------------------
 
 NEW = {"input", "conv", "bn", "maxpool", "avgpool", "global_avgpool", "add", "mean", "concat", "fc", "lrn",
-       "softmax", "adaptive_avgpool", "tanh", "sigmoid", "pad_channels"}
+       "softmax", "adaptive_avgpool", "tanh", "sigmoid", "pad_channels", "upsample"}
 FREE = {"relu", "dropout", "drop_path", "flatten", "identity"}
 
 
@@ -631,7 +646,8 @@ def test_activation_counting_convention():
     body = ("conv(4, 3, pad=1) -> bn -> relu -> dropout(0.3) -> drop_path(0.2) -> identity -> maxpool(2) "
             "-> avgpool(3, stride=1, pad=1) -> lrn(3) -> concat { conv(2, 1); identity } "
             "-> add { conv(6, 1) -> relu; identity } -> mean { conv(6, 3, pad=1); identity } -> softmax "
-            "-> adaptive_avgpool(3) -> tanh -> sigmoid -> pad_channels(8) -> global_avgpool -> flatten -> fc(5) -> relu")
+            "-> adaptive_avgpool(3) -> tanh -> sigmoid -> pad_channels(8) -> upsample((2, 1)) -> global_avgpool "
+            "-> flatten -> fc(5) -> relu")
     g = build((3, 12, 10), body)
     s = analyze(g)
     assert {r.op for r in s.layers} == user_ops
@@ -648,6 +664,7 @@ def test_activation_counting_convention():
                              + 2 * joined + 2 * joined  # add's conv and add; mean's conv and mean
                              + joined + 6 * 3 * 3  # softmax, adaptive_avgpool
                              + 2 * 6 * 3 * 3 + 8 * 3 * 3  # tanh, sigmoid, pad_channels
+                             + 8 * 6 * 3  # upsample((2, 1))
                              + 8 + 5)  # global_avgpool, fc
     # the counting mirrors what torch allocates: in-place ReLU/dropout reuse storage, flatten is a view
     x = torch.randn(2, 4, 6, 5)

@@ -16,9 +16,10 @@ Conventions (also printed under every summary):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+import math
 import os
+from dataclasses import dataclass, field
+from fractions import Fraction
 
 from ..errors import ArchError
 from ..frontend.gcpause import paused_gc
@@ -33,19 +34,34 @@ class RF:
     """Receptive field per axis: size (pixels of the input seen), jump (input pixels per output
     step) and start (the input row/column where output position 0's field begins; negative
     inside the padding).  Tracking the start makes joins exact: a join sees the union of its
-    inputs' fields, which is wider than the largest when the branches are not centred alike."""
+    inputs' fields, which is wider than the largest when the branches are not centred alike.
 
-    h: int
-    w: int
-    jump_h: int
-    jump_w: int
-    start_h: int = 0
-    start_w: int = 0
+    After an upsampling op the jump is a Fraction below 1 (an output step is half an input
+    pixel after `upsample(2)`), and sizes and starts may be fractions too: they are kept exact
+    here and shown whole (`shown()`: the size rounded up, the start down)."""
+
+    h: int | Fraction
+    w: int | Fraction
+    jump_h: int | Fraction
+    jump_w: int | Fraction
+    start_h: int | Fraction = 0
+    start_w: int | Fraction = 0
+
+    def shown(self) -> dict[str, list]:
+        """The field as plain numbers: whole pixels for size and start, the jump as an int or a float."""
+        return {"size": [math.ceil(self.h), math.ceil(self.w)],
+                "jump": [_plain_number(self.jump_h), _plain_number(self.jump_w)],
+                "start": [math.floor(self.start_h), math.floor(self.start_w)]}
 
     def text(self) -> str:
-        size = f"{self.h}" if self.h == self.w else f"{self.h}×{self.w}"
-        jump = f"{self.jump_h}" if self.jump_h == self.jump_w else f"{self.jump_h}×{self.jump_w}"
+        (h, w), (jh, jw) = self.shown()["size"], self.shown()["jump"]
+        size = f"{h}" if h == w else f"{h}×{w}"
+        jump = f"{jh:g}" if jh == jw else f"{jh:g}×{jw:g}"
         return f"{size}/{jump}"
+
+
+def _plain_number(v: int | Fraction) -> int | float:
+    return int(v) if v == int(v) else float(v)
 
 
 @dataclass(frozen=True)
@@ -138,8 +154,7 @@ class Summary:
             "layers": [
                 {"name": r.name, "op": r.op, "output_shape": list(r.shape), "params": r.params,
                  "buffers": r.buffers, "macs": r.macs, "other_ops": r.other_ops, "activations": r.activations,
-                 "rf": {"size": [r.rf.h, r.rf.w], "jump": [r.rf.jump_h, r.rf.jump_w],
-                        "start": [r.rf.start_h, r.rf.start_w]}, "src": r.src,
+                 "rf": r.rf.shown(), "src": r.src,
                  **({"nodes": r.nodes} if r.nodes > 1 else {})}
                 for r in self.layers
             ],

@@ -430,6 +430,7 @@ RULES: dict[str, Callable[[Program, str], Step]] = {
     "mean": _join("mean"),
     "concat": _concat,
     "pad_channels": _pool("pad_channels"),
+    "upsample": _pool("upsample_nearest", "scale"),
     "flatten": _flatten,
     "identity": _identity,
     "dropout": _identity,

@@ -1,6 +1,9 @@
-"""Pooling: `maxpool`, `avgpool` (PyTorch's ceil_mode rule), `global_avgpool` and `adaptive_avgpool`."""
+"""Pooling: `maxpool`, `avgpool` (PyTorch's ceil_mode rule), `global_avgpool` and `adaptive_avgpool`;
+and its inverse, `upsample` (nearest neighbour, by integer factors)."""
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 from ..errors import ArchError
 from .registry import (BOOL, OpSpec, Param, Window, fmt_shape, int_kind, need_map, nn, numel, pair_kind, register,
@@ -132,4 +135,34 @@ register(OpSpec(
     describe=lambda a: f"→{a['size'][0]}×{a['size'][1]}",
     torch=lambda a, ins: nn().AdaptiveAvgPool2d(a["size"]),
     fusion="reduction", strided_out=True,
+))
+
+
+# ---- upsampling ----------------------------------------------------------------------------------
+
+
+def _upsample_shape(a, ins):
+    c, h, w = need_map("upsample", ins[0])
+    sh, sw = a["scale"]
+    return (c, h * sh, w * sw)
+
+
+def _upsample_window(a, ins):
+    """Each output pixel is one input pixel, and s output steps are one input step: a 1×1 window
+    with a stride of 1/s (the receptive field's jump becomes a fraction of an input pixel)."""
+    sh, sw = a["scale"]
+    return Window(1, 1, Fraction(1, sh), Fraction(1, sw))
+
+
+register(OpSpec(
+    name="upsample",
+    doc="Nearest-neighbour upsampling by whole factors (PyTorch Upsample(scale_factor=s, mode='nearest')): "
+        "output pixel (i, j) is input pixel (i // sh, j // sw), so C×H×W -> C×(sh·H)×(sw·W). Moves data only.",
+    params=(Param("scale", pair_kind(1), doc="factor s or (sh, sw)"),),
+    shape=_upsample_shape,
+    window=_upsample_window,
+    describe=lambda a: f"×{a['scale'][0]}" if a["scale"][0] == a["scale"][1] else f"×{a['scale'][0]}×{a['scale'][1]}",
+    torch=lambda a, ins: nn().Upsample(scale_factor=a["scale"][0] if a["scale"][0] == a["scale"][1]
+                                       else tuple(float(s) for s in a["scale"]), mode="nearest"),
+    fusion="injective", strided_out=True,
 ))

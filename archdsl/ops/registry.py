@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable
 
 from ..errors import ArchError
@@ -137,12 +138,12 @@ class Param:
 class Window:
     """How an op's output position looks at its input: effective (dilated) kernel, stride and the
     padding before the first row/column, per axis.  Output position 0 sees input rows
-    [-pad_top, -pad_top + kh - 1]."""
+    [-pad_top, -pad_top + kh - 1].  A stride is a Fraction below 1 for an upsampling op (1/s)."""
 
     kh: int
     kw: int
-    sh: int
-    sw: int
+    sh: int | Fraction
+    sw: int | Fraction
     pad_top: int = 0
     pad_left: int = 0
 
