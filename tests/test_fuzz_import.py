@@ -1,21 +1,21 @@
 """Fuzzing the PyTorch importer (`archdsl.from_torch` / `archdsl import`) with random hand-written CNNs.
 
 A seeded generator (`Gen`) draws modules the way people write them, out of what the importer maps:
-Conv2d of every geometry (kernel, stride, padding incl. 'same'/'valid', dilation, groups,
-depthwise, bias), BatchNorm2d (eps, momentum, affine), the activations (modules, functions,
-methods, in place or not), max / average / adaptive pooling (padding, dilation, ceil_mode,
-count_include_pad; modules and functions), Dropout, LRN, Softmax, Linear (on a feature map too),
-and heads (global pooling, `mean`, `view`, `reshape`, `flatten`, Linear / MLP with BatchNorm1d,
-LayerNorm, Dropout, Softmax).  They are put together in nn.Sequential nests and custom
-nn.Module subclasses (the top module too is one or the other): forwards mixing modules and functional calls, residual adds (`x + f(x)`,
-`y += proj(x)`, pre-activation blocks whose in-place activation overwrites the x the shortcut
-reads), concatenations and sums of branches, dense `cat([x, f(x)])` and DenseNet's loop,
-squeeze-excitation gates (`x * sigmoid(...)`), channel shuffle and `chunk`, loops over
-nn.ModuleList / nn.ModuleDict, stages of identical blocks and ResNet-like stages of one class
-with different arguments (the importer turns both into parametric blocks).  Shapes stay valid
-because every drawn layer is run on the current C×H×W before the next one is drawn; a module
-whose output barely depends on its input is redrawn.  Some attribute names are awkward on
-purpose: keywords of the .arch language and of Python, op names, `-`, `input`.
+Conv2d of every geometry (kernel, stride, padding incl. 'same'/'valid', dilation, groups, depthwise,
+bias), BatchNorm2d (eps, momentum, affine), the activations (modules, functions, methods, in place
+or not), max / average / adaptive pooling (padding, dilation, ceil_mode, count_include_pad; modules
+and functions), nearest-neighbour upsampling (by factors or to a size), Dropout, LRN, Softmax,
+Linear (on a feature map too), and heads (global pooling, `mean`, `view`, `reshape`, `flatten`,
+Linear / MLP with BatchNorm1d, LayerNorm, Dropout, Softmax). They are put together in nn.Sequential
+nests and custom nn.Module subclasses (the top module too is one or the other): forwards mixing
+modules and functional calls, residual adds (`x + f(x)`, `y += proj(x)`, pre-activation blocks whose
+in-place activation overwrites the x the shortcut reads), concatenations and sums of branches, dense
+`cat([x, f(x)])` and DenseNet's loop, squeeze-excitation gates (`x * sigmoid(...)`), channel shuffle
+and `chunk`, loops over nn.ModuleList / nn.ModuleDict, stages of identical blocks and ResNet-like
+stages of one class with different arguments (the importer turns both into parametric blocks).
+Shapes stay valid because every drawn layer is run on the current C×H×W before the next one is
+drawn; a module whose output barely depends on its input is redrawn. Some attribute names are
+awkward on purpose: keywords of the .arch language and of Python, op names, `-`, `input`.
 
 For each valid module (float64, random weights and BN statistics away from 1/0): `from_torch`
 succeeds, the text passes `archdsl check`, `build_torch` loads the module's state_dict strictly
@@ -342,7 +342,7 @@ class Gen:
     def pool(self, shape):
         c, h, w = shape
         for _ in range(20):
-            kind = self.pick("max", "avg", "adaptive", "adaptive1")
+            kind = self.pick("max", "avg", "adaptive", "adaptive1", *(("up",) if h * w <= 256 else ()))
             k = self.pick(2, 3, 2, (2, 3))
             stride = self.pick(None, 1, 2, 2)
             kmin = min(k) if isinstance(k, tuple) else k
@@ -354,6 +354,9 @@ class Gen:
             elif kind == "avg":
                 cip = self.coin(0.7)
                 f = partial(nn.AvgPool2d, k, stride, pad, ceil, cip)
+            elif kind == "up":  # nearest-neighbour upsampling by whole factors
+                f = self.pick(partial(nn.Upsample, scale_factor=self.pick(2, (2, 1), (1, 3))),
+                              partial(nn.UpsamplingNearest2d, scale_factor=2), partial(nn.Upsample, size=(2 * h, w)))
             elif kind == "adaptive":
                 size = self.pick(1, 2, (2, 1), min(h, w))
                 f = partial(nn.AdaptiveAvgPool2d, size)
@@ -578,7 +581,7 @@ def _conv_c(c, h, w):
 REFUSED = {
     "conv_transpose": (lambda c, h, w: nn.ConvTranspose2d(c, 4, 2, 2), lambda m, x: m.bad(x)),
     "lstm": (lambda c, h, w: nn.LSTM(c, 4), lambda m, x: m.bad(x.mean((2, 3)).unsqueeze(0))[0]),
-    "upsample": (lambda c, h, w: nn.Upsample(scale_factor=2), lambda m, x: m.bad(x)),
+    "upsample_bilinear": (lambda c, h, w: nn.Upsample(scale_factor=2, mode="bilinear"), lambda m, x: m.bad(x)),
     "group_norm": (lambda c, h, w: nn.GroupNorm(1, c), lambda m, x: m.bad(x)),
     "leaky_relu": (lambda c, h, w: nn.LeakyReLU(0.1), lambda m, x: m.bad(x)),
     "elu": (lambda c, h, w: nn.ELU(), lambda m, x: m.bad(x)),
@@ -594,7 +597,7 @@ REFUSED = {
     "cat_along_height": (None, lambda m, x: torch.cat([x, x], 2)),
     "times_constant": (None, lambda m, x: x * 2.0),
     "subtract": (_conv_c, lambda m, x: x - m.bad(x)),
-    "interpolate": (None, lambda m, x: F.interpolate(x, scale_factor=2.0)),
+    "interpolate_fractional": (None, lambda m, x: F.interpolate(x, scale_factor=1.5)),
     "channel_slice": (None, lambda m, x: x[:, :1]),
     "mean_over_channels": (None, lambda m, x: x.mean(1, keepdim=True)),
     "shared_weights": (_conv_c, lambda m, x: m.bad(m.bad(x))),

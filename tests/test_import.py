@@ -225,6 +225,67 @@ def test_imported_module_compiles_under_the_interpreter(make, shape, tmp_path):
     assert (got - want).norm() / want.norm() <= 1e-4
 
 
+class TopDown(nn.Module):
+    """A feature pyramid's top-down path: lateral 1×1 convs plus the coarser level upsampled
+    (nn.Upsample, F.interpolate by a factor, and to another tensor's size), then a concat."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.c3 = nn.Conv2d(8, 8, 3, stride=(2, 1), padding=1)
+        self.lateral = nn.Conv2d(8, 8, 1)
+        self.up = nn.Upsample(scale_factor=(2, 1))
+        self.head = nn.Conv2d(16, 4, 3, padding=1)
+
+    def forward(self, x):
+        c1 = F.relu(self.c1(x))
+        c2 = F.relu(self.c2(c1))
+        p2 = self.lateral(c2) + self.up(F.relu(self.c3(c2)))
+        p1 = F.interpolate(p2, size=c1.shape[-2:], mode="nearest")
+        return self.head(torch.cat([p1, F.interpolate(c1, scale_factor=1.0)], 1))
+
+
+def test_nearest_upsampling_imports(tmp_path, one_thread):
+    text = import_and_compare(randomize(TopDown().double()), tmp_path / "fpn.arch", (3, 16, 12))
+    assert "up: upsample((2, 1))" in text and "upsample(2)" in text and "upsample(1)" in text
+
+
+@pytest.mark.slow
+def test_an_imported_feature_pyramid_compiles_under_the_interpreter(tmp_path):
+    module = randomize(TopDown().double()).eval()
+    path = tmp_path / "fpn.arch"
+    path.write_text(archdsl.from_torch(module, (3, 16, 12)))
+    compiled = archdsl.compile(path, device="cpu")
+    compiled.load_state_dict({k: v.float() for k, v in module.state_dict().items()}, strict=True)
+    x = torch.randn(2, 3, 16, 12, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = module(x.double())
+        got = compiled(x).double()
+    assert (got - want).norm() / want.norm() <= 1e-4
+
+
+class Interpolate(nn.Module):
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.conv, self.kwargs = nn.Conv2d(3, 4, 1), kwargs
+
+    def forward(self, x):
+        return F.interpolate(self.conv(x), **self.kwargs)
+
+
+@pytest.mark.parametrize("module,message", [
+    (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Upsample(scale_factor=2, mode="bilinear")), "mode='bilinear'"),
+    (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Upsample(scale_factor=1.5)), "scale_factor=1.5"),
+    (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Upsample(size=(12, 8))), r"size=\(12, 8\) from 8×8"),
+    (Interpolate(scale_factor=2.0, mode="bicubic"), "interpolate with mode='bicubic'"),
+    (Interpolate(size=(12, 12)), r"interpolate with size=\(12, 12\) from 8×8"),
+], ids=["bilinear", "fractional", "size", "bicubic", "fractional-size"])
+def test_upsampling_archdsl_lacks_is_refused(module, message):
+    with pytest.raises(archdsl.ArchError, match=message):
+        archdsl.from_torch(module, (3, 8, 8))
+
+
 # ---- what cannot be imported -------------------------------------------------------------------
 
 

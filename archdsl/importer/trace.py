@@ -221,6 +221,26 @@ def _layer_norm(m: nn.LayerNorm, shape_in, axis: int | None = None) -> tuple[str
     return "layer_norm", {"eps": m.eps, "axis": axis, "affine": m.elementwise_affine}
 
 
+def _upsample(shape_in, size, scale_factor, mode) -> tuple[str, dict]:
+    """nn.Upsample / F.interpolate by whole factors, nearest neighbour: the same output index
+    (PyTorch's i * (in / out) rounded down is i // s there), whether asked by factor or by size."""
+    if mode != "nearest":
+        raise ValueError(f"mode={mode!r} (archdsl's upsample is nearest-neighbour)")
+    if len(shape_in) != 3:
+        raise ValueError(f"an input of shape {shape_in} (archdsl upsamples C×H×W maps)")
+    if scale_factor is not None:
+        factors = tuple(scale_factor) if isinstance(scale_factor, (tuple, list)) else (scale_factor,) * 2
+        if len(factors) != 2 or any(not isinstance(f, (int, float)) or f != int(f) or f < 1 for f in factors):
+            raise ValueError(f"scale_factor={scale_factor} (archdsl upsamples by whole factors)")
+        scale = tuple(int(f) for f in factors)
+    else:
+        sizes = tuple(size) if isinstance(size, (tuple, list)) else (size,) * 2
+        if len(sizes) != 2 or any(o is None or o % i for o, i in zip(sizes, shape_in[1:])):
+            raise ValueError(f"size={size} from {shape_in[1]}×{shape_in[2]} (archdsl upsamples by whole factors)")
+        scale = tuple(o // i for o, i in zip(sizes, shape_in[1:]))
+    return "upsample", {"scale": _one(scale)}
+
+
 def _gelu(m: nn.GELU, shape_in) -> tuple[str, dict]:
     return "gelu", {"approximate": m.approximate}
 
@@ -247,6 +267,8 @@ LEAF_MODULES = {
     nn.Hardswish: _act("hardswish"),
     nn.Hardsigmoid: _act("hardsigmoid"),
     nn.SiLU: _act("silu"),
+    nn.Upsample: lambda m, s: _upsample(s, m.size, m.scale_factor, m.mode),
+    nn.UpsamplingNearest2d: lambda m, s: _upsample(s, m.size, m.scale_factor, m.mode),
 }
 
 # layers of other libraries, by qualified class name (no import of the library needed)
@@ -462,6 +484,14 @@ class _Lowering:
                      "pad": _one(_arg(node, 3, "padding", 0)), "ceil_mode": bool(_arg(node, 4, "ceil_mode", False)),
                      "count_include_pad": bool(_arg(node, 5, "count_include_pad", True))}
             return self.add(node, "avgpool", attrs, [node.args[0]])
+        if fn is F.interpolate:  # (antialias=True goes only with modes refused here)
+            try:
+                # the size as traced (it may be computed from another tensor's shape)
+                size = None if _arg(node, 2, "scale_factor") is not None else self.shape(node)[1:]
+                return self.add(node, *_upsample(self.shape(node.args[0]), size, _arg(node, 2, "scale_factor"),
+                                                 _arg(node, 3, "mode", "nearest")), [node.args[0]])
+            except ValueError as exc:
+                raise _fail(f"interpolate with {exc} cannot be expressed", node, self.where(node)) from None
         if fn is F.dropout:
             return self.add(node, *_dropout(_arg(node, 1, "p", 0.5)), [node.args[0]])
         if fn is torch.mean:
@@ -510,9 +540,11 @@ class _Lowering:
 
     # -- shared lowering rules
     def shape_only(self, node: fx.Node) -> bool:
-        """A size/shape query whose result only feeds `view`/`reshape` (checked there by shape)."""
+        """A size/shape query whose result only feeds `view`/`reshape` (checked there by shape) or
+        an interpolation's size (read there from the traced output shape)."""
         return all(u.op in ("call_method", "call_function") and
-                   (u.target in ("view", "reshape", "size") or u.target in (getattr, operator.getitem))
+                   (u.target in ("view", "reshape", "size") or u.target in (getattr, operator.getitem)
+                    or u.target is F.interpolate and node in u.args[1:] + tuple(u.kwargs.values()))
                    for u in node.users)
 
     def join(self, node: fx.Node, op: str, args: list) -> None:
