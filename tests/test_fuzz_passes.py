@@ -6,7 +6,8 @@ strided, padded) with and without batch norm and each activation; residual block
 without a projection shortcut; pre-activation (bn -> relu -> conv); squeeze-and-excitation
 (`mul` by a gate, then a 1x1 conv); concats, channel shuffles and chunks (ShuffleNet); ConvNeXt's
 channels-last stretch (permute, layer norm, linears, gelu, layer scale, stochastic depth); channel
-layer norms, some read by a 1x1 conv; pooling; a classifier head, sometimes with dropout.  Over
+layer norms, some read by a 1x1 conv; pooling; U-Net-like skips (a map joined with a pooled,
+convolved and upsampled copy); a classifier head, sometimes with dropout.  Over
 400 networks every pass of the pipeline fires (the rarest, the layer norm folded into a GEMM, in
 32).  For each:
 
@@ -179,7 +180,22 @@ def _fork(draw, net: Net) -> None:
             "maxpool(3, stride=1, pad=1) }", a + b + net.c)
 
 
-UNITS = [_conv, _conv, _residual, _preact, _se, _shuffle, _convnext, _norm, _pool, _fork]
+def _skip(draw, net: Net) -> None:
+    """A U-Net / feature-pyramid skip: the map joined with a coarser copy of itself upsampled back
+    (an odd-sized map: a finer copy pooled back), concatenated (the upsample writes its slice of
+    the concat) or added."""
+    concat = draw(st.booleans())
+    a = draw(st.integers(2, 6)) if concat else net.c
+    pool = draw(st.sampled_from(["maxpool(2)", "avgpool(2)"]))
+    conv = f"conv({a}, 3, pad=1){_act(draw)}"
+    branch = f"{pool} -> {conv} -> upsample(2)" if net.size % 2 == 0 else f"upsample(2) -> {conv} -> {pool}"
+    if concat:
+        net.add(f"concat {{ identity; {branch} }}", net.c + a)
+    else:
+        net.add(f"add {{ identity; {branch} }}")
+
+
+UNITS = [_conv, _conv, _residual, _preact, _se, _shuffle, _convnext, _norm, _pool, _fork, _skip, _skip]
 
 
 @st.composite
