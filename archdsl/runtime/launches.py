@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Sequence
 
 from ..ops.registry import act_codes
+from .cache import import_program
 
 
 @functools.cache
@@ -18,7 +19,6 @@ def template_module(*names: str) -> ModuleType:
     """host.py, common.py and the templates `names` as one imported program (``template_source``):
     kernels/ as a generated program holds them, for the tuner and the performance model."""
     from ..codegen.emit import template_source
-    from .model import import_program
 
     return import_program(template_source(*names))
 

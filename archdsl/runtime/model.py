@@ -9,13 +9,9 @@ generated kernels: no PyTorch convolution, pooling or linear op runs.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -26,7 +22,7 @@ from ..codegen import Program, generate
 from ..elaborate import load, loads
 from ..ir.graph import Graph
 from ..passes import Optimized, optimize
-from .cache import programs_dir
+from .cache import import_program
 from .cudagraph import maybe_graph
 
 
@@ -44,24 +40,6 @@ def build(graph: Graph, dtype: str = "float32", origin: str = "", settings: str 
     """Optimize and generate (no GPU, no Triton needed)."""
     optimized = optimize(graph, disable)
     return Compiled(graph, optimized, generate(optimized.graph, dtype, origin, settings))
-
-
-def import_program(source: str) -> ModuleType:
-    """Import generated source as a module (from a file: Triton reads its kernels' source)."""
-    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
-    name = f"archdsl_program_{digest}"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = programs_dir() / f"{name}.py"
-    if not path.exists() or path.read_text(encoding="utf-8") != source:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(source, encoding="utf-8")
-        os.replace(tmp, path)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
