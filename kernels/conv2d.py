@@ -1553,9 +1553,6 @@ def conv_tma_supported(dtype: torch.dtype, a_row_stride: int, b_row_stride: int,
     return None
 
 
-_CONV_TMA_DEVICES = {}  # CUDA device index -> whether it has TMA (compute capability 9.0 or later)
-
-
 def _conv_tma_applies(a, w_packed, outs, fusion, ln_eps, blocks) -> bool:
     """Whether ``conv2d(tma=True)`` runs this single-pass gemm-path call through descriptors: one
     destination, no prologue, gate or layer norm, rows TMA can copy (``conv_tma_supported``), and
@@ -1564,12 +1561,7 @@ def _conv_tma_applies(a, w_packed, outs, fusion, ln_eps, blocks) -> bool:
         return False
     if conv_tma_supported(a.dtype, a.stride(0), w_packed.stride(0), blocks) is not None:
         return False
-    if a.device.type != "cuda":
-        return a.device.type in ("cpu", "meta")  # the interpreter; meta: the warm recorder, as sm_90
-    index = a.device.index if a.device.index is not None else torch.cuda.current_device()
-    if index not in _CONV_TMA_DEVICES:
-        _CONV_TMA_DEVICES[index] = torch.cuda.get_device_capability(index)[0] >= 9
-    return _CONV_TMA_DEVICES[index]
+    return a.device.type == "cpu" or _host_hopper(a.device)  # the interpreter, or sm_90+ (meta plays one)
 
 
 def _conv_tma_plan(a, w_packed, out, residual, scale, bias, act, fusion, common, tiles, warps, stages):

@@ -139,19 +139,23 @@ def _host_plan(planner, tensors, args):
 # kept apart: the switch is part of every plan's key; a captured CUDA graph keeps its launches).
 
 PROGRAMMATIC_LAUNCH = False
-_HOST_PDL_DEVICES = {}  # CUDA device index -> whether it has programmatic dependent launch (sm_90+)
+_HOST_HOPPER = {}  # CUDA device index -> whether it is sm_90 or later, read once
+
+
+def _host_hopper(device):
+    """Whether `device` is a GPU of compute capability 9.0 or later (Hopper's TMA and programmatic
+    dependent launch), or meta: the warm recorder, which plays an sm_90."""
+    if device.type == "meta":
+        return True
+    if device.type != "cuda":
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _HOST_HOPPER:
+        _HOST_HOPPER[index] = torch.cuda.get_device_capability(index)[0] >= 9
+    return _HOST_HOPPER[index]
 
 
 def _host_pdl(device):
     """The keyword arguments that launch a template's kernel with programmatic dependent launch on
-    `device`: {} unless PROGRAMMATIC_LAUNCH is on and the device is a GPU that has it (or meta:
-    the warm recorder, which plays an sm_90, records those specializations)."""
-    if not PROGRAMMATIC_LAUNCH or device.type not in ("cuda", "meta"):
-        return {}
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        if index not in _HOST_PDL_DEVICES:
-            _HOST_PDL_DEVICES[index] = torch.cuda.get_device_capability(index)[0] >= 9
-        if not _HOST_PDL_DEVICES[index]:
-            return {}
-    return {"PDL": True, "launch_pdl": True}
+    `device`: {} unless PROGRAMMATIC_LAUNCH is on and the device has it (``_host_hopper``)."""
+    return {"PDL": True, "launch_pdl": True} if PROGRAMMATIC_LAUNCH and _host_hopper(device) else {}

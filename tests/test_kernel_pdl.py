@@ -55,7 +55,7 @@ def test_launch_keywords_only_where_the_switch_is_on_and_the_gpu_has_it(monkeypa
     assert K._host_pdl(meta) == {"PDL": True, "launch_pdl": True}   # the recorder plays an sm_90
     assert K._host_pdl(cpu) == {}                                     # the interpreter: never
     for capability, want in (((8, 0), {}), ((9, 0), {"PDL": True, "launch_pdl": True})):
-        monkeypatch.setattr(K, "_HOST_PDL_DEVICES", {})
+        monkeypatch.setattr(K, "_HOST_HOPPER", {})
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index, c=capability: c)
         assert K._host_pdl(cuda) == want, capability
 
