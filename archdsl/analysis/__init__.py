@@ -54,7 +54,8 @@ class RF:
                 "start": [math.floor(self.start_h), math.floor(self.start_w)]}
 
     def text(self) -> str:
-        (h, w), (jh, jw) = self.shown()["size"], self.shown()["jump"]
+        shown = self.shown()
+        (h, w), (jh, jw) = shown["size"], shown["jump"]
         size = f"{h}" if h == w else f"{h}×{w}"
         jump = f"{jh:g}" if jh == jw else f"{jh:g}×{jw:g}"
         return f"{size}/{jump}"
